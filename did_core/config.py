@@ -1,0 +1,78 @@
+"""Frozen, validated settings shared by the scoring engine, the store and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Device = Literal["auto", "cpu", "cuda"]
+Role = Literal["reference", "policy"]
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How a dataset is scored. Fields that change a score enter the fingerprint."""
+
+    beta: float = 0.1
+    """DPO β: implicit reward = β·(ℓ_π − ℓ_ref). Display only; not in the fingerprint."""
+    max_length: int | None = 1024
+    """Prompt+completion tokens kept per sequence (TRL `keep_start`); None keeps all."""
+    dtype: Dtype = "auto"
+    """Compute dtype; `auto` is float32 (see DESIGN.md §5)."""
+    device: Device = "auto"
+    """`auto` picks cuda when available, else cpu."""
+    token_level: bool = True
+    """Compute per-token DID entropy (estimator 1) for every policy."""
+    token_budget: int = 8192
+    """Padded tokens per forward batch; halved automatically on out-of-memory."""
+    limit: int | None = None
+    """Score only the first N pairs of the dataset."""
+    allow_pickle: bool = False
+    """Allow loading pickled `.bin` weights (unsafe: arbitrary code)."""
+    trust_remote_code: bool = False
+    """Pass `trust_remote_code=True` to transformers (unsafe)."""
+
+    def __post_init__(self) -> None:
+        if not (self.beta > 0):
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto|cpu|cuda, got {self.device!r}")
+        if self.token_budget < 16:
+            raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+    @property
+    def resolved_dtype(self) -> str:
+        return "float32" if self.dtype == "auto" else self.dtype
+
+    def fingerprint_fields(self) -> dict:
+        """The settings that change stored numbers (β, device and batch size do not)."""
+        d = asdict(self)
+        return {k: d[k] for k in ("max_length", "token_level")} | {"dtype": self.resolved_dtype}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to score: the reference or a policy (checkpoint)."""
+
+    name: str
+    """Display name: the path as given, or `checkpoint-N` within a run."""
+    path: str
+    """Local directory, hub id, PEFT adapter directory, or `.gguf` file."""
+    role: Role = "policy"
+    step: int | None = None
+    """Training step, when known (from `checkpoint-N` or trainer_state.json)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("ModelSpec.name must not be empty")
+        if not self.path:
+            raise ValueError("ModelSpec.path must not be empty")
+        if self.role not in ("reference", "policy"):
+            raise ValueError(f"role must be reference|policy, got {self.role!r}")
