@@ -1,0 +1,260 @@
+"""The `score` job: dataset -> TRL tokens -> engine -> chunked store, resumable and shardable.
+
+Every input is validated and every model loaded before the first byte is written, so a bad input
+leaves the workspace as it was. Work is cut into fixed chunks of pairs (in dataset order); a chunk
+is written atomically once all its models are scored, so a killed job resumes at the first missing
+chunk and a finished job computes nothing. Under `torchrun`, ranks take chunks round-robin and
+rank 0 gathers and writes them: no two processes ever write the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from did_core.config import ModelSpec, ScoreSettings
+from did_core.data import PreferenceData, load_preference_data
+from did_core.engine import PairScores, score_batch_models
+from did_core.errors import InputError
+from did_core.models import (
+    check_same_tokenizer,
+    discover_run,
+    load_model,
+    model_fingerprint,
+    resolve_device,
+    tokenizer_fingerprint,
+)
+from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
+from did_core.workspace import Workspace, fingerprint
+
+Progress = Callable[[str, int, int], None]
+CHUNK_SIZE = 128  # pairs per stored chunk: the unit of resume
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """What a finished job did, for the CLI's summary line and the tests (count, don't time)."""
+
+    run: str
+    n_pairs: int
+    chunks_total: int
+    chunks_computed: int
+    truncation: dict
+
+
+def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None) -> tuple[
+        ModelSpec, list[ModelSpec], dict]:
+    """The reference and policy specs, and run metadata (β, trainer log) from a TRL output dir."""
+    if not policies and not run_dir:
+        raise InputError("give the checkpoints to score: --policy MODEL ... or --run TRL_OUTPUT_DIR")
+    ref = ModelSpec(name=str(reference), path=str(reference), role="reference")
+    specs: list[ModelSpec] = []
+    meta: dict = {"beta": None, "log_history": []}
+    if run_dir:
+        info = discover_run(run_dir)
+        specs.extend(info.checkpoints)
+        meta = {"beta": info.beta, "log_history": info.log_history}
+    for p in policies or []:
+        specs.append(ModelSpec(name=str(p), path=str(p), role="policy", step=_step_from_name(p)))
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise InputError(f"checkpoint given twice: {sorted(dup)[0]}")
+    return ref, specs, meta
+
+
+def _step_from_name(path: str) -> int | None:
+    base = Path(path).name
+    if base.startswith("checkpoint-") and base[len("checkpoint-"):].isdigit():
+        return int(base[len("checkpoint-"):])
+    return None
+
+
+def default_run_name(reference: ModelSpec, policies: list[ModelSpec], run_dir: str | None, data: str) -> str:
+    stem = Path(run_dir).name if run_dir else Path(policies[0].path).name
+    return f"{stem}__{Path(data).name.split('.')[0]}".replace(" ", "_")
+
+
+def _token_strings(tokenizer, pairs: Sequence[TokenizedPair]) -> dict[int, str]:
+    """Decoded text of every token id that occurs in a response (decoded one id at a time)."""
+    ids = {t for p in pairs for t in (*p.chosen_ids, *p.rejected_ids)}
+    return {i: tokenizer.decode([i]) for i in ids}
+
+
+def _chunk_frames(pairs: Sequence[TokenizedPair], scores: Sequence[PairScores], pieces: dict[int, str],
+                  with_entropy: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's scores for one chunk as the store's pairs and tokens tables (ARCHITECTURE.md)."""
+    rows, tok_cols = [], {k: [] for k in ("pair_id", "side", "position", "token_id", "token", "logp",
+                                          "did_entropy")}
+    for p, s in zip(pairs, scores, strict=True):
+        row = {"pair_id": p.pair_id}
+        for side, ids, r, dropped in (("chosen", p.chosen_ids, s.chosen, p.chosen_dropped),
+                                      ("rejected", p.rejected_ids, s.rejected, p.rejected_dropped)):
+            ent = r.did_entropy if (with_entropy and r.did_entropy is not None) else None
+            row |= {f"logp_{side}": float(r.logp_sum), f"n_tokens_{side}": len(ids), f"dropped_{side}": dropped,
+                    f"did_entropy_{side}": float(np.mean(ent)) if ent is not None and len(ent) else np.nan,
+                    f"did_entropy_max_{side}": float(np.max(ent)) if ent is not None and len(ent) else np.nan}
+            n = len(ids)
+            tok_cols["pair_id"] += [p.pair_id] * n
+            tok_cols["side"] += [side] * n
+            tok_cols["position"] += list(range(n))
+            tok_cols["token_id"] += list(ids)
+            tok_cols["token"] += [pieces[i] for i in ids]
+            tok_cols["logp"] += list(np.asarray(r.token_logps, dtype=np.float32))
+            tok_cols["did_entropy"] += list(ent) if ent is not None else [np.nan] * n
+        rows.append(row)
+    pairs_df = pd.DataFrame(rows)
+    tokens_df = pd.DataFrame(tok_cols).astype({"position": "int32", "token_id": "int32", "logp": "float32",
+                                               "did_entropy": "float32"})
+    return pairs_df, tokens_df
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size): from torch.distributed when launched by torchrun, else (0, 1)."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def run_score(data: str, reference: str, *, policies: list[str] | None = None, run_dir: str | None = None,
+              workspace: str | Path = "workspace", settings: ScoreSettings = ScoreSettings(),
+              name: str | None = None, column_map: dict[str, str] | None = None,
+              progress: Progress | None = None, beta_from_run: bool = True) -> ScoreStats:
+    """Score `data` with `reference` and every policy; store the results; return what was done.
+
+    β is the trainer's (from the run folder) when `beta_from_run` and the run records one, else
+    `settings.beta`. Raises InputError (before writing anything) for bad data, models or flags.
+    """
+    say = progress or (lambda stage, done, total: None)
+    rank, world = _dist()
+    ws = Workspace(workspace)
+    ref_spec, specs, run_meta = plan_models(reference, policies, run_dir)
+    beta = float(run_meta["beta"]) if beta_from_run and run_meta.get("beta") is not None else settings.beta
+
+    say("load", 0, 1 + len(specs))
+    pdata: PreferenceData = load_preference_data(data, column_map=column_map, limit=settings.limit)
+    ref_model, tokenizer = load_model(ref_spec, settings)
+    models = []
+    for i, spec in enumerate(specs):
+        m, tok = load_model(spec, settings)
+        check_same_tokenizer(tokenizer, tok, spec.name)
+        models.append(m)
+        say("load", i + 2, 1 + len(specs))
+    say("tokenize", 0, len(pdata.pairs))
+    pairs = tokenize_pairs(pdata, tokenizer, settings.max_length)
+    say("tokenize", len(pairs), len(pdata.pairs))
+
+    # Fingerprints: the reference's numbers do not depend on token_level; a policy's entropy does,
+    # and it depends on the reference, so the policy key includes the reference key.
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    fields = settings.fingerprint_fields()
+    ref_fp = fingerprint("reference", pdata.fingerprint, model_fingerprint(ref_spec.path), tok_fp,
+                         {k: v for k, v in fields.items() if k != "token_level"})
+    pol_fps = [fingerprint("policy", pdata.fingerprint, model_fingerprint(s.path), tok_fp, fields, ref_fp)
+               for s in specs]
+
+    n_chunks = max(1, -(-len(pairs) // CHUNK_SIZE))
+    chunks_computed = 0
+    run_name = name or default_run_name(ref_spec, specs, run_dir, data)
+    ws.validate_name(run_name)
+    if rank == 0:
+        ws.write_dataset(pdata)
+    common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": CHUNK_SIZE,
+              "n_chunks": n_chunks, "tokenizer": tok_fp}
+    ref_store = ws.score_store(ref_fp, common | {"model": asdict(ref_spec), "reference_score": None,
+                                                 "model_fingerprint": model_fingerprint(ref_spec.path)})
+    pol_stores = [ws.score_store(fp, common | {"model": asdict(s), "reference_score": ref_fp,
+                                               "model_fingerprint": model_fingerprint(s.path)})
+                  for fp, s in zip(pol_fps, specs, strict=True)]
+    pieces = _token_strings(tokenizer, pairs)
+    device = resolve_device(settings)
+    dtype = getattr(torch, settings.resolved_dtype)
+
+    ref_done = ref_store.done_chunks()
+    pol_done = [s.done_chunks() for s in pol_stores]
+    todo = [c for c in range(n_chunks) if c not in ref_done or any(c not in d for d in pol_done)]
+    total_pairs = len(pairs)
+    finished = total_pairs - sum(len(_chunk(pairs, c)) for c in todo)
+    say("score", finished, total_pairs)
+    t0 = time.perf_counter()
+    # Each round every rank scores one chunk; rank 0 gathers and writes them.
+    for round_start in range(0, len(todo), world):
+        mine = todo[round_start + rank] if round_start + rank < len(todo) else None
+        result = None
+        if mine is not None:
+            chunk_pairs = _chunk(pairs, mine)
+            need = [i for i, d in enumerate(pol_done) if mine not in d]
+            score_ref = mine not in ref_done
+            base = finished
+            ref_scores, pol_scores = score_batch_models(
+                ref_model, [models[i] for i in need], chunk_pairs, token_level=settings.token_level,
+                score_reference=score_ref, token_budget=settings.token_budget, device=device, dtype=dtype,
+                progress=(lambda n: say("score", base + n, total_pairs)) if world == 1 else None)
+            result = (mine, score_ref, ref_scores, need, pol_scores)
+        results = _gather(result, rank, world)
+        if rank == 0:
+            for res in results:
+                if res is None:
+                    continue
+                c, score_ref, ref_scores, need, pol_scores = res
+                chunk_pairs = _chunk(pairs, c)
+                if score_ref:
+                    ref_store.write_chunk(c, *_chunk_frames(chunk_pairs, ref_scores, pieces, False))
+                for i, sc in zip(need, pol_scores, strict=True):
+                    pol_stores[i].write_chunk(c, *_chunk_frames(chunk_pairs, sc, pieces, settings.token_level))
+                chunks_computed += 1
+                finished += len(chunk_pairs)
+        say("score", finished, total_pairs)
+    if rank == 0:
+        ref_store.mark_complete()
+        for s in pol_stores:
+            s.mark_complete()
+        ws.write_run({
+            "name": run_name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {"fingerprint": pdata.fingerprint, "source": str(data), "n_pairs": len(pairs),
+                        "conversational": pdata.conversational},
+            "beta": beta, "settings": fields,
+            "reference": {"name": ref_spec.name, "path": ref_spec.path, "step": None, "score": ref_fp},
+            "checkpoints": [{"name": s.name, "path": s.path, "step": s.step, "score": fp}
+                            for s, fp in zip(specs, pol_fps, strict=True)],
+            "trainer_log_history": run_meta.get("log_history") or [],
+            "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0},
+        })
+    _barrier(world)
+    say("done", total_pairs, total_pairs)
+    return ScoreStats(run=run_name, n_pairs=len(pairs), chunks_total=n_chunks, chunks_computed=chunks_computed,
+                      truncation=truncation_report(pairs))
+
+
+def _chunk(pairs: Sequence[TokenizedPair], c: int) -> Sequence[TokenizedPair]:
+    return pairs[c * CHUNK_SIZE:(c + 1) * CHUNK_SIZE]
+
+
+def _gather(result, rank: int, world: int) -> list:
+    if world == 1:
+        return [result]
+    import torch.distributed as dist
+
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(result, out, dst=0)
+    return out or []
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
