@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,7 @@ def _dist() -> tuple[int, int]:
 
 
 def run_score(data: str, reference: str, *, policies: list[str] | None = None, run_dir: str | None = None,
-              workspace: str | Path = "workspace", settings: ScoreSettings = ScoreSettings(),
+              workspace: str | Path = "workspace", settings: ScoreSettings | None = None,
               name: str | None = None, column_map: dict[str, str] | None = None,
               progress: Progress | None = None, beta_from_run: bool = True) -> ScoreStats:
     """Score `data` with `reference` and every policy; store the results; return what was done.
@@ -138,6 +138,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     β is the trainer's (from the run folder) when `beta_from_run` and the run records one, else
     `settings.beta`. Raises InputError (before writing anything) for bad data, models or flags.
     """
+    settings = settings or ScoreSettings()
     say = progress or (lambda stage, done, total: None)
     rank, world = _dist()
     ws = Workspace(workspace)
@@ -202,7 +203,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
             ref_scores, pol_scores = score_batch_models(
                 ref_model, [models[i] for i in need], chunk_pairs, token_level=settings.token_level,
                 score_reference=score_ref, token_budget=settings.token_budget, device=device, dtype=dtype,
-                progress=(lambda n: say("score", base + n, total_pairs)) if world == 1 else None)
+                progress=(lambda n, base=base: say("score", base + n, total_pairs)) if world == 1 else None)
             result = (mine, score_ref, ref_scores, need, pol_scores)
         results = _gather(result, rank, world)
         if rank == 0:
@@ -223,7 +224,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
         for s in pol_stores:
             s.mark_complete()
         ws.write_run({
-            "name": run_name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "name": run_name, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": {"fingerprint": pdata.fingerprint, "source": str(data), "n_pairs": len(pairs),
                         "conversational": pdata.conversational},
             "beta": beta, "settings": fields,

@@ -1,0 +1,185 @@
+"""Command line: `python -m did_core score | export | demo | sample` (DESIGN.md §3).
+
+A thin wrapper over the typed functions the dashboard calls. Bad input ends with exit status 2 and
+one `error:` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m did_core", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    ws_default = os.environ.get("DID_WORKSPACE", "workspace")
+
+    s = sub.add_parser("score", help="score a preference dataset with a reference and checkpoints")
+    s.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet file, save_to_disk folder or hub id")
+    s.add_argument("--ref", required=True, help="reference model: HF dir, hub id, PEFT adapter dir or .gguf")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--policy", nargs="+", help="checkpoints to score (same forms as --ref)")
+    g.add_argument("--run", help="a TRL output dir: its checkpoint-* folders are scored in step order")
+    s.add_argument("--workspace", default=ws_default, help="results folder (default: $DID_WORKSPACE or ./workspace)")
+    s.add_argument("--name", help="run name in the workspace (default: from the run folder and dataset)")
+    s.add_argument("--beta", type=float, default=None, help="DPO β (default: the trainer's, else 0.1)")
+    s.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
+    s.add_argument("--max-length", type=int, default=1024, help="prompt+completion tokens kept (TRL keep_start)")
+    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--token-level", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute per-token DID entropy (default: on)")
+    s.add_argument("--token-budget", type=int, default=8192, help="padded tokens per forward batch")
+    s.add_argument("--column-map", default=None, help='JSON rename map, e.g. \'{"question": "prompt"}\'')
+    s.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (unsafe)")
+    s.add_argument("--trust-remote-code", action="store_true", help="run model code from the model dir (unsafe)")
+    s.add_argument("--progress-json", default=None, help="append JSON-lines progress records to this file")
+
+    e = sub.add_parser("export", help="export stored results")
+    e.add_argument("--workspace", default=ws_default)
+    e.add_argument("--out", required=True, help="FILE.csv, FILE.parquet or FILE.jsonl")
+    e.add_argument("--kind", default="pairs", choices=["pairs", "tokens", "trl"],
+                   help="pairs: one row per (pair, model); tokens: per response token; "
+                        "trl: the dataset with TRL's ref_chosen_logps/ref_rejected_logps")
+    e.add_argument("--run", default=None, help="run name (default: every run)")
+
+    d = sub.add_parser("demo", help="build the embedded demo workspace (tiny models, real DPO runs)")
+    d.add_argument("--workspace", default=ws_default)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--progress-json", default=None)
+    return p
+
+
+class _Progress:
+    """A progress bar on stderr (pairs/s, ETA) and optional JSON-lines records for the dashboard."""
+
+    def __init__(self, json_path: str | None):
+        self.json_path = json_path
+        self.t0 = time.perf_counter()
+        self.stage: str | None = None
+        self.stage_t0 = self.t0
+        self.first_done = 0
+        self.last_print = 0.0
+        self.bar_open = False
+
+    def __call__(self, stage: str, done: int, total: int, **extra) -> None:
+        now = time.perf_counter()
+        if stage != self.stage:
+            self.stage, self.stage_t0, self.first_done = stage, now, done
+        elapsed = now - self.stage_t0
+        rate = (done - self.first_done) / elapsed if elapsed > 0 and done > self.first_done else None
+        eta = (total - done) / rate if rate else None
+        if self.json_path:
+            rec = {"stage": stage, "done": done, "total": total, "rate": rate, "eta_s": eta, "time": time.time()}
+            with open(self.json_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec | extra) + "\n")
+        # On a terminal: a live bar for every stage. Otherwise (logs, CI, the dashboard's launcher):
+        # a plain line every 5 s of scoring only, so an input error stays the only line on stderr.
+        tty = sys.stderr.isatty()
+        if (tty and now - self.last_print > 0.2) or (not tty and stage == "score" and now - self.last_print > 5):
+            self.last_print = now
+            width = 30
+            fill = int(width * done / total) if total else width
+            rate_s = f"{rate:7.1f} pairs/s" if rate and stage == "score" else ""
+            eta_s = f"ETA {eta:5.0f}s" if eta is not None else ""
+            line = f"{stage:>8} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {rate_s} {eta_s}"
+            sys.stderr.write(f"\r{line}  " if tty else line + "\n")
+            self.bar_open = tty
+            sys.stderr.flush()
+        if done >= total and self.bar_open:
+            sys.stderr.write("\n")
+            self.bar_open = False
+
+    def finish(self, **extra) -> None:
+        if self.json_path:
+            with open(self.json_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"time": time.time()} | extra) + "\n")
+
+
+def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
+    from did_core.config import ScoreSettings
+    from did_core.errors import InputError
+    from did_core.score import run_score
+
+    try:
+        settings = ScoreSettings(beta=a.beta if a.beta is not None else 0.1, max_length=a.max_length,
+                                 dtype=a.dtype, device=a.device, token_level=a.token_level,
+                                 token_budget=a.token_budget, limit=a.limit, allow_pickle=a.allow_pickle,
+                                 trust_remote_code=a.trust_remote_code)
+    except ValueError as exc:
+        raise InputError(f"bad setting: {exc}") from None
+    column_map = None
+    if a.column_map:
+        try:
+            column_map = json.loads(a.column_map)
+            assert isinstance(column_map, dict) and all(isinstance(v, str) for v in column_map.values())
+        except (json.JSONDecodeError, AssertionError):
+            raise InputError(f"--column-map must be a JSON object of column renames, got {a.column_map!r}") from None
+    stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
+                      name=a.name, column_map=column_map, progress=progress, beta_from_run=a.beta is None)
+    trunc = stats.truncation
+    print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
+          f"(the rest were stored), workspace {a.workspace}")
+    if trunc.get("truncated_responses"):
+        print(f"note: {trunc}", file=sys.stderr)
+    progress.finish(stage="done", run=stats.run, chunks_computed=stats.chunks_computed)
+
+
+def _cmd_export(a: argparse.Namespace) -> None:
+    from did_core.export import export, export_trl_reference
+
+    if a.kind == "trl":
+        path = export_trl_reference(a.workspace, a.run, a.out)
+    else:
+        path = export(a.workspace, a.out, kind=a.kind, run=a.run)
+    print(f"wrote {path}")
+
+
+def _cmd_demo(a: argparse.Namespace, progress: _Progress) -> None:
+    from did_core.demo import build_demo
+
+    t0 = time.perf_counter()
+    build_demo(a.workspace, seed=a.seed, progress=progress)
+    progress.finish(stage="done")
+    print(f"demo workspace built in {time.perf_counter() - t0:.1f} s: {a.workspace}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from did_core.errors import InputError
+
+    progress = _Progress(getattr(args, "progress_json", None))
+    try:
+        if args.command == "score":
+            _cmd_score(args, progress)
+        elif args.command == "export":
+            _cmd_export(args)
+        elif args.command == "demo":
+            _cmd_demo(args, progress)
+        return 0
+    except InputError as exc:
+        msg = str(exc).replace("\n", " ")
+        progress.finish(stage="error", message=f"error: {msg}")
+        print(f"\nerror: {msg}" if progress.bar_open else f"error: {msg}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            msg = f"no space left on device while writing {exc.filename or Path(args.workspace)}"
+            print(f"error: {msg}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished chunks are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
