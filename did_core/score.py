@@ -39,6 +39,11 @@ Progress = Callable[[str, int, int], None]
 CHUNK_SIZE = 128  # pairs per stored chunk: the unit of resume
 
 
+def _chunk_size() -> int:
+    """Pairs per chunk; `DID_CHUNK_SIZE` overrides it (tests use small chunks to kill jobs mid-way)."""
+    return int(os.environ.get("DID_CHUNK_SIZE", CHUNK_SIZE))
+
+
 @dataclass(frozen=True)
 class ScoreStats:
     """What a finished job did, for the CLI's summary line and the tests (count, don't time)."""
@@ -161,19 +166,21 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     # Fingerprints: the reference's numbers do not depend on token_level; a policy's entropy does,
     # and it depends on the reference, so the policy key includes the reference key.
     tok_fp = tokenizer_fingerprint(tokenizer)
-    fields = settings.fingerprint_fields()
+    chunk_size = _chunk_size()
+    # The chunk size fixes which pairs form chunk c, so resuming needs the same one: key on it too.
+    fields = settings.fingerprint_fields() | {"chunk_size": chunk_size}
     ref_fp = fingerprint("reference", pdata.fingerprint, model_fingerprint(ref_spec.path), tok_fp,
                          {k: v for k, v in fields.items() if k != "token_level"})
     pol_fps = [fingerprint("policy", pdata.fingerprint, model_fingerprint(s.path), tok_fp, fields, ref_fp)
                for s in specs]
 
-    n_chunks = max(1, -(-len(pairs) // CHUNK_SIZE))
+    n_chunks = max(1, -(-len(pairs) // chunk_size))
     chunks_computed = 0
     run_name = name or default_run_name(ref_spec, specs, run_dir, data)
     ws.validate_name(run_name)
     if rank == 0:
         ws.write_dataset(pdata)
-    common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": CHUNK_SIZE,
+    common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": chunk_size,
               "n_chunks": n_chunks, "tokenizer": tok_fp}
     ref_store = ws.score_store(ref_fp, common | {"model": asdict(ref_spec), "reference_score": None,
                                                  "model_fingerprint": model_fingerprint(ref_spec.path)})
@@ -188,7 +195,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     pol_done = [s.done_chunks() for s in pol_stores]
     todo = [c for c in range(n_chunks) if c not in ref_done or any(c not in d for d in pol_done)]
     total_pairs = len(pairs)
-    finished = total_pairs - sum(len(_chunk(pairs, c)) for c in todo)
+    finished = total_pairs - sum(len(_chunk(pairs, c, chunk_size)) for c in todo)
     say("score", finished, total_pairs)
     t0 = time.perf_counter()
     # Each round every rank scores one chunk; rank 0 gathers and writes them.
@@ -196,7 +203,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
         mine = todo[round_start + rank] if round_start + rank < len(todo) else None
         result = None
         if mine is not None:
-            chunk_pairs = _chunk(pairs, mine)
+            chunk_pairs = _chunk(pairs, mine, chunk_size)
             need = [i for i, d in enumerate(pol_done) if mine not in d]
             score_ref = mine not in ref_done
             base = finished
@@ -211,13 +218,15 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                 if res is None:
                     continue
                 c, score_ref, ref_scores, need, pol_scores = res
-                chunk_pairs = _chunk(pairs, c)
+                chunk_pairs = _chunk(pairs, c, chunk_size)
                 if score_ref:
                     ref_store.write_chunk(c, *_chunk_frames(chunk_pairs, ref_scores, pieces, False))
                 for i, sc in zip(need, pol_scores, strict=True):
                     pol_stores[i].write_chunk(c, *_chunk_frames(chunk_pairs, sc, pieces, settings.token_level))
                 chunks_computed += 1
                 finished += len(chunk_pairs)
+                if os.environ.get("DID_TEST_CHUNK_DELAY"):  # lets fault tests kill -9 between chunks
+                    time.sleep(float(os.environ["DID_TEST_CHUNK_DELAY"]))
         say("score", finished, total_pairs)
     if rank == 0:
         ref_store.mark_complete()
@@ -240,8 +249,8 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                       truncation=truncation_report(pairs))
 
 
-def _chunk(pairs: Sequence[TokenizedPair], c: int) -> Sequence[TokenizedPair]:
-    return pairs[c * CHUNK_SIZE:(c + 1) * CHUNK_SIZE]
+def _chunk(pairs: Sequence[TokenizedPair], c: int, size: int) -> Sequence[TokenizedPair]:
+    return pairs[c * size:(c + 1) * size]
 
 
 def _gather(result, rank: int, world: int) -> list:
