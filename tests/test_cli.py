@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cli_world import build_world
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cli_world import build_world
 from did_core.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]

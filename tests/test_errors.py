@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_world import build_world, write_pairs
+
 from did_core.__main__ import main
 from did_core.tiny import build_tokenizer, tiny_llama
 
