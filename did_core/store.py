@@ -1,0 +1,327 @@
+"""Low-level storage: atomic writes, fingerprints, and one score's chunked Parquet files (`ScoreStore`).
+
+Layout of one score (see docs/ARCHITECTURE.md):
+
+    scores/<score_fp>/meta.json                 settings, model, dataset, chunks done + sha256 per file
+    scores/<score_fp>/chunk-00000.pairs.parquet one row per pair
+    scores/<score_fp>/chunk-00000.tokens.parquet one row per response token
+    scores/<score_fp>/pairs.parquet             merged pairs of a complete score (a cache, rebuilt on demand)
+
+Every file is written to a unique `*.tmp` in the same directory, fsynced, then `os.replace`d, so a
+reader never sees a half-written file and a `kill -9` leaves only stray `*.tmp` files behind. A chunk
+counts as done only once both of its files are in place *and* listed in meta.json with their sha256;
+meta.json is updated under an exclusive `flock`, so several ranks may write chunks of one score.
+Readers verify the sha256 of every file they read and raise `CorruptStoreError` on a mismatch;
+`done_chunks()` and `is_complete()` leave corrupt chunks out, so the score job recomputes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from did_core.errors import InputError
+
+PAIRS_SCHEMA = pa.schema([
+    ("pair_id", pa.string()),
+    ("logp_chosen", pa.float64()), ("logp_rejected", pa.float64()),
+    ("n_tokens_chosen", pa.int64()), ("n_tokens_rejected", pa.int64()),
+    ("dropped_chosen", pa.int64()), ("dropped_rejected", pa.int64()),
+    ("did_entropy_chosen", pa.float64()), ("did_entropy_rejected", pa.float64()),
+    ("did_entropy_max_chosen", pa.float64()), ("did_entropy_max_rejected", pa.float64()),
+])
+TOKENS_SCHEMA = pa.schema([
+    ("pair_id", pa.string()), ("side", pa.string()), ("position", pa.int32()), ("token_id", pa.int32()),
+    ("token", pa.string()), ("logp", pa.float32()), ("did_entropy", pa.float32()),
+])
+MERGED_PAIRS = "pairs.parquet"
+
+
+class CorruptStoreError(Exception):
+    """A stored file does not match the sha256 recorded when it was written (or vanished).
+
+    `chunk` is the chunk id, or None for the merged cache. The score job recomputes such chunks;
+    readers surface the message (rerun `score` to repair).
+    """
+
+    def __init__(self, path: Path, chunk: int | None) -> None:
+        super().__init__(f"stored result {path} is corrupt or missing; rerun `score` to recompute it")
+        self.path = path
+        self.chunk = chunk
+
+
+def fingerprint(*parts: Any) -> str:
+    """A 20-hex-digit sha256 of the canonical JSON of `parts` (dict keys sorted, no whitespace)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a same-directory temp file, fsync, `os.replace`, then fsync the directory.
+
+    A full disk becomes an `InputError` naming the path; the temp file is removed on any failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"no space left on device while writing {path}") from e
+        raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # directory fsync is not supported everywhere
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str).encode("utf-8"))
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def atomic_write_parquet(path: str | Path, table: pa.Table) -> str:
+    """Write `table` atomically; return the sha256 of the bytes written."""
+    data = table_to_parquet_bytes(table)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def conform(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """`df` as an Arrow table with `schema`'s columns first (cast), NaN for missing float columns, extras kept.
+
+    Raises ValueError when a non-float column of the schema is missing.
+    """
+    n = len(df)
+    arrays, fields = [], []
+    for field in schema:
+        if field.name in df.columns:
+            arrays.append(pa.array(df[field.name].to_numpy(), from_pandas=True).cast(field.type))
+        elif pa.types.is_floating(field.type):
+            arrays.append(pa.nulls(n, field.type).fill_null(float("nan")))
+        else:
+            raise ValueError(f"column {field.name!r} missing from the rows to store")
+        fields.append(field)
+    for name in df.columns:
+        if name not in schema.names:
+            arrays.append(pa.array(df[name].to_numpy(), from_pandas=True))
+            fields.append(pa.field(name, arrays[-1].type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def read_verified(path: Path, sha: str | None, chunk: int | None, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file after checking its sha256 (skipped when `sha` is None)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise CorruptStoreError(path, chunk) from e
+    if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+        raise CorruptStoreError(path, chunk)
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise CorruptStoreError(path, chunk) from e
+
+
+class ScoreStore:
+    """The chunked results of one (dataset, model, tokenizer, settings) score: `scores/<fp>/`."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    # -- meta -------------------------------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "meta.json"
+
+    def meta(self) -> dict:
+        """meta.json as stored (raises CorruptStoreError when unreadable)."""
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CorruptStoreError(self.meta_path, None) from e
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    @contextlib.contextmanager
+    def _locked_meta(self) -> Iterator[dict]:
+        """Read-modify-write meta.json under an exclusive lock (several ranks may write chunks)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                meta = self.meta()
+                yield meta
+                atomic_write_json(self.meta_path, meta)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def init_meta(self, meta: dict) -> None:
+        """Create meta.json if absent (first writer wins; existing chunks are kept)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                if not self.exists():
+                    atomic_write_json(self.meta_path, {**meta, "chunks_done": [], "checksums": {},
+                                                       "complete": False})
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    # -- chunks -----------------------------------------------------------------------------------------
+    def chunk_path(self, i: int, kind: str) -> Path:
+        return self.dir / f"chunk-{i:05d}.{kind}.parquet"
+
+    def write_chunk(self, i: int, pairs_df: pd.DataFrame, tokens_df: pd.DataFrame | None) -> None:
+        """Store chunk `i` (both files, atomically), then record it as done with its checksums.
+
+        `pairs_df` follows PAIRS_SCHEMA (missing float columns become NaN), `tokens_df` TOKENS_SCHEMA
+        (None: no token rows for this score). Rewriting a chunk replaces it.
+        """
+        if i < 0:
+            raise ValueError(f"chunk id must be >= 0, got {i}")
+        sums = {"pairs": atomic_write_parquet(self.chunk_path(i, "pairs"), conform(pairs_df, PAIRS_SCHEMA))}
+        if tokens_df is not None:
+            sums["tokens"] = atomic_write_parquet(self.chunk_path(i, "tokens"), conform(tokens_df, TOKENS_SCHEMA))
+        with self._locked_meta() as meta:
+            meta["checksums"][str(i)] = sums
+            meta["chunks_done"] = sorted(set(meta["chunks_done"]) | {i})
+            meta["complete"] = False
+            meta.pop("merged", None)
+
+    def _chunk_ok(self, i: int, sums: dict) -> bool:
+        return all(self.chunk_path(i, kind).is_file() and sha256_file(self.chunk_path(i, kind)) == sha
+                   for kind, sha in sums.items())
+
+    def done_chunks(self) -> set[int]:
+        """Chunk ids whose files are present and match their recorded sha256 (corrupt ones are left out)."""
+        if not self.exists():
+            return set()
+        meta = self.meta()
+        return {i for i in meta["chunks_done"] if self._chunk_ok(i, meta["checksums"].get(str(i), {}))}
+
+    def expected_chunks(self, meta: dict | None = None) -> set[int] | None:
+        """Chunk ids a complete score has, from meta's n_pairs and chunk_size (None when unknown)."""
+        meta = meta or self.meta()
+        n, size = meta.get("n_pairs"), meta.get("chunk_size")
+        if not n or not size:
+            return None
+        return set(range(-(-int(n) // int(size))))
+
+    def mark_complete(self) -> None:
+        """Flag the score complete and write the merged pairs cache. Raises RuntimeError if chunks are missing."""
+        done = self.done_chunks()
+        expected = self.expected_chunks()
+        if expected is not None and not expected <= done:
+            raise RuntimeError(f"{self.dir}: chunks {sorted(expected - done)[:10]} missing or corrupt")
+        merged = self._read_pairs_chunks(sorted(done))
+        sha = atomic_write_parquet(self.dir / MERGED_PAIRS, merged)
+        with self._locked_meta() as meta:
+            meta["complete"] = True
+            meta["merged"] = {"pairs": sha, "chunks": sorted(done)}
+
+    def is_complete(self) -> bool:
+        """True when flagged complete and every chunk verifies (a full sha256 pass over the chunk files)."""
+        if not self.exists():
+            return False
+        meta = self.meta()
+        if not meta.get("complete"):
+            return False
+        expected = self.expected_chunks(meta) or set(meta["chunks_done"])
+        return expected <= self.done_chunks()
+
+    # -- readers ----------------------------------------------------------------------------------------
+    def _read_pairs_chunks(self, chunks: list[int]) -> pa.Table:
+        """Verified pair rows of `chunks`, with an internal `_chunk` column (int32) locating each pair."""
+        meta = self.meta()
+        tables = []
+        for i in chunks:
+            t = read_verified(self.chunk_path(i, "pairs"), meta["checksums"][str(i)]["pairs"], i)
+            tables.append(t.append_column("_chunk", pa.array([i] * t.num_rows, pa.int32())))
+        if not tables:
+            return PAIRS_SCHEMA.empty_table().append_column("_chunk", pa.array([], pa.int32()))
+        return pa.concat_tables(tables, promote_options="default")
+
+    def _pairs_with_chunk(self, meta: dict) -> pa.Table:
+        merged = meta.get("merged")
+        if merged and merged.get("chunks") == sorted(meta["chunks_done"]):
+            try:
+                return read_verified(self.dir / MERGED_PAIRS, merged["pairs"], None)
+            except CorruptStoreError:
+                pass  # the cache is only a cache: fall back to the verified chunks
+        return self._read_pairs_chunks(sorted(meta["chunks_done"]))
+
+    def read_pairs_table(self) -> pa.Table:
+        """All stored pair rows as Arrow (merged cache when valid, else the done chunks, verified)."""
+        return self._pairs_with_chunk(self.meta()).drop_columns(["_chunk"])
+
+    def read_pairs(self) -> pd.DataFrame:
+        """All stored pair rows (PAIRS_SCHEMA columns first). Raises CorruptStoreError on a bad chunk."""
+        return self.read_pairs_table().to_pandas()
+
+    def read_tokens(self, pair_ids: list[str] | None = None) -> pd.DataFrame:
+        """Token rows (TOKENS_SCHEMA), all or only those of `pair_ids`, verified chunk by chunk.
+
+        With `pair_ids`, only the chunks holding those pairs are read (located via the pairs table).
+        """
+        meta = self.meta()
+        chunks = sorted(meta["chunks_done"])
+        wanted = None
+        if pair_ids is not None:
+            wanted = pa.array([str(p) for p in pair_ids], pa.string())
+            located = self._pairs_with_chunk(meta)
+            hit = located.filter(pc.is_in(located["pair_id"], value_set=wanted))
+            chunks = sorted(set(hit["_chunk"].to_pylist()))
+        tables = []
+        for i in chunks:
+            sha = meta["checksums"][str(i)].get("tokens")
+            if sha is None:
+                continue
+            t = read_verified(self.chunk_path(i, "tokens"), sha, i)
+            if wanted is not None:
+                t = t.filter(pc.is_in(t["pair_id"], value_set=wanted))
+            tables.append(t)
+        if not tables:
+            return TOKENS_SCHEMA.empty_table().to_pandas()
+        return pa.concat_tables(tables, promote_options="default").to_pandas()

@@ -1,0 +1,325 @@
+"""The workspace: where datasets, scores and runs are stored, and the readers everything else calls.
+
+    <workspace>/datasets/<dataset_fp>.parquet   normalized pairs (message lists as JSON text)
+    <workspace>/scores/<score_fp>/...           one `ScoreStore` per scored model (see store.py)
+    <workspace>/runs/<run_name>/run.json        a scored run: reference + checkpoints + β
+
+Writers are atomic (temp file + `os.replace`). Readers never write. Every name that may come from a
+URL or the command line (run names, fingerprints) is validated to resolve inside the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from did_core.errors import InputError
+from did_core.store import (
+    CorruptStoreError,
+    ScoreStore,
+    atomic_write_bytes,
+    atomic_write_json,
+    fingerprint,
+    table_to_parquet_bytes,
+)
+
+__all__ = ["Workspace", "ScoreStore", "CorruptStoreError", "fingerprint", "default_workspace", "validate_name",
+           "PAIRS_COLUMNS", "TOKENS_COLUMNS"]
+
+PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
+                 "n_tokens_chosen", "n_tokens_rejected", "reward_chosen", "reward_rejected", "reward_margin",
+                 "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected"]
+"""DESIGN.md §3's export columns, in order; `ws.pairs` appends dropped_* and did_entropy_max_*."""
+TOKENS_COLUMNS = ["pair_id", "model", "step", "side", "position", "token_id", "token", "logp", "ref_logp",
+                  "log_ratio", "did_entropy"]
+_META_KEY = b"did_explorer"
+_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\:*?\"<>|]{1,200}$")
+_FP_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+class PreferenceDataLike(Protocol):
+    """What `write_dataset` needs (data.PreferenceData satisfies it)."""
+
+    pairs: pd.DataFrame
+    conversational: bool
+    source: str
+    fingerprint: str
+
+
+def default_workspace() -> Path:
+    """`$DID_WORKSPACE` when set, else `./workspace`."""
+    return Path(os.environ.get("DID_WORKSPACE") or "workspace")
+
+
+def validate_name(name: Any, what: str = "run name") -> str:
+    """Return `name` if it is a plain single path component; else raise InputError.
+
+    Rejects empty names, '.', '..', leading dots, path separators, control and shell-special characters.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith(".") or name != name.strip():
+        raise InputError(f"invalid {what} {name!r}: use letters, digits, '-', '_' (no path separators or '..')")
+    return name
+
+
+def _to_text(value: Any) -> Any:
+    """Message lists and other non-scalar values as JSON text, for storage."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _display(value: Any) -> str:
+    """A stored prompt/response as plain text (message lists rendered by data.display_text when available)."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    try:
+        from did_core.data import display_text
+    except ImportError:  # data.py not there yet: a plain rendering
+        if isinstance(value, list):
+            return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" if isinstance(m, dict) else str(m)
+                               for m in value)
+        return "" if value is None else str(value)
+    return display_text(value)
+
+
+class Workspace:
+    """One workspace directory. Cheap to construct; creates directories only when writing."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_workspace()
+
+    # -- paths ------------------------------------------------------------------------------------------
+    def _inside(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise InputError(f"{'/'.join(parts)!r} resolves outside the workspace {self.root}")
+        return path
+
+    def run_dir(self, name: str) -> Path:
+        return self._inside("runs", validate_name(name))
+
+    def score_dir(self, score_fp: str) -> Path:
+        if not isinstance(score_fp, str) or not _FP_RE.match(score_fp):
+            raise InputError(f"invalid score fingerprint {score_fp!r}")
+        return self._inside("scores", score_fp)
+
+    def dataset_path(self, dataset_fp: str) -> Path:
+        if not isinstance(dataset_fp, str) or not _FP_RE.match(dataset_fp):
+            raise InputError(f"invalid dataset fingerprint {dataset_fp!r}")
+        return self._inside("datasets", f"{dataset_fp}.parquet")
+
+    # -- writers ----------------------------------------------------------------------------------------
+    def write_dataset(self, data: PreferenceDataLike) -> str:
+        """Store the normalized pairs once under datasets/<fingerprint>.parquet; return the fingerprint."""
+        path = self.dataset_path(data.fingerprint)
+        if path.is_file():
+            return data.fingerprint
+        df = data.pairs.copy()
+        df["pair_id"] = df["pair_id"].astype(str)
+        columns = {}
+        for col in df.columns:
+            values = [_to_text(v) for v in df[col].tolist()]
+            try:
+                columns[str(col)] = pa.array(values, from_pandas=True)
+            except (pa.ArrowException, TypeError):
+                columns[str(col)] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        table = pa.table(columns)
+        info = {"source": data.source, "conversational": bool(data.conversational),
+                "fingerprint": data.fingerprint, "n_pairs": len(df)}
+        table = table.replace_schema_metadata({_META_KEY: json.dumps(info).encode()})
+        atomic_write_bytes(path, table_to_parquet_bytes(table))
+        return data.fingerprint
+
+    def score_store(self, score_fp: str, meta: dict) -> ScoreStore:
+        """The store for `score_fp`, creating scores/<fp>/meta.json from `meta` if new."""
+        store = ScoreStore(self.score_dir(score_fp))
+        store.init_meta(meta)
+        return store
+
+    def open_store(self, score_fp: str) -> ScoreStore:
+        """An existing store (reading only; raises InputError when absent)."""
+        store = ScoreStore(self.score_dir(score_fp))
+        if not store.exists():
+            raise InputError(f"no stored score {score_fp} in workspace {self.root}")
+        return store
+
+    def write_run(self, manifest: dict) -> None:
+        """Write runs/<manifest['name']>/run.json atomically (replacing an older manifest)."""
+        atomic_write_json(self.run_dir(manifest.get("name")) / "run.json", manifest)
+
+    # -- readers ----------------------------------------------------------------------------------------
+    def run_names(self) -> list[str]:
+        """Names of the runs with a run.json, sorted."""
+        runs = self.root / "runs"
+        if not runs.is_dir():
+            return []
+        return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file() and not p.name.startswith("."))
+
+    def run(self, name: str, check_stale: bool = False) -> dict:
+        """The run's manifest (run.json). With `check_stale`, adds `"stale": {model name: "changed"|"missing"}`."""
+        path = self.run_dir(name) / "run.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"no run {name!r} in workspace {self.root}") from None
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: unreadable run manifest ({e})") from None
+        if check_stale:
+            manifest["stale"] = self.stale_models(manifest)
+        return manifest
+
+    def stale_models(self, manifest: dict) -> dict[str, str]:
+        """Models whose files changed ("changed") or vanished ("missing") since they were scored.
+
+        Compares the `model_fingerprint` in each score's meta.json with `models.model_fingerprint` of
+        the path now. Hub ids (not local paths) are not checked.
+        """
+        from did_core.models import model_fingerprint  # lazy: models.py pulls in torch on demand only
+
+        stale: dict[str, str] = {}
+        for entry in [manifest["reference"], *manifest.get("checkpoints", [])]:
+            path = str(entry.get("path", ""))
+            try:
+                stored = self.open_store(entry["score"]).meta().get("model_fingerprint")
+            except (InputError, CorruptStoreError):
+                continue
+            if not stored:
+                continue
+            if not Path(path).exists():
+                if os.path.isabs(path) or path.startswith(".") or path.endswith(".gguf"):
+                    stale[entry["name"]] = "missing"
+                continue
+            try:
+                if model_fingerprint(path) != stored:
+                    stale[entry["name"]] = "changed"
+            except InputError:
+                stale[entry["name"]] = "missing"
+        return stale
+
+    def _checkpoints(self, manifest: dict) -> list[dict]:
+        return list(manifest.get("checkpoints", []))
+
+    def pairs(self, name: str) -> pd.DataFrame:
+        """One row per (pair, checkpoint): PAIRS_COLUMNS, then dropped_* and did_entropy_max_*.
+
+        reward_* = β·(ℓ_π − ℓ_ref); log_margin M_π = ℓ_π(y_w) − ℓ_π(y_l); ref_log_margin M_ref;
+        reward_margin = reward_chosen − reward_rejected = β(M_π − M_ref);
+        dpo_loss = −log σ(β(M_π − M_ref)) = softplus(−β(M_π − M_ref)) (np.logaddexp, stable).
+        Pairs missing from the reference score get NaN reference columns. Checkpoints without a stored
+        score yet are left out.
+        """
+        manifest = self.run(name)
+        beta = float(manifest.get("beta") or 0.1)
+        ref = self.open_store(manifest["reference"]["score"]).read_pairs_table()
+        ref_index = pd.Index(ref["pair_id"].to_numpy(zero_copy_only=False))
+        ref_lc = ref["logp_chosen"].to_numpy()
+        ref_lr = ref["logp_rejected"].to_numpy()
+        parts: dict[str, list[np.ndarray]] = {}
+        for cp in self._checkpoints(manifest):
+            store = ScoreStore(self.score_dir(cp["score"]))
+            if not store.exists():
+                continue
+            t = store.read_pairs_table()
+            n = t.num_rows
+            pid = t["pair_id"].to_numpy(zero_copy_only=False)
+            pos = ref_index.get_indexer(pid)
+            ok = pos >= 0
+            cols: dict[str, np.ndarray] = {
+                "pair_id": pid, "model": np.full(n, cp["name"], dtype=object),
+                "step": np.full(n, np.nan if cp.get("step") is None else cp["step"], dtype=float),
+                "logp_chosen": t["logp_chosen"].to_numpy(), "logp_rejected": t["logp_rejected"].to_numpy(),
+                "ref_logp_chosen": np.where(ok, ref_lc[pos], np.nan),
+                "ref_logp_rejected": np.where(ok, ref_lr[pos], np.nan),
+            }
+            for c in ("n_tokens_chosen", "n_tokens_rejected", "did_entropy_chosen", "did_entropy_rejected",
+                      "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected"):
+                cols[c] = t[c].to_numpy()
+            for c, v in cols.items():
+                parts.setdefault(c, []).append(v)
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype="float64") for c in PAIRS_COLUMNS})
+        c = {k: np.concatenate(v) for k, v in parts.items()}
+        log_margin = c["logp_chosen"] - c["logp_rejected"]
+        ref_log_margin = c["ref_logp_chosen"] - c["ref_logp_rejected"]
+        out = {
+            "pair_id": pd.array(c["pair_id"], dtype="str"), "model": pd.array(c["model"], dtype="str"),
+            "step": pd.array(c["step"], dtype="Float64").astype("Int64"),
+            "logp_chosen": c["logp_chosen"], "logp_rejected": c["logp_rejected"],
+            "ref_logp_chosen": c["ref_logp_chosen"], "ref_logp_rejected": c["ref_logp_rejected"],
+            "n_tokens_chosen": c["n_tokens_chosen"], "n_tokens_rejected": c["n_tokens_rejected"],
+            "reward_chosen": beta * (c["logp_chosen"] - c["ref_logp_chosen"]),
+            "reward_rejected": beta * (c["logp_rejected"] - c["ref_logp_rejected"]),
+            "reward_margin": beta * (log_margin - ref_log_margin),
+            "log_margin": log_margin, "ref_log_margin": ref_log_margin,
+            "dpo_loss": np.logaddexp(0.0, -beta * (log_margin - ref_log_margin)),
+        }
+        for k in ("did_entropy_chosen", "did_entropy_rejected", "dropped_chosen", "dropped_rejected",
+                  "did_entropy_max_chosen", "did_entropy_max_rejected"):
+            out[k] = c[k]
+        return pd.DataFrame(out)
+
+    def _model_entry(self, manifest: dict, model: str) -> dict:
+        for entry in [*self._checkpoints(manifest), manifest["reference"]]:
+            if entry["name"] == model:
+                return entry
+        raise InputError(f"run {manifest.get('name')!r} has no model {model!r}")
+
+    def tokens(self, name: str, model: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
+        """One row per response token of `model` (a checkpoint name, or the reference's name): TOKENS_COLUMNS.
+
+        ref_logp comes from the reference joined on (pair_id, side, position); log_ratio = logp − ref_logp.
+        """
+        manifest = self.run(name)
+        entry = self._model_entry(manifest, model)
+        toks = self.open_store(entry["score"]).read_tokens(pair_ids)
+        if entry is manifest["reference"]:
+            toks["ref_logp"] = toks["logp"]
+        else:
+            ref = self.open_store(manifest["reference"]["score"]).read_tokens(pair_ids)
+            ref = ref[["pair_id", "side", "position", "logp"]].rename(columns={"logp": "ref_logp"})
+            toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
+        toks["log_ratio"] = (toks["logp"] - toks["ref_logp"]).astype("float32")
+        toks["model"] = model
+        toks["step"] = pd.array([entry.get("step")] * len(toks), dtype="Int64")
+        return toks[TOKENS_COLUMNS]
+
+    def dataset_table(self, dataset_fp: str) -> tuple[pd.DataFrame, dict]:
+        """The stored normalized pairs (message lists as JSON text) and their metadata."""
+        path = self.dataset_path(dataset_fp)
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise InputError(f"dataset {dataset_fp} is not in workspace {self.root}") from None
+        except (pa.ArrowException, OSError) as e:
+            raise CorruptStoreError(path, None) from e
+        info = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+        return table.to_pandas(), info
+
+    def dataset_records(self, name: str) -> pd.DataFrame:
+        """The run's pairs as given: conversational prompt/chosen/rejected decoded back to message lists."""
+        df, info = self.dataset_table(self.run(name)["dataset"]["fingerprint"])
+        if info.get("conversational"):
+            for col in ("prompt", "chosen", "rejected"):
+                df[col] = [json.loads(v) if isinstance(v, str) and v[:1] == "[" else v for v in df[col]]
+        return df
+
+    def dataset(self, name: str) -> pd.DataFrame:
+        """pair_id, prompt, chosen, rejected as display text (then any extra dataset columns)."""
+        df, info = self.dataset_table(self.run(name)["dataset"]["fingerprint"])
+        if info.get("conversational"):
+            for col in ("prompt", "chosen", "rejected"):
+                df[col] = [_display(v) for v in df[col]]
+        return df
