@@ -101,6 +101,8 @@ class Workspace:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_workspace()
 
+    validate_name = staticmethod(validate_name)
+
     # -- paths ------------------------------------------------------------------------------------------
     def _inside(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)

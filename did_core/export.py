@@ -1,0 +1,142 @@
+"""`python -m did_core export`: stored results to CSV, Parquet or JSONL (DESIGN.md §3).
+
+- `kind="pairs"`: one row per (pair, checkpoint); DESIGN.md §3's columns first, in order, then
+  dropped_*, did_entropy_max_* and `run`. did_entropy_* are empty (CSV) / null when not computed.
+- `kind="tokens"`: one row per response token of every checkpoint (pair_id, model, step, side,
+  position, token_id, token, logp, ref_logp, log_ratio, did_entropy), then `run`.
+- `export_trl_reference`: the dataset with TRL's `ref_chosen_logps` / `ref_rejected_logps`.
+
+With `run=None`, every run in the workspace is exported, one after another, told apart by the `run`
+column (an error if the workspace has none). The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from did_core.errors import InputError
+from did_core.store import atomic_write_bytes
+from did_core.workspace import Workspace
+
+FORMATS = (".csv", ".parquet", ".jsonl")
+
+
+def _format(out: str | Path) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{out}: unknown export format {suffix or '(none)'!r}; use .csv, .parquet or .jsonl")
+    return suffix
+
+
+def _runs(ws: Workspace, run: str | None) -> list[str]:
+    if run is not None:
+        ws.run(run)  # validates the name and says clearly when it is absent
+        return [run]
+    names = ws.run_names()
+    if not names:
+        raise InputError(f"workspace {ws.root} has no scored runs to export")
+    return names
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, float) and v != v:  # NaN → null
+        return None
+    return v
+
+
+def write_table(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write `df` to `out` by extension (.csv, .parquet, .jsonl), atomically. NaN/NA become empty/null."""
+    fmt = _format(out)
+    out = Path(out)
+    if fmt == ".parquet":
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        data = buf.getvalue()
+    elif fmt == ".csv":
+        data = df.to_csv(index=False, na_rep="", float_format="%.17g").encode("utf-8")
+    else:
+        # Objects (message lists) stay JSON values; floats keep their full repr.
+        lines = []
+        for rec in df.to_dict(orient="records"):
+            rec = {k: (None if v is pd.NA else _jsonable(v)) for k, v in rec.items()}
+            lines.append(json.dumps(rec, ensure_ascii=False, default=str))
+        data = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+    atomic_write_bytes(out, data)
+    return out
+
+
+def pairs_table(workspace: str | Path | Workspace, run: str | None = None) -> pd.DataFrame:
+    """The export-kind pairs rows of one run (or all runs), with a trailing `run` column."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    frames = [ws.pairs(name).assign(run=name) for name in _runs(ws, run)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def tokens_table(workspace: str | Path | Workspace, run: str | None = None) -> pd.DataFrame:
+    """Every checkpoint's token rows of one run (or all runs), with a trailing `run` column."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    frames = []
+    for name in _runs(ws, run):
+        for cp in ws.run(name).get("checkpoints", []):
+            if ws.score_dir(cp["score"]).joinpath("meta.json").is_file():
+                frames.append(ws.tokens(name, cp["name"]).assign(run=name))
+    if not frames:
+        raise InputError(f"workspace {ws.root} has no stored token rows to export")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def export(workspace: str | Path, out: str | Path, kind: str = "pairs", run: str | None = None) -> Path:
+    """Write the `pairs` or `tokens` table of `run` (None: every run) to `out`; return the path written."""
+    _format(out)
+    if kind == "pairs":
+        df = pairs_table(workspace, run)
+    elif kind == "tokens":
+        df = tokens_table(workspace, run)
+    else:
+        raise InputError(f"unknown export kind {kind!r}; use pairs or tokens")
+    return write_table(df, out)
+
+
+def trl_reference_table(workspace: str | Path | Workspace, run: str | None) -> pd.DataFrame:
+    """The run's dataset (prompt, chosen, rejected as given + extra columns) with TRL's reference columns.
+
+    `ref_chosen_logps` / `ref_rejected_logps` are the reference's sequence log-probs (float64, summed
+    over completion tokens, as TRL's `compute_ref_log_probs` does). Pairs the reference did not score
+    are dropped. Conversational rows keep their message lists.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if run is None:
+        names = _runs(ws, None)
+        if len(names) > 1:
+            raise InputError(f"workspace {ws.root} has {len(names)} runs; choose one with --run ({', '.join(names)})")
+        run = names[0]
+    manifest = ws.run(run)
+    data = ws.dataset_records(run)
+    ref = ws.open_store(manifest["reference"]["score"]).read_pairs()[["pair_id", "logp_chosen", "logp_rejected"]]
+    ref = ref.rename(columns={"logp_chosen": "ref_chosen_logps", "logp_rejected": "ref_rejected_logps"})
+    df = data.merge(ref, on="pair_id", how="inner", sort=False)
+    first = ["prompt", "chosen", "rejected", "ref_chosen_logps", "ref_rejected_logps"]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def export_trl_reference(workspace: str | Path, run: str | None, out: str | Path) -> Path:
+    """Write the dataset with `ref_chosen_logps` / `ref_rejected_logps` so TRL can skip its reference model.
+
+    TRL 1.16's DPOTrainer keeps these columns through tokenization (they are in its signature columns),
+    its collator batches them, and `_compute_loss` reads them instead of running the reference when
+    `DPOConfig(precompute_ref_log_probs=True)`. Caveat: TRL 1.16 still runs its own precompute pass on
+    the dataset in `__init__`; to use these values, subclass `DPOTrainer` and override
+    `_precompute_ref_logps(self, dataset, name, batch_size)` to return `dataset` unchanged when it
+    already has both columns. CSV cannot hold message lists: they are written as JSON text there.
+    """
+    _format(out)
+    return write_table(trl_reference_table(workspace, run), out)
