@@ -1,0 +1,403 @@
+"""The scoring engine: exact per-token log-probs of chosen and rejected responses under a reference
+and any number of policies, with as little compute as the maths allows.
+
+What makes it fast (DESIGN.md §5), and why each trick keeps the numbers exact:
+
+- Pairs are sorted by length and grouped by a budget of padded tokens, so padding stays small;
+  results are put back in input order, and nothing but float rounding depends on the grouping.
+- The prompt is run once per pair (right-padded, `use_cache=True`); its key/value cache is repeated
+  for chosen and rejected and the completions continue from it. The 2-D attention mask keeps the
+  prompt padding out of every query's view, and explicit `position_ids` restart each completion
+  where its own prompt ended, so the gap left by padding is invisible to the model.
+- The last completion token is never fed (nothing reads its output), and the output head runs
+  only on the hidden rows that predict a response token: the last prompt position predicts the
+  first completion token, completion position j predicts token j+1.
+- The reference runs once per batch and serves every policy (token-level DID entropy needs its
+  full next-token distribution at the same rows).
+
+Each model is first checked on a tiny probe against a plain full forward; a model where the shared
+prompt or the bare head would give different numbers (sliding windows, logit soft-capping, …) falls
+back to full-sequence forwards and/or the model's own logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from did_core.logprobs import did_entropy, log_softmax, token_logprobs
+
+
+class PairLike(Protocol):
+    """What the engine reads from `tokenization.TokenizedPair` (duck-typed)."""
+
+    pair_id: str
+    prompt_ids: Sequence[int]
+    chosen_ids: Sequence[int]
+    rejected_ids: Sequence[int]
+
+
+@dataclass
+class ResponseScores:
+    """Scores of one response (chosen or rejected) under one model."""
+
+    token_logps: np.ndarray
+    """(T,) float32: log π(y_t | x, y_<t) for every scored response token."""
+    did_entropy: np.ndarray | None
+    """(T,) float32: H_t of softmax(log π − log π_ref) over the vocabulary (policies, token-level only)."""
+    logp_sum: float
+    """Σ_t log π(y_t | x, y_<t), accumulated in float64 (0.0 for an empty response)."""
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_logps.shape[0])
+
+
+@dataclass
+class PairScores:
+    chosen: ResponseScores
+    rejected: ResponseScores
+
+
+# Logits rows per head call: bounds the (rows, V) float32 temporaries to ~32 MiB.
+_CHUNK_ELEMENTS = 1 << 23
+# Keep the reference's (N, V) log-softmax between policies only when it is this small.
+_REF_CACHE_BYTES = 1 << 30
+# Config fields that make logits differ from `lm_head(hidden)`: the bare-head path is then refused.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+@dataclass(frozen=True)
+class _Strategy:
+    shared_prompt: bool  # prompt once + KV cache repeated for chosen/rejected
+    head_only: bool  # base model for hidden states, head applied to scored rows only
+
+
+_STRATEGIES: weakref.WeakKeyDictionary[nn.Module, _Strategy] = weakref.WeakKeyDictionary()
+
+
+class _Layout:
+    """Padded inputs and gather indices for one batch of B pairs, shared by every model.
+
+    Responses are ordered (c_0, r_0, c_1, r_1, …): response row k belongs to pair k // 2.
+    Scored tokens are flattened in that order: N = Σ_k T_k.
+    """
+
+    def __init__(self, pairs: Sequence[PairLike], device: torch.device) -> None:
+        self.device = device
+        self.prompts = [list(p.prompt_ids) for p in pairs]
+        self.responses = [list(r) for p in pairs for r in (p.chosen_ids, p.rejected_ids)]
+        self.lengths = [len(r) for r in self.responses]  # T_k, (2B,)
+        self.n_pairs = len(pairs)
+        if any(len(p) == 0 for p in self.prompts):
+            bad = [p.pair_id for p in pairs if len(p.prompt_ids) == 0]
+            raise ValueError(f"pairs {bad[:5]} have an empty prompt: nothing predicts their first response token")
+        self.targets = self._tensor([t for r in self.responses for t in r])  # (N,)
+
+    def _tensor(self, rows: Any) -> torch.Tensor:
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    @staticmethod
+    def _pad(seqs: list[list[int]], width: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Right-pad with token 0; returns (ids, mask) as nested lists of shape (len(seqs), width)."""
+        ids = [s + [0] * (width - len(s)) for s in seqs]
+        mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
+        return ids, mask
+
+    def shared(self) -> dict[str, Any]:
+        """Inputs for the shared-prompt path, and where each scored token's predicting row lies in
+        `pool = cat(prompt_last (B, X), completion_hidden.reshape(2B·Lc, X))`."""
+        p_len = [len(p) for p in self.prompts]
+        p_max = max(p_len)
+        ids, mask = self._pad(self.prompts, p_max)
+        feed = [r[:-1] for r in self.responses]  # the last token predicts nothing we score
+        lc = max(len(f) for f in feed)
+        c_ids, c_mask = self._pad(feed, lc)
+        # Pad positions are set to 0: masked out anyway, and they never overflow a learned table.
+        c_pos = [[p_len[k // 2] + j if j < len(f) else 0 for j in range(lc)] for k, f in enumerate(feed)]
+        src = []
+        for k, n in enumerate(self.lengths):
+            src += ([k // 2] if n else []) + [self.n_pairs + k * lc + j - 1 for j in range(1, n)]
+        t = self._tensor
+        return {
+            "prompt_ids": t(ids), "prompt_mask": t(mask),  # (B, P)
+            "prompt_pos": t([list(range(p_max))] * self.n_pairs),  # (B, P)
+            "prompt_last": t(p_len) - 1,  # (B,)
+            "comp_ids": t(c_ids), "comp_mask": t(c_mask), "comp_pos": t(c_pos),  # (2B, Lc)
+            "src": t(src),  # (N,)
+        }
+
+    def full(self) -> dict[str, Any]:
+        """Inputs for full-sequence forwards: one row per response, prompt + response[:-1]."""
+        seqs = [self.prompts[k // 2] + r[:-1] for k, r in enumerate(self.responses)]
+        width = max(len(s) for s in seqs)
+        ids, mask = self._pad(seqs, width)
+        src = []
+        for k, n in enumerate(self.lengths):
+            start = k * width + len(self.prompts[k // 2]) - 1  # row of the last prompt token
+            src += list(range(start, start + n))
+        t = self._tensor
+        return {"ids": t(ids), "mask": t(mask), "pos": t([list(range(width))] * len(seqs)), "src": t(src)}
+
+
+def padded_cost(pairs: Sequence[PairLike], shared_prompt: bool = True) -> int:
+    """Padded tokens a batch of `pairs` feeds through a model (the token budget's unit)."""
+    if not pairs:
+        return 0
+    b = len(pairs)
+    c_max = max(max(len(p.chosen_ids), len(p.rejected_ids)) - 1 for p in pairs)
+    if shared_prompt:
+        return b * max(len(p.prompt_ids) for p in pairs) + 2 * b * max(c_max, 0)
+    return 2 * b * max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids), 1) - 1 for p in pairs)
+
+
+def _call(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+          cache: DynamicCache | None) -> torch.Tensor:
+    """One forward: hidden states (B, L, H) of a base model, or logits (B, L, V) of a causal LM."""
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+                              "use_cache": cache is not None, "return_dict": True}
+    if cache is not None:
+        params = inspect.signature(module.forward).parameters
+        kwargs["cache" if "cache" in params else "past_key_values"] = cache
+    out = module(**kwargs)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _features(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.Tensor:
+    """The rows that predict each scored token: (N, H) hidden states, or (N, V) logits when the
+    model's own head must be used."""
+    body = model.base_model if strategy.head_only else model
+    if not strategy.shared_prompt:
+        f = layout.full()
+        out = _call(body, f["ids"], f["mask"], f["pos"], None)  # (2B, L, X)
+        return out.reshape(-1, out.shape[-1])[f["src"]]  # (2B·L, X) -> (N, X)
+    s = layout.shared()
+    cache = DynamicCache(config=model.config)
+    out = _call(body, s["prompt_ids"], s["prompt_mask"], s["prompt_pos"], cache)  # (B, P, X)
+    pool = out[torch.arange(layout.n_pairs, device=out.device), s["prompt_last"]]  # (B, X)
+    if s["comp_ids"].shape[1] > 0:
+        cache.batch_repeat_interleave(2)  # (B, h, P, d) -> (2B, h, P, d): rows c_0, r_0, c_1, …
+        mask = torch.cat([s["prompt_mask"].repeat_interleave(2, dim=0), s["comp_mask"]], dim=1)  # (2B, P+Lc)
+        comp = _call(body, s["comp_ids"], mask, s["comp_pos"], cache)  # (2B, Lc, X)
+        pool = torch.cat([pool, comp.reshape(-1, comp.shape[-1])])  # (B + 2B·Lc, X)
+    return pool[s["src"]]  # (N, X)
+
+
+class _Scorer:
+    """Turns feature rows into logits chunk by chunk (bounded memory), for one model."""
+
+    def __init__(self, model: nn.Module, strategy: _Strategy, feats: torch.Tensor) -> None:
+        self.head = model.get_output_embeddings() if strategy.head_only else None
+        self.feats = feats
+        width = self.head.weight.shape[0] if self.head is not None else feats.shape[-1]
+        self.chunk = max(1, _CHUNK_ELEMENTS // width)
+
+    def spans(self) -> list[tuple[int, int]]:
+        n = self.feats.shape[0]
+        return [(s, min(s + self.chunk, n)) for s in range(0, n, self.chunk)]
+
+    def logits(self, s: int, e: int) -> torch.Tensor:
+        rows = self.feats[s:e]
+        return self.head(rows) if self.head is not None else rows  # (n, V)
+
+
+def _probe_pairs(vocab: int) -> list[Any]:
+    """Two deterministic pairs with unequal prompt and completion lengths (padding and gaps)."""
+    def ids(n: int, seed: int) -> tuple[int, ...]:
+        return tuple((seed + 7 * i) % min(vocab, 97) for i in range(n))
+
+    @dataclass
+    class _P:
+        pair_id: str
+        prompt_ids: tuple[int, ...]
+        chosen_ids: tuple[int, ...]
+        rejected_ids: tuple[int, ...]
+
+    return [_P("probe0", ids(3, 5), ids(4, 11), ids(2, 13)), _P("probe1", ids(6, 17), ids(1, 19), ids(5, 23))]
+
+
+def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
+    """Pick the fastest path that reproduces a plain full forward of the model (cached per model)."""
+    if model in _STRATEGIES:
+        return _STRATEGIES[model]
+    cfg = model.config
+    head = model.get_output_embeddings()
+    head_ok = (isinstance(head, nn.Linear) and model.base_model is not model
+               and all(getattr(cfg, a, None) in (None, 1, 1.0) for a in _LOGIT_POSTPROCESSING))
+    shared_ok = (not getattr(cfg, "is_encoder_decoder", False) and not getattr(cfg, "sliding_window", None)
+                 and not getattr(cfg, "attention_chunk_size", None)
+                 and bool({"cache", "past_key_values"} & set(inspect.signature(model.base_model.forward).parameters)))
+    pairs = _probe_pairs(int(cfg.vocab_size))
+    truth = []
+    for p in pairs:
+        for r in (p.chosen_ids, p.rejected_ids):
+            logits = model(input_ids=torch.tensor([list(p.prompt_ids) + list(r)], device=device)).logits[0]
+            lp = log_softmax(logits)[len(p.prompt_ids) - 1: -1]  # (T, V)
+            truth.append(lp.gather(-1, torch.tensor(r, device=device)[:, None])[:, 0])
+    want = torch.cat(truth)  # (N,)
+    tol = 1e-3 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 0.5
+    candidates = [_Strategy(s, h) for s in (True, False) for h in (True, False)
+                  if (shared_ok or not s) and (head_ok or not h)]
+    chosen = _Strategy(False, False)
+    for cand in candidates:
+        try:
+            got = _model_logps(model, cand, _Layout(pairs, device))
+        except Exception:  # noqa: BLE001 — an unsupported path is simply not taken
+            continue
+        if torch.allclose(got.double(), want.double(), atol=tol, rtol=0):
+            chosen = cand
+            break
+    _STRATEGIES[model] = chosen
+    return chosen
+
+
+def _model_logps(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.Tensor:
+    sc = _Scorer(model, strategy, _features(model, strategy, layout))
+    return torch.cat([token_logprobs(sc.logits(s, e), layout.targets[s:e]) for s, e in sc.spans()]
+                     or [torch.zeros(0, device=layout.device)])
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _split(values: torch.Tensor | None, lengths: list[int]) -> list[np.ndarray | None]:
+    if values is None:
+        return [None] * len(lengths)
+    arr = values.detach().float().cpu().numpy()
+    return list(np.split(arr, np.cumsum(lengths)[:-1])) if lengths else []
+
+
+def _pair_scores(logps: torch.Tensor, ents: torch.Tensor | None, lengths: list[int]) -> list[PairScores]:
+    """(N,) flat token values of a batch -> one PairScores per pair (responses c_0, r_0, c_1, …)."""
+    lp, en = _split(logps, lengths), _split(ents, lengths)
+    resp = [ResponseScores(a.astype(np.float32), None if h is None else h.astype(np.float32),
+                           float(np.sum(a, dtype=np.float64))) for a, h in zip(lp, en)]
+    return [PairScores(resp[2 * i], resp[2 * i + 1]) for i in range(len(resp) // 2)]
+
+
+def _empty_pair(token_level: bool) -> PairScores:
+    def r() -> ResponseScores:
+        return ResponseScores(np.zeros(0, np.float32), np.zeros(0, np.float32) if token_level else None, 0.0)
+    return PairScores(r(), r())
+
+
+def _score_batch(reference: nn.Module, policies: list[nn.Module], batch: list[PairLike], *, token_level: bool,
+                 score_reference: bool, device: torch.device) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
+    """Score one batch under every model: reference features once, then each policy."""
+    layout = _Layout(batch, device)
+    targets, lengths = layout.targets, layout.lengths
+    ref: _Scorer | None = None
+    if score_reference or (token_level and policies):
+        rs = _strategy(reference, device)
+        ref = _Scorer(reference, rs, _features(reference, rs, layout))
+    n_vocab_bytes = targets.numel() * 4 * (ref.head.weight.shape[0] if ref and ref.head is not None else 0)
+    keep = token_level and len(policies) > 1 and n_vocab_bytes <= _REF_CACHE_BYTES
+    ref_cache: dict[int, torch.Tensor] = {}
+
+    def ref_logprobs(s: int, e: int) -> torch.Tensor:  # (e-s, V)
+        if s in ref_cache:
+            return ref_cache[s]
+        lp = log_softmax(ref.logits(s, e))  # type: ignore[union-attr]
+        if keep:
+            ref_cache[s] = lp
+        return lp
+
+    ref_out = None
+    if score_reference and ref is not None:
+        parts = []
+        for s, e in ref.spans():
+            t = targets[s:e]
+            parts.append(ref_logprobs(s, e).gather(-1, t[:, None])[:, 0] if token_level
+                         else token_logprobs(ref.logits(s, e), t))
+        ref_out = _pair_scores(torch.cat(parts), None, lengths)
+    pol_out = []
+    for policy in policies:
+        ps = _strategy(policy, device)
+        sc = _Scorer(policy, ps, _features(policy, ps, layout))
+        lps, ents = [], []
+        for s, e in sc.spans():  # the same row spans as the reference: same N, same chunk rule
+            t = targets[s:e]
+            if token_level:
+                lp = log_softmax(sc.logits(s, e))  # (n, V)
+                lps.append(lp.gather(-1, t[:, None])[:, 0])
+                ents.append(did_entropy(lp, ref_logprobs(s, e)))
+            else:
+                lps.append(token_logprobs(sc.logits(s, e), t))
+        pol_out.append(_pair_scores(torch.cat(lps), torch.cat(ents) if token_level else None, lengths))
+    return ref_out, pol_out
+
+
+def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: Sequence[PairLike], *,
+                       token_level: bool, score_reference: bool, token_budget: int,
+                       device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,
+                       progress: Callable[[int], None] | None = None,
+                       ) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
+    """Score `pairs` under the reference (when `score_reference`) and every policy.
+
+    Returns (reference scores or None, one list per policy), each aligned with `pairs`. DID entropy
+    is filled for policies when `token_level`. The reference is not run at all unless
+    `score_reference` is set or `token_level` is on with at least one policy. `token_budget` bounds the padded tokens of one
+    forward (see `padded_cost`); on out-of-memory it is halved and the batch retried. Models are
+    put in eval mode and moved/cast to `device`/`dtype` in place when they are not there yet.
+    `progress(n)` is called after each batch with the cumulative number of pairs finished.
+    """
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    dev = torch.device(device)
+    dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    need_ref = score_reference or (token_level and bool(policies))
+    for m in ([reference] if need_ref else []) + list(policies):
+        p = next(m.parameters())
+        if p.device != dev or p.dtype != dt:
+            m.to(device=dev, dtype=dt)
+        m.eval()
+    n = len(pairs)
+    ref_res: list[PairScores | None] = [None] * n
+    pol_res: list[list[PairScores | None]] = [[None] * n for _ in policies]
+    # Fully truncated pairs (both completions empty) need no forward at all.
+    todo = [i for i, p in enumerate(pairs) if len(p.chosen_ids) or len(p.rejected_ids)]
+    for i in set(range(n)) - set(todo):
+        ref_res[i] = _empty_pair(False)
+        for res in pol_res:
+            res[i] = _empty_pair(token_level)
+    # Longest prompts first: similar prompts share a batch, and an OOM shows up on the first batch.
+    todo.sort(key=lambda i: (len(pairs[i].prompt_ids), max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))),
+              reverse=True)
+    budget, pos, done = token_budget, 0, n - len(todo)
+    with torch.inference_mode():
+        while pos < len(todo):
+            end = pos + 1
+            while end < len(todo) and padded_cost([pairs[i] for i in todo[pos:end + 1]]) <= budget:
+                end += 1
+            idx = todo[pos:end]
+            try:
+                r_out, p_out = _score_batch(reference, list(policies), [pairs[i] for i in idx],
+                                            token_level=token_level, score_reference=score_reference, device=dev)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc) or len(idx) == 1:
+                    raise
+                budget = max(1, budget // 2)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            for j, i in enumerate(idx):
+                if r_out is not None:
+                    ref_res[i] = r_out[j]
+                for res, out in zip(pol_res, p_out):
+                    res[i] = out[j]
+            pos, done = end, done + len(idx)
+            if progress is not None:
+                progress(done)
+    return (ref_res if score_reference else None), pol_res  # type: ignore[return-value]
