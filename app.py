@@ -1,0 +1,30 @@
+"""DID Explorer: see what a language model learned from DPO, through the Differential Information
+Distribution (arXiv:2505.23761).
+
+    streamlit run app.py            # workspace: $DID_WORKSPACE or ./workspace
+
+This file only routes. Each page is one thin file under pages/; caching lives in did_ui/data.py.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
+
+explore = [
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs", default=True),
+    st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:", url_path="curves"),
+    st.Page("pages/margins.py", title="Log-margins", icon=":material/scatter_plot:", url_path="margins"),
+    st.Page("pages/entropy.py", title="DID entropy", icon=":material/bar_chart:", url_path="entropy"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("pages/example.py", title="Example", icon=":material/article:", url_path="example"),
+]
+tools = [
+    st.Page("pages/score.py", title="Score", icon=":material/play_arrow:", url_path="score"),
+    st.Page("pages/lab.py", title="Synthetic lab", icon=":material/science:", url_path="lab"),
+]
+
+page = st.navigation({"Explore": explore, "Tools": tools})
+st.sidebar.caption("DID Explorer · [paper](https://arxiv.org/abs/2505.23761)")
+page.run()

@@ -1,0 +1,255 @@
+"""The one module with Streamlit caching: `st.cache_resource` for the `Workspace` handle,
+`st.cache_data` for the tables and view models every page reads.
+
+Every cached table is keyed by (workspace root, run, `version`), where `version` changes when a
+run's `run.json` is rewritten (a finished scoring job), so new results show without a restart.
+Pages call these functions and nothing else of `did_core`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from did_ui import views
+
+DEFAULT_WORKSPACE = "workspace"
+
+
+def workspace_root() -> str:
+    """`$DID_WORKSPACE`, else `./workspace` (DESIGN.md §3), as an absolute path."""
+    return str(Path(os.environ.get("DID_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve())
+
+
+def version(root: str) -> str:
+    """A cheap token that changes whenever a run is added, removed or rewritten."""
+    runs = Path(root) / "runs"
+    try:
+        parts = sorted(f"{p.name}:{(p / 'run.json').stat().st_mtime_ns}" for p in runs.iterdir() if (p / "run.json").is_file())
+    except OSError:
+        return "none"
+    return "|".join(parts) or "empty"
+
+
+def core_available() -> bool:
+    """Whether the store's readers exist yet (did_core.workspace)."""
+    try:
+        import did_core.workspace  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@st.cache_resource(show_spinner=False)
+def workspace(root: str):
+    """The `did_core.workspace.Workspace` for `root` (one per server process)."""
+    from did_core.workspace import Workspace
+
+    return Workspace(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def run_names(root: str, ver: str) -> list[str]:
+    if ver == "none" or not core_available():
+        return []
+    return list(workspace(root).run_names())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def run_manifest(root: str, run: str, ver: str) -> dict:
+    return dict(workspace(root).run(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def raw_pairs(root: str, run: str, ver: str) -> pd.DataFrame:
+    """`ws.pairs(run)`: DESIGN.md §3's export table, one row per (pair, checkpoint)."""
+    return workspace(root).pairs(run)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def pairs(root: str, run: str, ver: str) -> pd.DataFrame:
+    """`ws.pairs(run)` plus log-ratios, accuracy and displacement (sequence sums)."""
+    return views.with_derived(raw_pairs(root, run, ver), _beta(root, run, ver), "sum")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def pairs_per_token(root: str, run: str, ver: str) -> pd.DataFrame:
+    """The same with every log-prob divided by its response's token count."""
+    return views.with_derived(raw_pairs(root, run, ver), _beta(root, run, ver), "mean")
+
+
+def _beta(root: str, run: str, ver: str) -> float:
+    return float(run_manifest(root, run, ver).get("beta") or 0.1)
+
+
+def table(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
+    """The per-pair table, sequence sums or per-token means."""
+    return pairs_per_token(root, run, ver) if aggregation == "mean" else pairs(root, run, ver)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def checkpoints(root: str, run: str, ver: str) -> list[str]:
+    """The run's checkpoint names, ordered by step."""
+    df = pairs(root, run, ver)
+    return views.checkpoint_order(df) if len(df) else [c["name"] for c in run_manifest(root, run, ver).get("checkpoints", [])]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def pair_ids(root: str, run: str, ver: str) -> frozenset[str]:
+    return frozenset(pairs(root, run, ver)["pair_id"].unique().tolist())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def first_pair_id(root: str, run: str, ver: str) -> str:
+    return str(pairs(root, run, ver)["pair_id"].iloc[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def summary(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.checkpoint_summary(pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def curves(root: str, run: str, ver: str, aggregation: str) -> pd.DataFrame:
+    return views.curves(table(root, run, ver, aggregation))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def shares(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.shares(pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def trainer_log(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.trainer_log(run_manifest(root, run, ver).get("trainer_log_history"))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def histograms(root: str, run: str, ver: str, column: str, aggregation: str = "sum") -> dict:
+    return views.histograms(table(root, run, ver, aggregation), column)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def ref_margin_histogram(root: str, run: str, ver: str, aggregation: str = "sum") -> dict:
+    df = table(root, run, ver, aggregation).drop_duplicates("pair_id").assign(model="reference")
+    return views.histograms(df, "ref_log_margin")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def checkpoint_rows(root: str, run: str, ver: str, ckpt: str, aggregation: str = "sum") -> pd.DataFrame:
+    """One checkpoint's per-pair rows (for scatters; 10,000 points)."""
+    df = table(root, run, ver, aggregation)
+    return df[df["model"] == ckpt].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def ordering(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.ordering(pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return views.compare(pairs(root, run, ver), a, b)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def entropy_table(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.with_pair_entropy(pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def entropy_estimators(root: str, run: str, ver: str) -> dict[str, dict]:
+    return views.entropy_estimators(pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def entropy_histogram(root: str, run: str, ver: str, estimator: str, column: str) -> dict:
+    return views.histograms(entropy_table(root, run, ver), column)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def entropy_vs_displacement(root: str, run: str, ver: str, estimator: str) -> pd.DataFrame:
+    return views.entropy_vs_displacement(entropy_table(root, run, ver), views.ESTIMATORS[estimator]["chosen"])
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def entropy_rows(root: str, run: str, ver: str, estimator: str, ckpt: str) -> pd.DataFrame:
+    df = entropy_table(root, run, ver)
+    rows = df[df["model"] == ckpt]
+    cols = ["pair_id", "log_ratio_chosen", "log_ratio_rejected"]
+    return rows[cols].assign(entropy=rows[views.ESTIMATORS[estimator]["chosen"]].to_numpy()).reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def power_law(root: str, run: str, ver: str, ckpt: str) -> dict | None:
+    """The power-law fit when the run names a π_l model (run.json extra.pi_l), else None."""
+    pi_l = (run_manifest(root, run, ver).get("extra") or {}).get("pi_l")
+    return views.power_law(pairs(root, run, ver), ckpt, str(pi_l)) if pi_l else None
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def dataset(root: str, run: str, ver: str) -> pd.DataFrame:
+    """`ws.dataset(run)` indexed by pair_id (display text)."""
+    df = workspace(root).dataset(run).copy()
+    df["pair_id"] = df["pair_id"].astype(str)
+    return df.set_index("pair_id", drop=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def example_text(root: str, run: str, ver: str, pair_id: str) -> dict[str, str]:
+    df = dataset(root, run, ver)
+    if pair_id not in df.index:
+        return {}
+    row = df.loc[pair_id]
+    return {k: str(row[k]) for k in ("prompt", "chosen", "rejected") if k in row}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def example_across_checkpoints(root: str, run: str, ver: str, pair_id: str) -> pd.DataFrame:
+    return views.example_across_checkpoints(pairs(root, run, ver), pair_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def example_tokens(root: str, run: str, ver: str, ckpt: str, pair_id: str) -> pd.DataFrame:
+    """Per-token rows of one pair under one checkpoint (ref_logp and log_ratio included)."""
+    try:
+        return workspace(root).tokens(run, ckpt, pair_ids=[pair_id]).reset_index(drop=True)
+    except (FileNotFoundError, KeyError, ValueError):
+        return pd.DataFrame()
+
+
+def export_bytes(root: str, run: str, ver: str, kind: str) -> bytes:
+    """Download content, built when the button is pressed (st.download_button's callable)."""
+    out = io.BytesIO()
+    if kind == "trl":
+        views.trl_reference_dataset(dataset(root, run, ver).reset_index(drop=True), pairs(root, run, ver)).to_parquet(out)
+        return out.getvalue()
+    table_ = raw_pairs(root, run, ver)
+    if kind == "csv":
+        return table_.to_csv(index=False).encode()
+    table_.to_parquet(out, index=False)
+    return out.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def lab(settings: tuple[tuple[str, object], ...]) -> dict:
+    """The exact synthetic lab for one slider setting: its trajectory table, what π* would do,
+    and the final distributions over the support (did_core.lab, computed exactly)."""
+    from did_core import lab as lab_core
+
+    result = lab_core.run_lab(lab_core.LabConfig(**dict(settings)))
+    world = result.world
+    order = world.log_ref.argsort(descending=True)
+    dists = pd.DataFrame({"item rank under π_ref": range(len(order)), "π_ref": world.log_ref[order].exp().tolist(),
+                          "π*": world.log_target[order].exp().tolist(), "π_l": world.log_rejected[order].exp().tolist(),
+                          "π (trained)": result.log_policy[-1][order].exp().tolist()})
+    return {"history": pd.DataFrame(result.table()), "target": lab_core.target_summary(world), "dists": dists}
+
+
+def clear() -> None:
+    """Forget every cached table (after a job finishes or the workspace changes)."""
+    st.cache_data.clear()

@@ -1,0 +1,121 @@
+"""Plotly figure builders for the pages. Inputs are view models from `data`/`views` (pre-binned
+histograms, per-checkpoint tables); the scatters use WebGL (`go.Scattergl`) so 10,000 points stay
+smooth, and carry the pair id first in `customdata` so a selection opens the inspector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white", legend=dict(orientation="h", y=-0.2))
+
+
+def colours(n: int, scale: str = "Viridis") -> list[str]:
+    """`n` colours along a sequential scale (early checkpoints dark, late ones light)."""
+    return sample_colorscale(scale, [0.5] if n <= 1 else list(np.linspace(0.0, 0.9, n)))
+
+
+def hex_to_rgba(colour: str, alpha: float) -> str:
+    if colour.startswith("rgb("):
+        return colour.replace("rgb(", "rgba(").replace(")", f",{alpha})")
+    c = colour.lstrip("#")
+    r, g, b = (int(c[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def band_curves(curves: pd.DataFrame, quantity: str, title: str, trainer: pd.Series | None = None) -> go.Figure:
+    """Mean and median over steps with 10–90 % and 25–75 % quantile bands; the trainer's logged
+    batch means dashed on top when given."""
+    c = curves[curves["quantity"] == quantity]
+    x = c["step"].tolist() if c["step"].notna().all() else c["checkpoint"].tolist()
+    fig = go.Figure()
+    for lo, hi, alpha, name in (("q10", "q90", 0.15, "10–90 %"), ("q25", "q75", 0.3, "25–75 %")):
+        fig.add_trace(go.Scatter(x=x, y=c[hi], mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=c[lo], mode="lines", line=dict(width=0), fill="tonexty",
+                                 fillcolor=f"rgba(31,119,180,{alpha})", name=name))
+    fig.add_trace(go.Scatter(x=x, y=c["q50"], mode="lines+markers", name="median", line=dict(color="#1f77b4")))
+    fig.add_trace(go.Scatter(x=x, y=c["mean"], mode="lines", name="mean", line=dict(color="#1f77b4", dash="dot")))
+    if trainer is not None and len(trainer):
+        fig.add_trace(go.Scatter(x=trainer.index.tolist(), y=trainer.tolist(), mode="lines", name=f"trainer log: {trainer.name}",
+                                 line=dict(color="#d62728", dash="dash")))
+    fig.update_layout(title=title, xaxis_title="step", height=320, **LAYOUT)
+    return fig
+
+
+def share_curves(shares: pd.DataFrame, columns: dict[str, str], trainer: pd.DataFrame | None = None) -> go.Figure:
+    x = shares["step"].tolist() if shares["step"].notna().all() else shares["checkpoint"].tolist()
+    fig = go.Figure()
+    for col, label in columns.items():
+        fig.add_trace(go.Scatter(x=x, y=shares[col], mode="lines+markers", name=label))
+    if trainer is not None:
+        for name in trainer.columns:
+            fig.add_trace(go.Scatter(x=trainer.index.tolist(), y=trainer[name].tolist(), mode="lines",
+                                     name=f"trainer log: {name}", line=dict(dash="dash")))
+    fig.update_layout(title="Shares of pairs", xaxis_title="step", yaxis=dict(range=[0, 1]), height=320, **LAYOUT)
+    return fig
+
+
+def histogram_overlay(hist: dict, title: str, x_title: str, extra: dict | None = None,
+                      only: list[str] | None = None) -> go.Figure:
+    """Pre-binned histograms drawn as overlaid step lines (one per checkpoint; `extra` dashed)."""
+    names = [n for n in hist["counts"] if only is None or n in only]
+    fig = go.Figure()
+    for name, colour in zip(names, colours(len(names)), strict=True):
+        fig.add_trace(go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh",
+                                 name=name, line=dict(color=colour)))
+    for name, counts in (extra or {}).get("counts", {}).items():
+        fig.add_trace(go.Scatter(x=extra["centers"], y=counts, mode="lines", line_shape="hvh", name=name,
+                                 line=dict(color="black", dash="dash")))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="pairs", height=340, **LAYOUT)
+    return fig
+
+
+def pair_scatter(rows: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
+                 colour: str | None = None, diagonal: bool = True, slope: float | None = None) -> go.Figure:
+    """WebGL scatter, one point per pair; `customdata` = [pair_id] for selection → inspector."""
+    marker: dict = dict(size=5, opacity=0.6)
+    if colour is not None and colour in rows:
+        marker |= dict(color=rows[colour], colorscale="RdBu", showscale=True, colorbar=dict(title=colour))
+    fig = go.Figure(go.Scattergl(
+        x=rows[x], y=rows[y], mode="markers", marker=marker, customdata=rows[["pair_id"]].to_numpy(),
+        hovertemplate="pair %{customdata[0]}<br>" + x_title + " %{x:.4f}<br>" + y_title + " %{y:.4f}<extra></extra>",
+        name="pairs"))
+    finite = pd.concat([rows[x], rows[y]]).replace([np.inf, -np.inf], np.nan).dropna()
+    if diagonal and len(finite):
+        lo, hi = float(finite.min()), float(finite.max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(color="grey", dash="dot")))
+    if slope is not None and len(finite):
+        xs = rows[x].replace([np.inf, -np.inf], np.nan).dropna()
+        lo, hi = float(xs.min()), float(xs.max())
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[slope * lo, slope * hi], mode="lines", name=f"fit through 0, slope {slope:.3g}",
+                                 line=dict(color="#d62728")))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=460, dragmode="select", **LAYOUT)
+    return fig
+
+
+def example_lines(across: pd.DataFrame) -> go.Figure:
+    """One pair's chosen/rejected log-probs (and log-ratios) over checkpoints."""
+    x = across["step"].tolist() if across["step"].notna().all() else across["checkpoint"].tolist()
+    fig = go.Figure()
+    for col, name, colour, dash in (("logp_chosen", "log π(y_w|x)", "#2ca02c", None),
+                                    ("logp_rejected", "log π(y_l|x)", "#d62728", None),
+                                    ("log_ratio_chosen", "d(y_w)", "#2ca02c", "dot"),
+                                    ("log_ratio_rejected", "d(y_l)", "#d62728", "dot")):
+        fig.add_trace(go.Scatter(x=x, y=across[col], mode="lines+markers", name=name, line=dict(color=colour, dash=dash)))
+    fig.update_layout(title="This example across checkpoints (nats)", xaxis_title="step", height=320, **LAYOUT)
+    return fig
+
+
+def bars(frame: pd.DataFrame, x: str, ys: list[str], title: str) -> go.Figure:
+    fig = go.Figure([go.Bar(x=frame[x], y=frame[y], name=y) for y in ys])
+    fig.update_layout(title=title, barmode="group", height=320, **LAYOUT)
+    return fig
+
+
+def lines(frame: pd.DataFrame, x: str, ys: list[str], title: str, y_title: str = "") -> go.Figure:
+    fig = go.Figure([go.Scatter(x=frame[x], y=frame[y], mode="lines", name=y) for y in ys])
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=320, **LAYOUT)
+    return fig

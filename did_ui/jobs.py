@@ -1,0 +1,230 @@
+"""Background jobs (scoring, building the demo) that outlive a page rerun and a server restart.
+
+A job is a folder `<workspace>/jobs/<id>/`:
+
+    job.json        {"id", "kind", "argv", "created", "pid"}   written once, atomically
+    log.txt         the command's stdout and stderr
+    progress.jsonl  optional JSON lines {"stage", "done", "total"} (env DID_PROGRESS_FILE)
+    rc              the exit status, written by the wrapper when the command ends
+    cancelled       present when the user pressed Cancel
+
+`start()` launches `python -m did_ui.jobs wrap <dir>` in its own session: that wrapper runs the
+argv (a list, never a shell), waits, and writes `rc`, so the status survives the Streamlit process.
+No streamlit import here: the wrapper runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
+
+_PROGRESS = re.compile(r"(?:(?P<stage>[A-Za-z][\w /-]{0,40}?):?\s+)?(?:\d+%\|[^|]*\|\s*)?(?P<done>\d+)/(?P<total>\d+)")
+_live: dict[str, subprocess.Popen] = {}  # reaped on poll so finished wrappers leave no zombies
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job's state, read from its folder."""
+
+    id: str
+    kind: str
+    argv: list[str]
+    created: float
+    status: Status
+    stage: str | None
+    done: int | None
+    total: int | None
+    eta_s: float | None
+    error: str | None
+    """The command's `error:` line, when it failed."""
+    log_tail: str
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total or self.done is None else min(1.0, self.done / self.total)
+
+
+def jobs_dir(workspace: str | Path) -> Path:
+    return Path(workspace) / "jobs"
+
+
+def score_argv(data: str, reference: str, *, workspace: str, policies: list[str] | None = None,
+               run_dir: str | None = None, beta: float | None = None, limit: int | None = None,
+               max_length: int | None = None, dtype: str = "auto", device: str = "auto",
+               token_level: bool = True) -> list[str]:
+    """The `python -m did_core score ...` argument list (DESIGN.md §3) for these choices."""
+    if bool(policies) == bool(run_dir):
+        raise ValueError("give either checkpoints (policies) or a TRL run folder, not both or neither")
+    argv = [sys.executable, "-m", "did_core", "score", "--data", data, "--ref", reference]
+    argv += ["--run", run_dir] if run_dir else ["--policy", *policies]  # type: ignore[list-item]
+    argv += ["--workspace", workspace, "--dtype", dtype, "--device", device]
+    if beta is not None:
+        argv += ["--beta", repr(float(beta))]
+    if limit:
+        argv += ["--limit", str(int(limit))]
+    if max_length:
+        argv += ["--max-length", str(int(max_length))]
+    argv.append("--token-level" if token_level else "--no-token-level")
+    return argv
+
+
+def demo_argv(workspace: str) -> list[str]:
+    return [sys.executable, "-m", "did_core", "demo", "--workspace", workspace]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str | None = None) -> str:
+    """Launch `argv` in the background; returns the job id."""
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a non-empty list of strings")
+    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
+    d = jobs_dir(workspace) / job_id
+    d.mkdir(parents=True)
+    meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
+    _write_atomic(d / "job.json", json.dumps(meta))
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "DID_PROGRESS_FILE": str(d / "progress.jsonl"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "did_ui.jobs", "wrap", str(d)], cwd=cwd or root, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _live[job_id] = proc
+    _write_atomic(d / "job.json", json.dumps(meta | {"pid": proc.pid}))
+    return job_id
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path, n: int = 6000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - n))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _progress(d: Path, log: str) -> tuple[str | None, int | None, int | None]:
+    text = _tail(d / "progress.jsonl", 2000).strip().splitlines()
+    for line in reversed(text):
+        try:
+            p = json.loads(line)
+            return p.get("stage"), int(p["done"]), int(p["total"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    for chunk in reversed(re.split(r"[\r\n]+", log)):
+        m = _PROGRESS.search(chunk)
+        if m and int(m["total"]) > 0:
+            return (m["stage"] or "").strip() or None, int(m["done"]), int(m["total"])
+    return None, None, None
+
+
+def info(workspace: str | Path, job_id: str) -> JobInfo | None:
+    """The job's state from its files, or None when `job_id` is not a job of this workspace."""
+    base = jobs_dir(workspace)
+    d = base / job_id
+    if "/" in job_id or job_id.startswith(".") or not (d / "job.json").is_file():
+        return None
+    meta = json.loads((d / "job.json").read_text())
+    if (p := _live.get(job_id)) is not None and p.poll() is not None:
+        _live.pop(job_id, None)
+    log = _tail(d / "log.txt")
+    rc_text = (d / "rc").read_text().strip() if (d / "rc").is_file() else None
+    status: Status
+    if (d / "cancelled").exists() and (rc_text is None or rc_text != "0"):
+        status = "cancelled" if rc_text is not None or not _alive(meta.get("pid")) else "running"
+    elif rc_text is not None:
+        status = "done" if rc_text == "0" else "failed"
+    else:
+        status = "running" if _alive(meta.get("pid")) else "interrupted"
+    errors = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("error:")]
+    error = errors[-1] if errors else (f"exited with status {rc_text}" if status == "failed" else None)
+    stage, done, total = _progress(d, log)
+    eta = None
+    if status == "running" and done and total and done < total:
+        elapsed = time.time() - float(meta["created"])
+        eta = elapsed * (total - done) / done
+    return JobInfo(id=job_id, kind=meta["kind"], argv=list(meta["argv"]), created=float(meta["created"]),
+                   status=status, stage=stage, done=done, total=total, eta_s=eta, error=error,
+                   log_tail="\n".join(log.replace("\r", "\n").splitlines()[-40:]))
+
+
+def list_jobs(workspace: str | Path, kind: str | None = None) -> list[JobInfo]:
+    """Every job of the workspace, newest first."""
+    base = jobs_dir(workspace)
+    if not base.is_dir():
+        return []
+    out = [j for d in sorted(base.iterdir(), reverse=True) if d.is_dir() and (j := info(workspace, d.name))]
+    return [j for j in out if kind is None or j.kind == kind]
+
+
+def cancel(workspace: str | Path, job_id: str) -> bool:
+    """Stop a running job (SIGTERM to its process group). True when a signal was sent."""
+    job = info(workspace, job_id)
+    if job is None or job.status != "running":
+        return False
+    d = jobs_dir(workspace) / job_id
+    (d / "cancelled").touch()
+    pid = json.loads((d / "job.json").read_text()).get("pid")
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, TypeError):
+        return False
+    return True
+
+
+def restart(workspace: str | Path, job_id: str) -> str | None:
+    """Run a stopped job's command again (the scorer resumes from its finished chunks)."""
+    job = info(workspace, job_id)
+    if job is None or job.status == "running":
+        return None
+    return start(workspace, job.argv, kind=job.kind)
+
+
+def _wrap(d: Path) -> int:
+    """Run the job's argv, logging to log.txt; write rc when it ends (also on SIGTERM)."""
+    meta = json.loads((d / "job.json").read_text())
+    with (d / "log.txt").open("ab", buffering=0) as log:
+        child = subprocess.Popen(meta["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+        def forward(signum: int, _frame: object) -> None:
+            child.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        rc = child.wait()
+    _write_atomic(d / "rc", str(rc))
+    return rc
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "wrap":
+        sys.exit(_wrap(Path(sys.argv[2])))
+    print("usage: python -m did_ui.jobs wrap JOB_DIR", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,56 @@
+"""Compare: checkpoints A and B side by side: metric deltas, per-example deltas (top movers),
+A against B, and the DID between them (q_{B/A})."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from did_ui import data, figures, selection, widgets
+
+st.title("Compare checkpoints")
+v = widgets.view(need_b=True)
+if v is None or v.ckpt is None or v.b is None:
+    st.stop()
+a, b = v.ckpt, v.b
+if a == b:
+    st.info("Pick two different checkpoints A and B in the sidebar.")
+
+deltas, summary = data.compare(v.root, v.run, v.ver, a, b)
+st.subheader(f"A = `{a}` → B = `{b}`")
+metrics = summary.set_index("metric")
+cols = st.columns(5)
+for col, (metric, label, fmt) in zip(cols, [("accuracy", "accuracy", "{:.3f}"), ("log_margin", "mean log-margin", "{:.3f}"),
+                                             ("dpo_loss", "DPO loss", "{:.4f}"), ("displaced", "displaced share", "{:.3f}"),
+                                             ("logp_chosen", "mean log π(y_w)", "{:.2f}")], strict=True):
+    row = metrics.loc[metric]
+    col.metric(label, fmt.format(row[b]), delta=fmt.format(row["Δ (B − A)"]),
+               delta_color="inverse" if metric in ("dpo_loss", "displaced") else "normal")
+
+st.subheader("The DID between A and B")
+st.latex(r"d_{B/A}(y) = \log\pi_B(y\mid x) - \log\pi_A(y\mid x),\qquad "
+         r"q_{B/A}(y) = \operatorname{softmax}_{y\in\{y_w,y_l\}} d_{B/A}(y)")
+ent = deltas["DID entropy B/A (pair)"]
+st.caption(f"Sequence-level over S = {{y_w, y_l}}: mean entropy {ent.mean():.4f} nats (max log 2 = 0.6931); "
+           f"mean d_B/A(y_w) {deltas['d_B/A(y_w)'].mean():.3f}, mean d_B/A(y_l) {deltas['d_B/A(y_l)'].mean():.3f}.")
+
+event = st.plotly_chart(figures.pair_scatter(deltas, f"log_margin {a}", f"log_margin {b}", "Log-margin, A against B",
+                                             f"M_A ({a})", f"M_B ({b})", colour="DID entropy B/A (pair)"),
+                        key="compare_scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
+picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
+if picked is not None:
+    widgets.open_example(v, picked, ckpt=b)
+
+st.subheader("Per-example deltas (B − A)")
+c1, c2, c3 = st.columns([2, 1, 1])
+sort_by = c1.selectbox("Sort by", [c for c in deltas.columns if c != "pair_id"], index=4, key="compare_sort")
+direction = c2.radio("Movers", ["largest", "smallest"], horizontal=True, key="compare_dir")
+query = c3.text_input("Filter pair id contains", key="compare_filter")
+shown = deltas[deltas["pair_id"].str.contains(query, regex=False)] if query else deltas
+shown = shown.sort_values(sort_by, ascending=direction == "smallest", na_position="last").head(1000)
+table = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="compare_table")
+rows = table.selection.rows if table is not None else []
+if rows:
+    widgets.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)
+st.caption("Showing the top 1,000 rows of the sort; click a row (or select a point above) to open the example. "
+           "The full table is in the export on Runs.")
+st.dataframe(summary, hide_index=True)

@@ -1,0 +1,55 @@
+"""Example inspector: one preference pair, its tokens coloured by log-ratio, DID entropy or
+log-prob (exact values on hover), and its log-probs across checkpoints.
+Deep link: ?run=…&example=…&ckpt=…"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from did_ui import data, figures, widgets
+
+st.title("Example")
+v = widgets.view()
+if v is None or v.ckpt is None:
+    st.stop()
+
+ids = data.pair_ids(v.root, v.run, v.ver)
+wanted = st.text_input("Pair id", value=v.example or "", key=f"example_id_{v.example}",
+                       help="Or select points on Log-margins, DID entropy or Compare.")
+if wanted and wanted not in ids:
+    st.warning("No pair with that id in this run.")
+    st.stop()
+example = wanted or data.first_pair_id(v.root, v.run, v.ver)
+if example != v.example:
+    st.query_params["example"] = example
+
+text = data.example_text(v.root, v.run, v.ver, example)
+across = data.example_across_checkpoints(v.root, v.run, v.ver, example)
+st.caption(f"Run `{v.run}` · pair `{example}` · tokens under `{v.ckpt}` against the reference")
+
+st.markdown("**Prompt**")
+st.text(text.get("prompt", ""))
+colour_by = st.segmented_control("Colour tokens by", list(widgets.COLOUR_BY), default="log_ratio",
+                                 format_func=widgets.COLOUR_BY.get, key="example_colour") or "log_ratio"
+tokens = data.example_tokens(v.root, v.run, v.ver, v.ckpt, example)
+row = across[across["checkpoint"] == v.ckpt]
+left, right = st.columns(2)
+for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Rejected y_l")):
+    with col:
+        st.markdown(f"**{label}**")
+        if len(row):
+            r = row.iloc[0]
+            st.caption(f"log π = {r[f'logp_{side}']:.4f} · d = log π/π_ref = {r[f'log_ratio_{side}']:.4f} · "
+                       f"DID entropy (token mean) = {r[f'did_entropy_{side}']:.4f}")
+        side_tokens = tokens[tokens["side"] == side].sort_values("position") if len(tokens) else tokens
+        if len(side_tokens):
+            st.html(widgets.tokens_html(side_tokens, colour_by))
+        else:
+            st.caption("No per-token scores stored for this checkpoint.")
+        with st.expander("Plain text"):
+            st.text(text.get(side, ""))
+st.caption("Blue: the checkpoint raised the token's log-prob over the reference; red: lowered. "
+           "Hover a token for its exact log-prob, reference log-prob, log-ratio and DID entropy.")
+
+st.plotly_chart(figures.example_lines(across), key="example_lines")
+st.dataframe(across, hide_index=True)

@@ -1,0 +1,61 @@
+"""Runs: the workspace's runs, and per checkpoint the paper's headline numbers."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from did_ui import data, widgets
+
+st.title("Runs")
+root = data.workspace_root()
+ver = data.version(root)
+runs = data.run_names(root, ver)
+if not runs:
+    widgets.demo_panel(root)
+    st.stop()
+
+v = widgets.view()
+assert v is not None
+
+overview = []
+for name in runs:
+    m = data.run_manifest(root, name, ver)
+    s = data.summary(root, name, ver)
+    overview.append({
+        "run": name, "dataset": m.get("dataset", {}).get("source"), "pairs": m.get("dataset", {}).get("n_pairs"),
+        "reference": m.get("reference", {}).get("name"), "β": m.get("beta"), "checkpoints": len(s),
+        "accuracy": s["accuracy"].tolist(), "DPO loss": s["DPO loss"].tolist(), "displaced": s["displaced share"].tolist(),
+    })
+st.dataframe(overview, hide_index=True, column_config={
+    "accuracy": st.column_config.LineChartColumn("accuracy over steps", y_min=0, y_max=1),
+    "DPO loss": st.column_config.LineChartColumn("loss over steps"),
+    "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1),
+})
+
+st.subheader(f"Checkpoints of `{v.run}`")
+st.caption("Accuracy: share of pairs with M_π > M_ref. Displaced: both d(y_w) < 0 and d(y_l) < 0 "
+           "(chosen and rejected likelihoods both fell). DID entropy: token-level estimator, mean over tokens.")
+summary = data.summary(root, v.run, ver)
+pct = st.column_config.ProgressColumn
+st.dataframe(summary, hide_index=True, column_config={
+    "accuracy": pct("accuracy", format="%.3f", min_value=0, max_value=1),
+    "displaced share": pct("displaced share", format="%.3f", min_value=0, max_value=1),
+    "mean log-margin": st.column_config.NumberColumn(format="%.3f"),
+    "mean reward margin": st.column_config.NumberColumn(format="%.4f"),
+    "DPO loss": st.column_config.NumberColumn(format="%.4f"),
+    "mean DID entropy (chosen)": st.column_config.NumberColumn(format="%.3f"),
+    "mean DID entropy (rejected)": st.column_config.NumberColumn(format="%.3f"),
+    "reward margin histogram": st.column_config.BarChartColumn("reward margins (histogram)"),
+})
+
+params = {"run": v.run, "ckpt": v.ckpt or ""}
+cols = st.columns(6)
+for col, (key, label) in zip(cols, [("curves", "Training curves"), ("margins", "Log-margins"), ("entropy", "DID entropy"),
+                                    ("compare", "Compare"), ("example", "Example"), ("score", "Score more")], strict=True):
+    with col:
+        st.page_link(widgets.PAGES[key], label=label, query_params=params)
+
+st.subheader("Export")
+widgets.export_buttons(v)
+with st.expander("run.json"):
+    st.json({k: val for k, val in v.manifest.items() if k != "trainer_log_history"}, expanded=False)

@@ -1,0 +1,72 @@
+"""Score: a dataset with a reference and checkpoints (or a TRL run folder), in the background.
+The job is `python -m did_core score ...` in a subprocess; it survives reruns and restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from pathlib import Path
+
+import streamlit as st
+
+from did_ui import data, jobs, widgets
+
+st.title("Score")
+root = data.workspace_root()
+st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stopped; finished work is never recomputed.")
+
+with st.form("score_form"):
+    st.markdown("**Dataset**: TRL standard or conversational, HH-RLHF, UltraFeedback, RewardBench "
+                "(JSONL, JSON, CSV, Parquet, a `save_to_disk` folder).")
+    upload = st.file_uploader("Upload a file", type=["jsonl", "json", "csv", "parquet", "gz"])
+    data_path = st.text_input("…or a path on this machine", placeholder="/data/prefs.jsonl")
+    reference = st.text_input("Reference model (SFT)", placeholder="path, hub id, PEFT adapter dir or .gguf")
+    c1, c2 = st.columns(2)
+    run_dir = c1.text_input("TRL output folder (checkpoint-* inside)", placeholder="/runs/dpo-out")
+    policies = c2.text_area("…or checkpoints, one per line", height=80)
+    c3, c4, c5, c6 = st.columns(4)
+    beta = c3.number_input("β", min_value=1e-4, value=0.1, step=0.05, format="%.4f")
+    limit = c4.number_input("Limit pairs (0 = all)", min_value=0, value=0, step=100)
+    max_length = c5.number_input("Max length", min_value=0, value=1024, step=128)
+    dtype = c6.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"])
+    device = c3.selectbox("device", ["auto", "cpu", "cuda"])
+    token_level = c4.checkbox("Token-level DID entropy", value=True)
+    submitted = st.form_submit_button("Start scoring", type="primary")
+
+if submitted:
+    source = data_path.strip()
+    if upload is not None:
+        content = upload.getvalue()
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name)[-80:]
+        target = Path(root) / "uploads" / f"{hashlib.sha256(content).hexdigest()[:12]}-{safe}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        source = str(target)
+    policy_list = [p.strip() for p in policies.splitlines() if p.strip()]
+    try:
+        if not source or not reference.strip():
+            raise ValueError("give a dataset (upload or path) and a reference model")
+        argv = jobs.score_argv(source, reference.strip(), workspace=root, policies=policy_list or None,
+                               run_dir=run_dir.strip() or None, beta=beta, limit=int(limit) or None,
+                               max_length=int(max_length) or None, dtype=dtype, device=device, token_level=token_level)
+    except ValueError as exc:
+        st.error(str(exc))
+    else:
+        job_id = jobs.start(root, argv, kind="score")
+        st.success(f"Started job `{job_id}`.")
+
+all_jobs = jobs.list_jobs(root)
+st.subheader("Jobs")
+if not all_jobs:
+    st.caption("No jobs yet.")
+for i, job in enumerate(all_jobs[:10]):
+    with st.container(border=True):
+        if job.status == "running" or i == 0:
+            widgets.job_panel(root, job.id)
+        else:
+            st.markdown(f"`{job.id}` · {job.kind} · **{job.status}**")
+            if job.error:
+                st.text(job.error)
+        with st.expander("Command"):
+            st.code(shlex.join(job.argv), language="bash")

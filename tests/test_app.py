@@ -1,0 +1,119 @@
+"""AppTest: every page renders on a synthetic workspace and on an empty one; the key interactions
+(choosing checkpoints, a deep link, selection → example) work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from did_ui import selection  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["runs", "curves", "margins", "entropy", "compare", "example", "score", "lab"]
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def synthetic_ws(tmp_path_factory) -> str:
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    root = tmp_path_factory.mktemp("ws")
+    make_synthetic_workspace(root, n_pairs=60, n_checkpoints=3, seed=0, tokens=True)
+    return str(root)
+
+
+def _app(monkeypatch, workspace: str) -> AppTest:
+    monkeypatch.setenv("DID_WORKSPACE", workspace)
+    monkeypatch.setenv("DID_AUTO_DEMO", "0")  # never start a demo build from a test
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def _open(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_every_page_renders_on_a_synthetic_workspace(monkeypatch, synthetic_ws):
+    at = _app(monkeypatch, synthetic_ws)
+    for page in PAGES:
+        _open(at, page)
+        assert at.title, page
+        assert not at.error, (page, [e.value for e in at.error])
+    assert at.query_params["run"] == "synthetic"
+
+
+def test_every_page_renders_on_an_empty_workspace(monkeypatch, tmp_path):
+    at = _app(monkeypatch, str(tmp_path / "empty"))
+    for page in PAGES:
+        _open(at, page)
+    _open(at, "runs")
+    text = " ".join(m.value for m in [*at.markdown, *at.info, *at.subheader])
+    assert "no runs" in text.lower()
+    _open(at, "margins")
+    assert any("No scored runs" in i.value for i in at.info)
+
+
+def test_choosing_checkpoints_updates_the_view_and_the_url(monkeypatch, synthetic_ws):
+    at = _open(_app(monkeypatch, synthetic_ws), "compare")
+    a, b = at.sidebar.selectbox(key="pick_ckpt"), at.sidebar.selectbox(key="pick_b")
+    assert a.options == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
+    b.set_value("checkpoint-200").run()
+    a = at.sidebar.selectbox(key="pick_ckpt")
+    a.set_value("checkpoint-100").run()
+    assert not at.exception
+    assert at.query_params["ckpt"] == "checkpoint-100" and at.query_params["b"] == "checkpoint-200"
+    assert any("checkpoint-100" in s.value and "checkpoint-200" in s.value for s in at.subheader)
+    _open(at, "margins")  # the choice follows to other pages
+    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-100"
+
+
+def test_deep_link_opens_the_example(monkeypatch, synthetic_ws):
+    at = _app(monkeypatch, synthetic_ws)
+    at.query_params.update({"run": "synthetic", "example": "17", "ckpt": "checkpoint-200"})
+    _open(at, "example")
+    assert at.text_input[0].value == "17"
+    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-200"
+    assert any("pair `17`" in c.value for c in at.caption)
+    html = " ".join(h.proto.body for h in at.get("html"))
+    assert "<span title=" in html and "log_ratio" in html
+
+
+def test_forged_deep_link_falls_back_to_a_default_view(monkeypatch, synthetic_ws):
+    at = _app(monkeypatch, synthetic_ws)
+    at.query_params.update({"run": "../../etc", "example": "<script>", "ckpt": "nope"})
+    _open(at, "example")
+    assert at.query_params["run"] == "synthetic"
+    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-300"
+    assert at.text_input[0].value == ""
+
+
+def test_selection_event_to_example_id():
+    event = {"selection": {"points": [{"curve_number": 0, "point_index": 3, "x": 1.0, "y": 2.0, "customdata": ["17"]},
+                                      {"customdata": ["17"]}, {"customdata": ["4"]}],
+                           "point_indices": [3], "box": [], "lasso": []}}
+    assert selection.pair_ids_from_selection(event) == ["17", "4"]
+    assert selection.pair_id_from_selection(event) == "17"
+    assert selection.pair_id_from_selection(event, valid_ids={"4"}) == "4"
+    assert selection.pair_id_from_selection({"selection": {"points": []}}) is None
+    assert selection.pair_id_from_selection(None) is None
+    assert selection.pair_id_from_selection({"selection": {"points": [{"customdata": 5}]}}) == "5"
+
+
+def test_query_params_round_trip():
+    runs = ["a", "b"]
+    ckpts = {"a": ["checkpoint-1", "checkpoint-2"], "b": ["checkpoint-9"]}
+    state = selection.resolve_state({"run": "b", "example": "3"}, {}, runs, ckpts.__getitem__, lambda r: {"3"})
+    assert state == selection.ViewState(run="b", ckpt="checkpoint-9", b="checkpoint-9", example="3")
+    assert selection.to_query_params(state) == {"run": "b", "ckpt": "checkpoint-9", "b": "checkpoint-9", "example": "3"}
+    remembered = selection.resolve_state({}, {"run": "a", "ckpt": "checkpoint-1"}, runs, ckpts.__getitem__)
+    assert (remembered.run, remembered.ckpt, remembered.b) == ("a", "checkpoint-1", "checkpoint-2")
+    forged = selection.resolve_state({"run": "../x", "ckpt": ["x", "checkpoint-1"]}, {}, runs, ckpts.__getitem__,
+                                     lambda r: set())
+    assert (forged.run, forged.ckpt) == ("a", "checkpoint-1")
