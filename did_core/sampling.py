@@ -179,3 +179,27 @@ def enumerate_responses(vocab_size: int, eos_token_id: int, max_new_tokens: int)
         out.extend(p + (eos_token_id,) for p in prefixes)
         prefixes = [p + (s,) for p in prefixes for s in symbols]
     return out + prefixes
+
+
+def engine_scorer(token_budget: int = 8192, device: str | torch.device = "cpu",
+                  dtype: str | torch.dtype = torch.float32) -> Scorer:
+    """A `scorer` for `sample_did_entropy` backed by `did_core.engine.score_batch_models`.
+
+    Samples are packed two to a pseudo-pair (chosen = sample 2j, rejected = sample 2j+1) so the
+    engine's shared-prompt path scores the prompt once per pair. Note the engine casts/moves the
+    model to `device`/`dtype` in place when it is not there yet.
+    """
+    from types import SimpleNamespace
+
+    from did_core.engine import score_batch_models
+
+    def score(model: torch.nn.Module, prompt_ids: Sequence[int], responses: Responses) -> np.ndarray:
+        padded = list(responses) + ([()] if len(responses) % 2 else [])
+        pairs = [SimpleNamespace(pair_id=str(j), prompt_ids=tuple(prompt_ids), chosen_ids=padded[2 * j],
+                                 rejected_ids=padded[2 * j + 1]) for j in range(len(padded) // 2)]
+        _, (scores,) = score_batch_models(model, [model], pairs, token_level=False, score_reference=False,
+                                          token_budget=token_budget, device=device, dtype=dtype)
+        flat = [s for ps in scores for s in (ps.chosen.logp_sum, ps.rejected.logp_sum)]
+        return np.asarray(flat[:len(responses)], dtype=np.float64)
+
+    return score

@@ -129,3 +129,11 @@ def test_snis_error_falls_with_k(world):
         errs.append(float(np.mean(np.abs(snis_entropy(d[idx], lp[idx]) - world["exact"]))))
     assert all(a > b for a, b in zip(errs, errs[1:])), errs
     assert errs[-1] < 0.05, errs
+
+
+def test_engine_scorer_matches_simple_scorer(world):
+    from did_core.sampling import engine_scorer
+
+    support = world["support"][:41]  # odd count: exercises the padding pseudo-response
+    got = engine_scorer(token_budget=512)(world["policy"], PROMPT, support)
+    np.testing.assert_allclose(got, world["lp_pol"][:41], atol=1e-4)

@@ -1,0 +1,163 @@
+"""The paper's conditions on the user's data: log-margin ordering and the power-law line (pure numpy/pandas).
+
+DESIGN.md §2: preferences encode the DID that leads from π_ref to π* when
+q_{π_ref/π_l}(y) ∝ q_{π*/π_ref}(y)^β on y ∈ {y_w, y_l}, i.e. in log-margins
+
+    M_ref − M_l = β · (M_* − M_ref)          (a line through the origin)
+
+with M_m = ℓ_m(y_w) − ℓ_m(y_l). A checkpoint stands in for π*, an optional model of the
+rejected-response generator for π_l. With β > 0 the line implies the ordering M_* > M_ref > M_l
+whenever M_* > M_ref. Without a π_l model, the same ordering is tested between consecutive
+checkpoints (`consecutive_ordering`).
+
+Arrays are (N,) over pairs. R² of the no-intercept fit: `r2` is the *uncentered* R² = 1 − RSS/Σy²,
+the usual definition for regression through the origin (R's `lm(y ~ 0 + x)`, statsmodels without
+a constant); `r2_centered` = 1 − RSS/Σ(y − ȳ)² is given too and can be negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from did_core.losses import Aggregation, aggregate_logp
+
+REFERENCE = "reference"
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def log_margin_ordering(m_policy, m_ref, m_l) -> pd.DataFrame:
+    """Per-pair flags: `policy_above_ref` (M_π > M_ref), `ref_above_l` (M_ref > M_l), `ordered` (both).
+
+    (N,) ×3 -> DataFrame of N bool rows. The share of `ordered` is the paper's "log-margin ordered".
+    """
+    mp, mr, ml = _f64(m_policy), _f64(m_ref), _f64(m_l)
+    return pd.DataFrame({"policy_above_ref": mp > mr, "ref_above_l": mr > ml, "ordered": (mp > mr) & (mr > ml)})
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Least-squares line through the origin of y = M_ref − M_l on x = M_π − M_ref."""
+
+    beta_hat: float          # Σxy / Σx² (NaN when Σx² = 0)
+    r2: float                # uncentered: 1 − RSS/Σy²
+    r2_centered: float       # 1 − RSS/Σ(y − ȳ)²
+    slope_stderr: float      # sqrt(RSS/(n−1) / Σx²)
+    n: int                   # pairs used (finite x and y)
+    ordered_share: float     # share of pairs with M_π > M_ref > M_l
+    trainer_beta: float | None  # the trainer's β, shown beside β̂ when known
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_power_law(m_policy, m_ref, m_l, *, trainer_beta: float | None = None) -> tuple[PowerLawFit, pd.DataFrame]:
+    """Fit M_ref − M_l = β·(M_π − M_ref) through the origin.
+
+    (N,) ×3 -> (PowerLawFit, per-pair DataFrame with `x`, `y`, `fitted`, `residual` and the ordering
+    flags, N rows in input order; pairs with a non-finite x or y get NaN fitted/residual and are left
+    out of the fit).
+    """
+    mp, mr, ml = _f64(m_policy), _f64(m_ref), _f64(m_l)
+    x, y = mp - mr, mr - ml
+    ok = np.isfinite(x) & np.isfinite(y)
+    xo, yo = x[ok], y[ok]
+    sxx = float(np.sum(xo * xo))
+    beta_hat = float(np.sum(xo * yo) / sxx) if sxx > 0 else float("nan")
+    rss = float(np.sum((yo - beta_hat * xo) ** 2))
+    syy = float(np.sum(yo * yo))
+    syy_c = float(np.sum((yo - yo.mean()) ** 2)) if yo.size else 0.0
+    n = int(ok.sum())
+    flags = log_margin_ordering(mp, mr, ml)
+    fit = PowerLawFit(
+        beta_hat=beta_hat,
+        r2=1.0 - rss / syy if syy > 0 else float("nan"),
+        r2_centered=1.0 - rss / syy_c if syy_c > 0 else float("nan"),
+        slope_stderr=float(np.sqrt(rss / (n - 1) / sxx)) if n > 1 and sxx > 0 else float("nan"),
+        n=n, ordered_share=float(flags["ordered"].mean()) if len(flags) else float("nan"),
+        trainer_beta=trainer_beta)
+    fitted = np.where(ok, beta_hat * x, np.nan)
+    table = pd.DataFrame({"x": x, "y": y, "fitted": fitted, "residual": np.where(ok, y - fitted, np.nan)})
+    return fit, pd.concat([table, flags], axis=1)
+
+
+def margins_wide(pairs: pd.DataFrame, aggregation: Aggregation = "sum") -> pd.DataFrame:
+    """Log-margins per pair and model from a `ws.pairs` table: index `pair_id`, one column per model.
+
+    The first column is "reference" (from the `ref_*` columns), then the models ordered by `step`
+    (unknown steps last, then by name). aggregation "mean" uses per-token-mean log-probs.
+    """
+    p = pairs.copy()
+    nw, nl = p["n_tokens_chosen"], p["n_tokens_rejected"]
+    p["_m"] = aggregate_logp(p["logp_chosen"], nw, aggregation) - aggregate_logp(p["logp_rejected"], nl, aggregation)
+    p["_mref"] = (aggregate_logp(p["ref_logp_chosen"], nw, aggregation)
+                  - aggregate_logp(p["ref_logp_rejected"], nl, aggregation))
+    steps = p.groupby("model", sort=False)["step"].first() if "step" in p else pd.Series(dtype=float)
+    def path_key(m) -> tuple[bool, float, str]:
+        s = steps.get(m)
+        return (True, 0.0, str(m)) if s is None or pd.isna(s) else (False, float(s), str(m))
+
+    order = sorted(p["model"].unique(), key=path_key)
+    wide = p.pivot_table(index="pair_id", columns="model", values="_m", aggfunc="first", sort=False)[order]
+    ref = p.groupby("pair_id", sort=False)["_mref"].first()
+    wide.insert(0, REFERENCE, ref.reindex(wide.index))
+    wide.columns.name = None
+    return wide
+
+
+def paper_conditions(pairs: pd.DataFrame, policy: str, rejected_model: str | None = None, *,
+                     aggregation: Aggregation = "sum", trainer_beta: float | None = None
+                     ) -> tuple[PowerLawFit, pd.DataFrame]:
+    """`fit_power_law` on a `ws.pairs` table: `policy` stands for π*, `rejected_model` (a model scored in
+    the same run) for π_l. Without `rejected_model` the fit is undefined: use `consecutive_ordering`.
+    Returns the fit and the per-pair table indexed by `pair_id`.
+    """
+    if rejected_model is None:
+        raise ValueError("the power-law fit needs a model of the rejected-response generator (π_l)")
+    wide = margins_wide(pairs, aggregation)
+    for m in (policy, rejected_model):
+        if m not in wide.columns:
+            raise ValueError(f"model {m!r} is not in the pairs table (have {list(wide.columns)})")
+    fit, table = fit_power_law(wide[policy], wide[REFERENCE], wide[rejected_model], trainer_beta=trainer_beta)
+    table.index = wide.index
+    return fit, table
+
+
+def consecutive_ordering(wide: pd.DataFrame) -> pd.DataFrame:
+    """Ordering tests along the path reference → checkpoint 1 → checkpoint 2 → … (no π_l needed).
+
+    `wide`: `margins_wide` output (columns in path order). Long result, one row per (pair, checkpoint
+    k ≥ 1): `pair_id, model, prev_model, log_margin, prev_log_margin, increased` (M_k > M_{k−1}) and
+    `ordered` (M_k > M_{k−1} > M_{k−2}: the paper's ordering with c_k as π, c_{k−1} as π_ref and
+    c_{k−2} as π_l; pandas NA for k = 1), plus `monotone` (M strictly increasing along the whole
+    path up to k).
+    """
+    cols = list(wide.columns)
+    m = wide.to_numpy(dtype=np.float64)                                  # (N, C)
+    inc = m[:, 1:] > m[:, :-1]                                            # (N, C−1)
+    mono = np.logical_and.accumulate(inc, axis=1)
+    frames = []
+    for k in range(1, len(cols)):
+        ordered = pd.array(inc[:, k - 1] & inc[:, k - 2], dtype="boolean") if k >= 2 else \
+            pd.array([pd.NA] * len(m), dtype="boolean")
+        frames.append(pd.DataFrame({
+            "pair_id": wide.index.to_numpy(), "model": cols[k], "prev_model": cols[k - 1], "log_margin": m[:, k],
+            "prev_log_margin": m[:, k - 1], "increased": inc[:, k - 1], "ordered": ordered,
+            "monotone": mono[:, k - 1]}))
+    if not frames:
+        return pd.DataFrame(columns=["pair_id", "model", "prev_model", "log_margin", "prev_log_margin",
+                                     "increased", "ordered", "monotone"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def ordering_shares(consecutive: pd.DataFrame) -> pd.DataFrame:
+    """Share of `increased`, `ordered` (NA skipped) and `monotone` per checkpoint, in path order."""
+    g = consecutive.groupby("model", sort=False)
+    return pd.DataFrame({"prev_model": g["prev_model"].first(), "increased": g["increased"].mean(),
+                         "ordered": g["ordered"].mean(), "monotone": g["monotone"].mean(),
+                         "n": g.size()}).reset_index()
