@@ -79,15 +79,20 @@ def _tokenizers() -> dict:
 TOKENIZERS = _tokenizers()
 
 
-def trl_sequences(rows: list[dict], tokenizer, max_length: int | None) -> list[dict[str, list[int]]]:
-    """What TRL trains on, per pair: each full sequence and the completion tokens the mask selects."""
+def trl_prepare(rows: list[dict], tokenizer) -> list[dict[str, list[int]]]:
+    """TRL's `_prepare_dataset` (prompt extraction, EOS, tokenization), without its max_length filter."""
     args = SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
     ds = DPOTrainer._prepare_dataset(SimpleNamespace(_tokenizer=tokenizer), datasets.Dataset.from_list(rows),
                                      tokenizer, args, "test")
+    return [{k: ex[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for ex in ds]
+
+
+def trl_sequences(prepared: list[dict[str, list[int]]], tokenizer, max_length: int | None) -> list[dict]:
+    """What TRL's collator trains on, per pair: each full sequence and the completion tokens its mask selects."""
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=max_length)
     out = []
-    for ex in ds:
-        batch = collator([{k: ex[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}])
+    for ex in prepared:
+        batch = collator([ex])
         seq = {}
         for side, row in (("chosen", 0), ("rejected", 1)):
             ids, attn, mask = (batch[k][row].tolist() for k in ("input_ids", "attention_mask", "completion_mask"))
@@ -107,9 +112,10 @@ def _write_jsonl(rows: list[dict], path: Path) -> str:
 def test_token_ids_equal_trl(case: str, tok_name: str, tmp_path: Path) -> None:
     rows, tokenizer = CASES[case], TOKENIZERS[tok_name]
     data = load_preference_data(_write_jsonl(rows, tmp_path / "d.jsonl"))
+    prepared = trl_prepare(rows, tokenizer)
     for max_length in (None, 3, 6, 9, 14, 1000):
         ours = tokenize_pairs(data, tokenizer, max_length)
-        theirs = trl_sequences(rows, tokenizer, max_length)
+        theirs = trl_sequences(prepared, tokenizer, max_length)
         for pair, trl in zip(ours, theirs, strict=True):
             for side in ("chosen", "rejected"):
                 completion = getattr(pair, f"{side}_ids")
