@@ -62,7 +62,7 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
         data = buf.getvalue()
     elif fmt == ".csv":
-        data = df.to_csv(index=False, na_rep="", float_format="%.17g").encode("utf-8")
+        data = df.to_csv(index=False, na_rep="").encode("utf-8")
     else:
         # Objects (message lists) stay JSON values; floats keep their full repr.
         lines = []
