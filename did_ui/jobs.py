@@ -96,6 +96,8 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
     d = jobs_dir(workspace) / job_id
     d.mkdir(parents=True)
+    if argv[1:3] == ["-m", "did_core"]:  # the CLI's JSON-lines progress (ARCHITECTURE.md "Progress and jobs")
+        argv = _without_flag(argv, "--progress-json") + ["--progress-json", str(d / "progress.jsonl")]
     meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
     _write_atomic(d / "job.json", json.dumps(meta))
     root = str(Path(__file__).resolve().parent.parent)
@@ -107,6 +109,18 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     _live[job_id] = proc
     _write_atomic(d / "job.json", json.dumps(meta | {"pid": proc.pid}))
     return job_id
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def _alive(pid: int | None) -> bool:
@@ -130,19 +144,21 @@ def _tail(path: Path, n: int = 6000) -> str:
         return ""
 
 
-def _progress(d: Path, log: str) -> tuple[str | None, int | None, int | None]:
-    text = _tail(d / "progress.jsonl", 2000).strip().splitlines()
+def _progress(d: Path, log: str) -> tuple[str | None, int | None, int | None, float | None]:
+    """(stage, done, total, eta_s) from the last JSON-lines record, else the last `N/M` in the log."""
+    text = _tail(d / "progress.jsonl", 4000).strip().splitlines()
     for line in reversed(text):
         try:
             p = json.loads(line)
-            return p.get("stage"), int(p["done"]), int(p["total"])
+            eta = p.get("eta_s")
+            return p.get("stage"), int(p["done"]), int(p["total"]), float(eta) if eta is not None else None
         except (ValueError, KeyError, TypeError):
             continue
     for chunk in reversed(re.split(r"[\r\n]+", log)):
         m = _PROGRESS.search(chunk)
         if m and int(m["total"]) > 0:
-            return (m["stage"] or "").strip() or None, int(m["done"]), int(m["total"])
-    return None, None, None
+            return (m["stage"] or "").strip() or None, int(m["done"]), int(m["total"]), None
+    return None, None, None, None
 
 
 def info(workspace: str | Path, job_id: str) -> JobInfo | None:
@@ -165,9 +181,10 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
         status = "running" if _alive(meta.get("pid")) else "interrupted"
     errors = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("error:")]
     error = errors[-1] if errors else (f"exited with status {rc_text}" if status == "failed" else None)
-    stage, done, total = _progress(d, log)
-    eta = None
-    if status == "running" and done and total and done < total:
+    stage, done, total, eta = _progress(d, log)
+    if status != "running":
+        eta = None
+    elif eta is None and done and total and done < total:
         elapsed = time.time() - float(meta["created"])
         eta = elapsed * (total - done) / done
     return JobInfo(id=job_id, kind=meta["kind"], argv=list(meta["argv"]), created=float(meta["created"]),

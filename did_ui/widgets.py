@@ -26,6 +26,22 @@ PAGES = {
 _REMEMBER = "_did_view"
 
 
+def ensure_router() -> None:
+    """Make app.py's `st.navigation` the router even when the first request is a deep link.
+
+    Streamlit 1.67 treats a `pages/` folder beside the entrypoint as a v1 multipage app until the
+    entrypoint calls `st.navigation`: a server's first visit straight to `/example?...` would run
+    pages/example.py alone (no page config, a file-name menu). Each page calls this first; the
+    one time it matters it switches to v2 and reruns, which runs app.py and then this page again
+    (st.Page url paths equal the file names, so the page is the same).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @dataclass(frozen=True)
 class View:
     """The validated selection a page shows, plus the cache keys it reads with."""

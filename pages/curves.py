@@ -7,6 +7,7 @@ import streamlit as st
 
 from did_ui import data, figures, views, widgets
 
+widgets.ensure_router()
 st.title("Training curves")
 v = widgets.view()
 if v is None:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from did_ui import data, figures, selection, widgets
 
+widgets.ensure_router()
 st.title("DID entropy")
 v = widgets.view()
 if v is None or v.ckpt is None:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from did_ui import data, figures, widgets
 
+widgets.ensure_router()
 st.title("Example")
 v = widgets.view()
 if v is None or v.ckpt is None:

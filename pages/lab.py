@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures
+from did_ui import data, figures, widgets
 
+widgets.ensure_router()
 st.title("Synthetic lab")
 st.caption("A finite support, π_ref from random energies, a target DID q* of chosen entropy, π* ∝ π_ref·q*. "
            "Pairs y_w ~ π_ref, y_l ~ π_l; a tabular policy starts at π_ref and is trained on them. "

@@ -6,6 +6,7 @@ import streamlit as st
 
 from did_ui import data, widgets
 
+widgets.ensure_router()
 st.title("Runs")
 root = data.workspace_root()
 ver = data.version(root)

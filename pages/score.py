@@ -12,6 +12,7 @@ import streamlit as st
 
 from did_ui import data, jobs, widgets
 
+widgets.ensure_router()
 st.title("Score")
 root = data.workspace_root()
 st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stopped; finished work is never recomputed.")

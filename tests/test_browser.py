@@ -1,0 +1,120 @@
+"""Real browser: Chromium (Debian's, via Playwright) against `streamlit run app.py` on a synthetic
+workspace. Opens every page, fails on any Streamlit exception element, follows a deep link to an
+example, and saves screenshots to tests/artifacts/. Skips when Chromium or Playwright is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("DID_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic"]
+PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", "entropy": "DID entropy",
+         "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"chromium not found at {CHROMIUM}")
+    pytest.importorskip("playwright.sync_api")
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    ws = tmp_path_factory.mktemp("browser-ws")
+    make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True)
+    port = _free_port()
+    env = {**os.environ, "DID_WORKSPACE": str(ws), "DID_AUTO_DEMO": "0"}
+    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            pytest.fail("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = ctx.new_page()
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def _settle(pg, title: str) -> None:
+    """Wait for the page's title, then for the script run to finish."""
+    pg.get_by_role("heading", name=title, exact=True).first.wait_for()
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+                         " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')")
+    # Plotly's bundle loads lazily and draws after the script ends: wait until every chart has drawn.
+    pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+                         ".every(c => c.querySelector('.main-svg'))", timeout=20_000)
+    pg.wait_for_timeout(300)
+
+
+def _no_exception(pg, where: str) -> None:
+    errors = pg.locator('[data-testid="stException"]')
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:2000]}"
+
+
+def test_deep_link_to_an_example(server, page):
+    """Runs first on a fresh server: a deep link as the very first request still gets app.py's router."""
+    page.goto(f"{server}/example?run=synthetic&example=17&ckpt=checkpoint-200")
+    _settle(page, "Example")
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Training curves" in nav and "Synthetic lab" in nav, nav
+    _no_exception(page, "deep link")
+    page.get_by_text("pair 17", exact=False).first.wait_for()
+    token = page.locator("span[title*='log_ratio']").first
+    token.wait_for()
+    assert "logp" in token.get_attribute("title")
+    assert "example=17" in page.url and "ckpt=checkpoint-200" in page.url
+    page.screenshot(path=str(ARTIFACTS / "example-deep-link.png"), full_page=True)
+
+
+def test_every_page_opens_without_an_exception(server, page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for path, title in PAGES.items():
+        page.goto(f"{server}/{path}")
+        _settle(page, title)
+        _no_exception(page, path)
+        page.screenshot(path=str(ARTIFACTS / f"{path}.png"), full_page=False)

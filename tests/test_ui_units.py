@@ -1,0 +1,115 @@
+"""The dashboard's plain-Python parts: background jobs, token colouring (escaping), view models."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from did_ui import jobs, views
+
+
+def _wait(ws, job_id, until=("done", "failed", "cancelled"), timeout=20.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        info = jobs.info(ws, job_id)
+        if info.status in until:
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {jobs.info(ws, job_id).status}")
+
+
+def test_job_runs_in_background_with_progress_and_exit_status(tmp_path):
+    code = ("import json, os, sys\n"
+            "f = open(os.environ['DID_PROGRESS_FILE'], 'a')\n"
+            "f.write(json.dumps({'stage': 'score', 'done': 3, 'total': 4}) + '\\n'); f.flush()\n"
+            "print('hello')\n")
+    job_id = jobs.start(tmp_path, [sys.executable, "-c", code], kind="score")
+    info = _wait(tmp_path, job_id)
+    assert info.status == "done" and (info.stage, info.done, info.total) == ("score", 3, 4)
+    assert "hello" in info.log_tail and info.error is None
+    assert [j.id for j in jobs.list_jobs(tmp_path)] == [job_id]
+
+
+def test_failed_job_reports_the_error_line(tmp_path):
+    code = "import sys; sys.stderr.write('  12/40 pairs\\nerror: data.jsonl row 3: missing column chosen\\n'); sys.exit(2)"
+    info = _wait(tmp_path, jobs.start(tmp_path, [sys.executable, "-c", code]))
+    assert info.status == "failed"
+    assert info.error == "error: data.jsonl row 3: missing column chosen"
+    assert (info.done, info.total) == (12, 40)  # parsed from the stderr progress line
+
+
+def test_cancel_then_restart(tmp_path):
+    job_id = jobs.start(tmp_path, [sys.executable, "-c", "import time; time.sleep(30)"])
+    assert _wait(tmp_path, job_id, until=("running",)).status == "running"
+    assert jobs.cancel(tmp_path, job_id)
+    assert _wait(tmp_path, job_id).status == "cancelled"
+    again = jobs.restart(tmp_path, job_id)
+    assert again and again != job_id and jobs.info(tmp_path, again).argv == jobs.info(tmp_path, job_id).argv
+    jobs.cancel(tmp_path, again)
+    _wait(tmp_path, again)
+
+
+def test_job_state_survives_the_launcher(tmp_path):
+    """A job whose wrapper vanished without an exit status reads as interrupted (resumable)."""
+    d = tmp_path / "jobs" / "20260101-000000-score-abcdef"
+    d.mkdir(parents=True)
+    (d / "job.json").write_text(json.dumps({"id": d.name, "kind": "score", "argv": ["x"], "created": 0, "pid": 2**22 + 7}))
+    assert jobs.info(tmp_path, d.name).status == "interrupted"
+    assert jobs.info(tmp_path, "../../etc") is None
+
+
+def test_score_argv_is_a_list_without_a_shell():
+    argv = jobs.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", beta=0.2, limit=5)
+    assert argv[1:4] == ["-m", "did_core", "score"] and "d; rm -rf /" in argv and "--run" in argv
+    assert argv[argv.index("--beta") + 1] == "0.2" and argv[-1] == "--token-level"
+    with pytest.raises(ValueError):
+        jobs.score_argv("d", "r", workspace="/w")
+
+
+def test_tokens_are_escaped_and_carry_exact_values():
+    pytest.importorskip("streamlit")
+    from did_ui.widgets import tokens_html
+
+    toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0, 1, 2], "token_id": [5, 6, 7],
+                         "token": ["<script>alert(1)</script>", '" onmouseover="x', "a\nb"],
+                         "logp": np.array([-0.5, -1.25, -2.0], np.float32),
+                         "ref_logp": np.array([-1.0, -1.0, -1.0], np.float32),
+                         "log_ratio": np.array([0.5, -0.25, -1.0], np.float32), "did_entropy": np.float32(np.nan)})
+    html = tokens_html(toks, "log_ratio")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert '" onmouseover' not in html and "&quot; onmouseover" in html
+    assert "log_ratio 0.5000" in html and "logp -1.2500" in html and "↵<br>" in html
+
+
+def test_views_on_a_tiny_table():
+    pairs = pd.DataFrame({
+        "pair_id": ["0", "1", "0", "1"], "model": ["c-1", "c-1", "c-2", "c-2"], "step": [1, 1, 2, 2],
+        "logp_chosen": [-9.0, -5.0, -8.0, -6.0], "logp_rejected": [-10.0, -4.0, -12.0, -8.0],
+        "ref_logp_chosen": [-8.0, -5.0, -8.0, -5.0], "ref_logp_rejected": [-9.0, -5.0, -9.0, -5.0],
+        "n_tokens_chosen": [2, 2, 2, 2], "n_tokens_rejected": [4, 4, 4, 4]})
+    pairs["log_margin"] = pairs.logp_chosen - pairs.logp_rejected
+    pairs["ref_log_margin"] = pairs.ref_logp_chosen - pairs.ref_logp_rejected
+    pairs["reward_margin"] = 0.1 * (pairs.log_margin - pairs.ref_log_margin)
+    pairs["dpo_loss"] = np.logaddexp(0, -pairs.reward_margin)
+    pairs["did_entropy_chosen"] = pairs["did_entropy_rejected"] = 1.0
+    df = views.with_derived(pairs, 0.1)
+    assert df["displaced"].tolist() == [1.0, 0.0, 0.0, 1.0]  # both log-ratios < 0
+    summary = views.checkpoint_summary(df)
+    assert summary["checkpoint"].tolist() == ["c-1", "c-2"]
+    assert summary["accuracy"].tolist() == [0.0, 1.0] and summary["displaced share"].tolist() == [0.5, 0.5]
+    per_token = views.with_derived(pairs, 0.1, "mean")
+    assert per_token.loc[0, "logp_chosen"] == -4.5 and per_token.loc[0, "logp_rejected"] == -2.5
+    deltas, table = views.compare(df, "c-1", "c-2")
+    assert deltas["Δ log_margin"].tolist() == [3.0, 3.0]
+    assert np.allclose(deltas["DID entropy B/A (pair)"], [-(q := 1 / (1 + np.exp(3))) * np.log(q) - (1 - q) * np.log(1 - q)] * 2)
+    order = views.ordering(df)
+    assert order["M_k > M_ref"].tolist() == [0.0, 1.0]
+    fit = views.power_law(df.assign(model=df.model.replace({"c-1": "pi_l"})), "c-2", "pi_l")
+    assert fit is not None and np.isfinite(fit["slope"])
+    hist = views.histograms(df, "log_margin", bins=4)
+    assert sum(hist["counts"]["c-1"]) == 2 and len(hist["centers"]) == 4
