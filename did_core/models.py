@@ -12,6 +12,7 @@ torch/transformers are imported inside the functions that need them, so that `mo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -46,7 +47,6 @@ def resolve_device(settings: ScoreSettings):
 
 def _torch_dtype(settings: ScoreSettings):
     import torch
-
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.resolved_dtype]
 
 
@@ -322,14 +322,14 @@ class _Stub:
         if isinstance(state, dict):
             self.__dict__.update(state)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: Any, value: Any) -> None:  # SETITEMS on a dict subclass
         self.__dict__.setdefault("_items", {})[key] = value
 
-    def append(self, value: Any) -> None:
-        self.__dict__.setdefault("_list", []).append(value)
-
-    def extend(self, values: Any) -> None:
+    def extend(self, values: Any) -> None:  # APPENDS on a list subclass
         self.__dict__.setdefault("_list", []).extend(values)
+
+    def append(self, value: Any) -> None:
+        self.extend([value])
 
 
 class _StubUnpickler(pickle.Unpickler):
@@ -357,8 +357,6 @@ def read_training_args(path: str | Path) -> dict:
     else:
         blobs = [path.read_bytes()]
     for blob in blobs:
-        import io
-
         f = io.BytesIO(blob)
         for _ in range(5):  # the legacy torch format is several pickles in a row; the object comes last
             try:

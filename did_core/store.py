@@ -66,11 +66,11 @@ def relaxed_durability() -> Iterator[None]:
         _FSYNC = old
 
 
-class CorruptStoreError(Exception):
-    """A stored file does not match the sha256 recorded when it was written (or vanished).
+class CorruptStoreError(InputError):
+    """A stored file does not match the sha256 recorded when it was written (or vanished, or won't parse).
 
-    `chunk` is the chunk id, or None for the merged cache. The score job recomputes such chunks;
-    readers surface the message (rerun `score` to repair).
+    `chunk` is the chunk id, or None for meta.json / the merged cache. The score job recomputes such
+    chunks; readers surface the message (an InputError, so the CLI prints it as `error: ...`).
     """
 
     def __init__(self, path: Path, chunk: int | None) -> None:
@@ -216,12 +216,19 @@ class ScoreStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def init_meta(self, meta: dict) -> None:
-        """Create meta.json if absent (first writer wins; existing chunks are kept)."""
+        """Create meta.json if absent or unreadable (first writer wins; chunks of a valid meta are kept).
+
+        An unreadable meta.json loses the chunk checksums, so every chunk is recomputed.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                if not self.exists():
+                try:
+                    valid = isinstance(self.meta().get("chunks_done"), list)
+                except (CorruptStoreError, AttributeError):
+                    valid = False
+                if not valid:
                     atomic_write_json(self.meta_path, {**meta, "chunks_done": [], "checksums": {},
                                                        "complete": False})
             finally:

@@ -100,6 +100,16 @@ def test_corrupted_chunk_is_detected(tmp_path):
         store.read_pairs()
 
 
+def test_corrupt_meta_is_reset(tmp_path):
+    store = Workspace(tmp_path).score_store("ab" * 10, {"n_pairs": 2, "chunk_size": 2})
+    store.write_chunk(0, _pairs(["0", "1"]), None)
+    store.meta_path.write_text("{truncated")
+    with pytest.raises(CorruptStoreError):
+        store.read_pairs()
+    store = Workspace(tmp_path).score_store("ab" * 10, {"n_pairs": 2, "chunk_size": 2})
+    assert store.done_chunks() == set() and store.meta()["n_pairs"] == 2  # recomputed from scratch
+
+
 def test_pairs_formulas_match_naive_rows(tmp_path):
     beta = 0.3
     run = make_synthetic_workspace(tmp_path, n_pairs=40, n_checkpoints=2, seed=3, beta=beta, chunk_size=16)
