@@ -8,8 +8,8 @@ Pages call these functions and nothing else of `did_core`.
 
 from __future__ import annotations
 
-import io
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -115,17 +115,14 @@ def summary(root: str, run: str, ver: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def curves(root: str, run: str, ver: str, aggregation: str) -> pd.DataFrame:
-    return views.curves(table(root, run, ver, aggregation))
+    """Long per-checkpoint statistics and the trainer's logged metrics (did_core.curves)."""
+    m = run_manifest(root, run, ver)
+    return views.curves(raw_pairs(root, run, ver), m.get("trainer_log_history"), _beta(root, run, ver), aggregation)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def shares(root: str, run: str, ver: str) -> pd.DataFrame:
-    return views.shares(pairs(root, run, ver))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def trainer_log(root: str, run: str, ver: str) -> pd.DataFrame:
-    return views.trainer_log(run_manifest(root, run, ver).get("trainer_log_history"))
+@st.cache_data(show_spinner=False, max_entries=64)
+def curve_frame(root: str, run: str, ver: str, aggregation: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return views.curve_frame(curves(root, run, ver, aggregation), metric)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -147,13 +144,13 @@ def checkpoint_rows(root: str, run: str, ver: str, ckpt: str, aggregation: str =
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def ordering(root: str, run: str, ver: str) -> pd.DataFrame:
-    return views.ordering(pairs(root, run, ver))
+def ordering(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
+    return views.ordering(raw_pairs(root, run, ver), aggregation)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return views.compare(pairs(root, run, ver), a, b)
+def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    return views.compare(raw_pairs(root, run, ver), pairs(root, run, ver), a, b, _beta(root, run, ver))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -184,11 +181,17 @@ def entropy_rows(root: str, run: str, ver: str, estimator: str, ckpt: str) -> pd
     return rows[cols].assign(entropy=rows[views.ESTIMATORS[estimator]["chosen"]].to_numpy()).reset_index(drop=True)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def power_law(root: str, run: str, ver: str, ckpt: str) -> dict | None:
-    """The power-law fit when the run names a π_l model (run.json extra.pi_l), else None."""
+def pi_l_default(root: str, run: str, ver: str) -> str | None:
+    """The model the run names as π_l (run.json `extra.pi_l`), if any."""
     pi_l = (run_manifest(root, run, ver).get("extra") or {}).get("pi_l")
-    return views.power_law(pairs(root, run, ver), ckpt, str(pi_l)) if pi_l else None
+    return str(pi_l) if pi_l else None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def power_law(root: str, run: str, ver: str, ckpt: str, pi_l: str, aggregation: str = "sum") -> dict:
+    """The power-law fit with checkpoint `ckpt` as π* and model `pi_l` as the rejected-response generator."""
+    beta = run_manifest(root, run, ver).get("beta")
+    return views.power_law(raw_pairs(root, run, ver), ckpt, pi_l, float(beta) if beta else None, aggregation)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -222,17 +225,16 @@ def example_tokens(root: str, run: str, ver: str, ckpt: str, pair_id: str) -> pd
         return pd.DataFrame()
 
 
-def export_bytes(root: str, run: str, ver: str, kind: str) -> bytes:
-    """Download content, built when the button is pressed (st.download_button's callable)."""
-    out = io.BytesIO()
-    if kind == "trl":
-        views.trl_reference_dataset(dataset(root, run, ver).reset_index(drop=True), pairs(root, run, ver)).to_parquet(out)
-        return out.getvalue()
-    table_ = raw_pairs(root, run, ver)
-    if kind == "csv":
-        return table_.to_csv(index=False).encode()
-    table_.to_parquet(out, index=False)
-    return out.getvalue()
+def export_bytes(root: str, run: str, kind: str) -> bytes:
+    """Download content through did_core.export, built when the button is pressed
+    (st.download_button's callable): "csv"/"parquet" pairs tables, "trl" the dataset with TRL's
+    ref_chosen_logps / ref_rejected_logps (Parquet keeps conversational message lists)."""
+    from did_core import export
+
+    table_ = export.trl_reference_table(root, run) if kind == "trl" else export.pairs_table(root, run)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export.write_table(table_, Path(tmp) / ("export.csv" if kind == "csv" else "export.parquet"))
+        return out.read_bytes()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -26,35 +26,43 @@ def hex_to_rgba(colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def band_curves(curves: pd.DataFrame, quantity: str, title: str, trainer: pd.Series | None = None) -> go.Figure:
-    """Mean and median over steps with 10–90 % and 25–75 % quantile bands; the trainer's logged
-    batch means dashed on top when given."""
-    c = curves[curves["quantity"] == quantity]
-    x = c["step"].tolist() if c["step"].notna().all() else c["checkpoint"].tolist()
+TRAINER_STYLE = {"trainer_train": ("trainer log (train batches)", "#d62728"), "trainer_eval": ("trainer log (eval)", "#ff7f0e")}
+
+
+def band_curves(scored: pd.DataFrame, trainer: pd.DataFrame | None, title: str) -> go.Figure:
+    """Mean and median over steps with 10–90 % and 25–75 % quantile bands (`scored`: index step,
+    columns mean/q10…q90); the trainer's logged values dashed on top (`trainer`: step × source)."""
+    x = scored.index.tolist()
     fig = go.Figure()
-    for lo, hi, alpha, name in (("q10", "q90", 0.15, "10–90 %"), ("q25", "q75", 0.3, "25–75 %")):
-        fig.add_trace(go.Scatter(x=x, y=c[hi], mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=c[lo], mode="lines", line=dict(width=0), fill="tonexty",
-                                 fillcolor=f"rgba(31,119,180,{alpha})", name=name))
-    fig.add_trace(go.Scatter(x=x, y=c["q50"], mode="lines+markers", name="median", line=dict(color="#1f77b4")))
-    fig.add_trace(go.Scatter(x=x, y=c["mean"], mode="lines", name="mean", line=dict(color="#1f77b4", dash="dot")))
-    if trainer is not None and len(trainer):
-        fig.add_trace(go.Scatter(x=trainer.index.tolist(), y=trainer.tolist(), mode="lines", name=f"trainer log: {trainer.name}",
-                                 line=dict(color="#d62728", dash="dash")))
-    fig.update_layout(title=title, xaxis_title="step", height=320, **LAYOUT)
+    if {"q10", "q90", "q25", "q75"} <= set(scored.columns):
+        for lo, hi, alpha, name in (("q10", "q90", 0.15, "10–90 %"), ("q25", "q75", 0.3, "25–75 %")):
+            fig.add_trace(go.Scatter(x=x, y=scored[hi], mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=x, y=scored[lo], mode="lines", line=dict(width=0), fill="tonexty",
+                                     fillcolor=f"rgba(31,119,180,{alpha})", name=name))
+        fig.add_trace(go.Scatter(x=x, y=scored["q50"], mode="lines+markers", name="median", line=dict(color="#1f77b4")))
+    fig.add_trace(go.Scatter(x=x, y=scored["mean"], mode="lines+markers" if "q50" not in scored else "lines", name="mean",
+                             line=dict(color="#1f77b4", dash="dot" if "q50" in scored else None)))
+    for source in (trainer.columns if trainer is not None else []):
+        label, colour = TRAINER_STYLE.get(source, (source, "#7f7f7f"))
+        values = trainer[source].dropna()
+        fig.add_trace(go.Scatter(x=values.index.tolist(), y=values.tolist(), mode="lines", name=label,
+                                 line=dict(color=colour, dash="dash")))
+    fig.update_layout(title=title, xaxis_title="step (reference at 0)", height=320, **LAYOUT)
     return fig
 
 
-def share_curves(shares: pd.DataFrame, columns: dict[str, str], trainer: pd.DataFrame | None = None) -> go.Figure:
-    x = shares["step"].tolist() if shares["step"].notna().all() else shares["checkpoint"].tolist()
+def share_curves(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]], labels: dict[str, str]) -> go.Figure:
+    """Shares of pairs over steps (one line per metric), the trainer's accuracy dashed when given."""
     fig = go.Figure()
-    for col, label in columns.items():
-        fig.add_trace(go.Scatter(x=x, y=shares[col], mode="lines+markers", name=label))
-    if trainer is not None:
-        for name in trainer.columns:
-            fig.add_trace(go.Scatter(x=trainer.index.tolist(), y=trainer[name].tolist(), mode="lines",
-                                     name=f"trainer log: {name}", line=dict(dash="dash")))
-    fig.update_layout(title="Shares of pairs", xaxis_title="step", yaxis=dict(range=[0, 1]), height=320, **LAYOUT)
+    for metric, (scored, trainer) in frames.items():
+        if scored.empty:
+            continue
+        fig.add_trace(go.Scatter(x=scored.index.tolist(), y=scored["mean"], mode="lines+markers", name=labels[metric]))
+        for source in (trainer.columns if trainer is not None else []):
+            values = trainer[source].dropna()
+            fig.add_trace(go.Scatter(x=values.index.tolist(), y=values.tolist(), mode="lines", line=dict(dash="dash"),
+                                     name=f"{labels[metric]}: {TRAINER_STYLE.get(source, (source,))[0]}"))
+    fig.update_layout(title="Shares of pairs", xaxis_title="step", yaxis=dict(range=[0, 1]), height=360, **LAYOUT)
     return fig
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from did_core import entropy, losses
-
-QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+from did_core import compare as compare_core
+from did_core import curves as curves_core
+from did_core import entropy, losses, paper
 
 CURVE_QUANTITIES: dict[str, str] = {
     "logp_chosen": "log π(y_w|x)",
@@ -29,17 +29,8 @@ CURVE_QUANTITIES: dict[str, str] = {
 }
 """Per-pair quantities drawn with quantile bands on Training curves."""
 
-SHARE_QUANTITIES = {"accuracy": "preference accuracy", "displaced": "displaced share (d(y_w) < 0 and d(y_l) < 0)"}
-
-TRAINER_KEYS: dict[str, tuple[str, ...]] = {
-    # our per-pair column -> keys TRL's DPOTrainer logs in trainer_state.json (batch means)
-    "logp_chosen": ("logps/chosen", "eval_logps/chosen"),
-    "logp_rejected": ("logps/rejected", "eval_logps/rejected"),
-    "reward_margin": ("rewards/margins", "eval_rewards/margins"),
-    "dpo_loss": ("loss", "eval_loss"),
-    "accuracy": ("rewards/accuracies", "eval_rewards/accuracies"),
-}
-
+SHARE_QUANTITIES = {"accuracy": "preference accuracy (M_π > M_ref)", "displaced": "displaced (d(y_w) < 0 and d(y_l) < 0)",
+                    "chosen_down": "chosen fell (d(y_w) < 0)", "rejected_down": "rejected fell (d(y_l) < 0)"}
 
 def with_derived(pairs: pd.DataFrame, beta: float, aggregation: str = "sum") -> pd.DataFrame:
     """`ws.pairs` plus did_core.losses' per-pair quantities (log-ratios, accuracy, displacement),
@@ -89,44 +80,18 @@ def checkpoint_summary(df: pd.DataFrame, bins: int = 24) -> pd.DataFrame:
     return out.reset_index()
 
 
-def curves(df: pd.DataFrame, quantities: tuple[str, ...] = tuple(CURVE_QUANTITIES)) -> pd.DataFrame:
-    """Long table: step, checkpoint, quantity, mean and the QUANTILES (columns q10 … q90)."""
-    rows = []
-    g = df.groupby("model", sort=False)
-    steps = g["step"].first()
-    for q in quantities:
-        if q not in df or df[q].isna().all():
-            continue
-        stats = g[q].quantile(list(QUANTILES)).unstack()
-        stats.columns = [f"q{int(round(p * 100))}" for p in QUANTILES]
-        stats["mean"] = g[q].mean()
-        stats["quantity"] = q
-        stats["step"] = steps
-        rows.append(stats)
-    if not rows:
-        return pd.DataFrame(columns=["checkpoint", "step", "quantity", "mean", *[f"q{int(p * 100)}" for p in QUANTILES]])
-    out = pd.concat(rows)
-    out.index.name = "checkpoint"
-    return out.reset_index().sort_values(["quantity", "step"], kind="stable", na_position="last")
+def curves(raw: pd.DataFrame, log_history: list[dict] | None, beta: float, aggregation: str = "sum") -> pd.DataFrame:
+    """did_core.curves.merged_curves: long table (step, model, metric, stat, value, source) of the
+    scored checkpoints (reference at step 0) and the trainer's own logged metrics."""
+    return curves_core.merged_curves(raw, log_history, beta, aggregation)  # type: ignore[arg-type]
 
 
-def shares(df: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint: step, accuracy, displaced share."""
-    g = df.groupby("model", sort=False)
-    out = pd.DataFrame({"step": g["step"].first(), **{k: g[k].mean() for k in SHARE_QUANTITIES}})
-    out.index.name = "checkpoint"
-    return out.loc[checkpoint_order(df)].reset_index()
-
-
-def trainer_log(history: list[dict] | None) -> pd.DataFrame:
-    """The trainer's `log_history` as a numeric table indexed by step (one row per logged step)."""
-    if not history:
-        return pd.DataFrame()
-    log = pd.DataFrame([h for h in history if isinstance(h, dict) and "step" in h])
-    if log.empty:
-        return log
-    log = log.apply(pd.to_numeric, errors="coerce").dropna(axis=1, how="all")
-    return log.groupby("step").last().sort_index()
+def curve_frame(long: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(scored stats by step: one column per stat, trainer values: step × source) for one metric."""
+    m = long[long["metric"] == metric]
+    scored = m[m["source"] == "scored"].pivot_table(index="step", columns="stat", values="value", aggfunc="first")
+    trainer = m[m["source"] != "scored"].pivot_table(index="step", columns="source", values="value", aggfunc="first")
+    return scored.sort_index(), trainer.sort_index()
 
 
 def histograms(df: pd.DataFrame, column: str, bins: int = 60, by: str = "model") -> dict:
@@ -140,42 +105,29 @@ def histograms(df: pd.DataFrame, column: str, bins: int = 60, by: str = "model")
     return {"centers": ((edges[:-1] + edges[1:]) / 2).tolist(), "width": float(edges[1] - edges[0]), "counts": counts}
 
 
-def ordering(df: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint k: share with M_k > M_ref, and (consecutive checkpoints, DESIGN.md §2 with
-    checkpoint k standing for π* and k−1 for the policy) shares with M_k > M_{k−1} and
-    M_k > M_{k−1} > M_ref."""
-    order = checkpoint_order(df)
-    wide = df.pivot(index="pair_id", columns="model", values="log_margin")
-    ref = df.drop_duplicates("pair_id").set_index("pair_id")["ref_log_margin"].reindex(wide.index)
-    rows = []
-    for i, name in enumerate(order):
-        m = wide[name]
-        row = {"checkpoint": name, "step": df.loc[df["model"] == name, "step"].iloc[0], "M_k > M_ref": float((m > ref).mean())}
-        if i:
-            prev = wide[order[i - 1]]
-            row["M_k > M_k−1"] = float((m > prev).mean())
-            row["M_k > M_k−1 > M_ref"] = float(((m > prev) & (prev > ref)).mean())
-        rows.append(row)
-    return pd.DataFrame(rows)
+def ordering(raw: pd.DataFrame, aggregation: str = "sum") -> pd.DataFrame:
+    """Per checkpoint along the path reference → c1 → c2 …: share with M_k > M_ref, and
+    did_core.paper's consecutive ordering shares (M_k > M_{k−1}; M_k > M_{k−1} > M_{k−2}; monotone)."""
+    wide = paper.margins_wide(raw, aggregation)  # type: ignore[arg-type]
+    shares = paper.ordering_shares(paper.consecutive_ordering(wide))
+    above = {m: float((wide[m] > wide[compare_core.REFERENCE]).mean()) for m in wide.columns[1:]}
+    shares.insert(1, "M_k > M_ref", shares["model"].map(above))
+    return shares.rename(columns={"model": "checkpoint", "prev_model": "previous", "increased": "M_k > M_k−1",
+                                  "ordered": "M_k > M_k−1 > M_k−2", "monotone": "monotone so far"})
 
 
-def compare(df: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-pair deltas B − A, metric summary with A, B and Δ). The per-pair table also carries
-    the DID between A and B: d_{B/A}(y) = ℓ_B − ℓ_A and its pair-set entropy."""
-    cols = ["logp_chosen", "logp_rejected", "log_margin", "reward_margin", "dpo_loss", "accuracy", "displaced"]
-    pa = df[df["model"] == a].set_index("pair_id")
-    pb = df[df["model"] == b].set_index("pair_id").reindex(pa.index)
-    deltas = pd.DataFrame({f"Δ {c}": pb[c] - pa[c] for c in cols[:5]})
-    deltas.insert(0, f"log_margin {b}", pb["log_margin"])
-    deltas.insert(0, f"log_margin {a}", pa["log_margin"])
-    deltas["d_B/A(y_w)"] = pb["logp_chosen"] - pa["logp_chosen"]
-    deltas["d_B/A(y_l)"] = pb["logp_rejected"] - pa["logp_rejected"]
-    deltas["DID entropy B/A (pair)"] = entropy.pair_did_entropy(deltas["d_B/A(y_w)"].to_numpy(), deltas["d_B/A(y_l)"].to_numpy())
-    deltas.index.name = "pair_id"
+def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(per-pair table from did_core.compare, metric means of A and B with Δ, summary incl. the
+    DID q_{B/A} entropy and its bootstrap interval)."""
+    table = compare_core.compare_checkpoints(raw, a, b, beta)
+    table.index.name = "pair_id"
+    cols = ["accuracy", "log_margin", "dpo_loss", "displaced", "logp_chosen", "logp_rejected", "reward_margin"]
+    pa, pb = df[df["model"] == a], df[df["model"] == b]
     summary = pd.DataFrame({a: pa[cols].mean(), b: pb[cols].mean()})
     summary["Δ (B − A)"] = summary[b] - summary[a]
     summary.index.name = "metric"
-    return deltas.reset_index(), summary.reset_index()
+    stats = compare_core.summarize_comparison(table).as_dict() if len(table) else {}
+    return table.reset_index(), summary.reset_index(), stats
 
 
 def example_across_checkpoints(df: pd.DataFrame, pair_id: str) -> pd.DataFrame:
@@ -184,16 +136,6 @@ def example_across_checkpoints(df: pd.DataFrame, pair_id: str) -> pd.DataFrame:
     cols = ["model", "step", "logp_chosen", "logp_rejected", "log_ratio_chosen", "log_ratio_rejected",
             "log_margin", "ref_log_margin", "reward_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected"]
     return rows[cols].sort_values("step", kind="stable").rename(columns={"model": "checkpoint"}).reset_index(drop=True)
-
-
-def trl_reference_dataset(dataset: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The dataset with TRL's `ref_chosen_logps` / `ref_rejected_logps` (DESIGN.md §3)."""
-    ref = pairs.drop_duplicates("pair_id").set_index("pair_id")[["ref_logp_chosen", "ref_logp_rejected"]]
-    out = dataset.copy()
-    out["pair_id"] = out["pair_id"].astype(str)
-    ref.index = ref.index.astype(str)
-    out = out.join(ref, on="pair_id")
-    return out.rename(columns={"ref_logp_chosen": "ref_chosen_logps", "ref_logp_rejected": "ref_rejected_logps"})
 
 
 def _finite_range(values: np.ndarray) -> tuple[float, float]:
@@ -252,23 +194,8 @@ def entropy_vs_displacement(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def power_law(df: pd.DataFrame, policy: str, pi_l: str) -> dict | None:
-    """Fit M_ref − M_l = β̂·(M_π − M_ref) through the origin across pairs (DESIGN.md §2);
-    `pi_l` is the model standing for the rejected-response generator. None when it is absent."""
-    models = set(df["model"])
-    if pi_l not in models or policy not in models:
-        return None
-    p = df[df["model"] == policy].set_index("pair_id")
-    lm = df[df["model"] == pi_l].set_index("pair_id")["log_margin"].reindex(p.index)
-    x = (p["log_margin"] - p["ref_log_margin"]).to_numpy(dtype=float)
-    y = (p["ref_log_margin"] - lm).to_numpy(dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if not len(x) or not (x @ x) > 0:
-        return None
-    slope = float(x @ y / (x @ x))
-    resid = y - slope * x
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")
-    rows = pd.DataFrame({"pair_id": p.index[ok], "x": x, "y": y, "residual": resid})
-    return {"slope": slope, "r2": r2, "rows": rows}
+def power_law(raw: pd.DataFrame, policy: str, pi_l: str, beta: float | None, aggregation: str = "sum") -> dict:
+    """did_core.paper.paper_conditions: M_ref − M_l = β̂·(M_π − M_ref) through the origin, with
+    `pi_l` (a model of this run) standing for the rejected-response generator."""
+    fit, table = paper.paper_conditions(raw, policy, pi_l, aggregation=aggregation, trainer_beta=beta)  # type: ignore[arg-type]
+    return {"fit": fit.as_dict(), "rows": table.reset_index()}

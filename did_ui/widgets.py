@@ -178,11 +178,11 @@ def export_buttons(v: View) -> None:
     """CSV, Parquet and TRL reference-log-prob downloads (built when pressed)."""
     c1, c2, c3 = st.columns(3)
     name = v.run
-    c1.download_button("Pairs CSV", lambda: data.export_bytes(v.root, v.run, v.ver, "csv"), f"{name}-pairs.csv", "text/csv",
+    c1.download_button("Pairs CSV", lambda: data.export_bytes(v.root, v.run, "csv"), f"{name}-pairs.csv", "text/csv",
                        on_click="ignore", icon=":material/download:")
-    c2.download_button("Pairs Parquet", lambda: data.export_bytes(v.root, v.run, v.ver, "parquet"), f"{name}-pairs.parquet",
+    c2.download_button("Pairs Parquet", lambda: data.export_bytes(v.root, v.run, "parquet"), f"{name}-pairs.parquet",
                        "application/octet-stream", on_click="ignore", icon=":material/download:")
-    c3.download_button("TRL ref-logp dataset", lambda: data.export_bytes(v.root, v.run, v.ver, "trl"),
+    c3.download_button("TRL ref-logp dataset", lambda: data.export_bytes(v.root, v.run, "trl"),
                        f"{name}-trl-reference.parquet", "application/octet-stream", on_click="ignore",
                        icon=":material/download:", help="The dataset with TRL's ref_chosen_logps / ref_rejected_logps")
 

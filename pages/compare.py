@@ -16,7 +16,7 @@ a, b = v.ckpt, v.b
 if a == b:
     st.info("Pick two different checkpoints A and B in the sidebar.")
 
-deltas, summary = data.compare(v.root, v.run, v.ver, a, b)
+table, summary, stats = data.compare(v.root, v.run, v.ver, a, b)
 st.subheader(f"A = `{a}` → B = `{b}`")
 metrics = summary.set_index("metric")
 cols = st.columns(5)
@@ -30,28 +30,34 @@ for col, (metric, label, fmt) in zip(cols, [("accuracy", "accuracy", "{:.3f}"), 
 st.subheader("The DID between A and B")
 st.latex(r"d_{B/A}(y) = \log\pi_B(y\mid x) - \log\pi_A(y\mid x),\qquad "
          r"q_{B/A}(y) = \operatorname{softmax}_{y\in\{y_w,y_l\}} d_{B/A}(y)")
-ent = deltas["DID entropy B/A (pair)"]
-st.caption(f"Sequence-level over S = {{y_w, y_l}}: mean entropy {ent.mean():.4f} nats (max log 2 = 0.6931); "
-           f"mean d_B/A(y_w) {deltas['d_B/A(y_w)'].mean():.3f}, mean d_B/A(y_l) {deltas['d_B/A(y_l)'].mean():.3f}.")
+if stats:
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("mean H(q_B/A) over pairs", f"{stats['mean_did_entropy_ba']:.4f}",
+              help=f"95 % bootstrap interval [{stats['did_entropy_ci_low']:.4f}, {stats['did_entropy_ci_high']:.4f}]; max log 2")
+    c2.metric("pairs whose margin grew", f"{stats['share_margin_up']:.3f}")
+    c3.metric("both fell from A to B", f"{stats['share_both_down']:.3f}")
+    c4.metric("mean pair ESS 1/Σq²", f"{stats['mean_pair_ess']:.3f}")
 
-event = st.plotly_chart(figures.pair_scatter(deltas, f"log_margin {a}", f"log_margin {b}", "Log-margin, A against B",
-                                             f"M_A ({a})", f"M_B ({b})", colour="DID entropy B/A (pair)"),
+event = st.plotly_chart(figures.pair_scatter(table, "log_margin_a", "log_margin_b", "Log-margin, A against B",
+                                             f"M_A ({a})", f"M_B ({b})", colour="did_entropy_ba"),
                         key="compare_scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
 picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
 if picked is not None:
     widgets.open_example(v, picked, ckpt=b)
 
-st.subheader("Per-example deltas (B − A)")
+st.subheader("Per-example deltas (B − A): top movers")
 c1, c2, c3 = st.columns([2, 1, 1])
-sort_by = c1.selectbox("Sort by", [c for c in deltas.columns if c != "pair_id"], index=4, key="compare_sort")
+numeric = [c for c in table.columns if c != "pair_id"]
+sort_by = c1.selectbox("Sort by", numeric, index=numeric.index("delta_log_margin"), key="compare_sort")
 direction = c2.radio("Movers", ["largest", "smallest"], horizontal=True, key="compare_dir")
-query = c3.text_input("Filter pair id contains", key="compare_filter")
-shown = deltas[deltas["pair_id"].str.contains(query, regex=False)] if query else deltas
+query = c3.text_input("Filter: pair id contains", key="compare_filter")
+shown = table[table["pair_id"].str.contains(query, regex=False)] if query else table
 shown = shown.sort_values(sort_by, ascending=direction == "smallest", na_position="last").head(1000)
-table = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="compare_table")
-rows = table.selection.rows if table is not None else []
+picked_row = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="compare_table")
+rows = picked_row.selection.rows if picked_row is not None else []
 if rows:
     widgets.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)
-st.caption("Showing the top 1,000 rows of the sort; click a row (or select a point above) to open the example. "
-           "The full table is in the export on Runs.")
-st.dataframe(summary, hide_index=True)
+st.caption("The top 1,000 rows of the sort (click a column header to re-sort them); click a row, or select a point "
+           "above, to open the example under B. The full per-pair table is in the export on Runs.")
+with st.expander("Mean metrics of A and B"):
+    st.dataframe(summary, hide_index=True)

@@ -14,41 +14,30 @@ if v is None:
     st.stop()
 
 aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum", key="curves_agg",
-                                   format_func=lambda a: {"sum": "sequence sum", "mean": "per-token mean"}[a])
-aggregation = aggregation or "sum"
-curves = data.curves(v.root, v.run, v.ver, aggregation)
-trainer = data.trainer_log(v.root, v.run, v.ver)
+                                   format_func=lambda a: {"sum": "sequence sum", "mean": "per-token mean"}[a]) or "sum"
 overlay = st.toggle("Overlay the trainer's logged metrics", value=True,
-                    help="TRL logs batch means of the training batches; ours are over the scored dataset.")
-if overlay and trainer.empty:
+                    help="TRL logs means over its training batches (summed log-probs); ours are over the scored "
+                         "dataset with each saved checkpoint. Shown with sequence sums only.")
+has_log = bool(v.manifest.get("trainer_log_history"))
+if overlay and not has_log:
     st.caption("This run has no trainer log (trainer_state.json) to overlay.")
+show_trainer = overlay and has_log and aggregation == "sum"
 
-
-def trainer_series(quantity: str):
-    if not overlay or trainer.empty or aggregation != "sum":
-        return None
-    for key in views.TRAINER_KEYS.get(quantity, ()):
-        if key in trainer and trainer[key].notna().any():
-            return trainer[key].dropna().rename(key)
-    return None
-
-
-st.caption("Bands: 10–90 % and 25–75 % of pairs at each checkpoint; solid: median; dotted: mean. "
-           "Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too.")
-available = [q for q in views.CURVE_QUANTITIES if q in set(curves["quantity"])]
+st.caption("Bands: 10–90 % and 25–75 % of pairs at each checkpoint; solid: median; dotted: mean; the reference "
+           "at step 0. Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too.")
 left, right = st.columns(2)
-for i, quantity in enumerate(available):
+i = 0
+for metric, title in views.CURVE_QUANTITIES.items():
+    scored, trainer = data.curve_frame(v.root, v.run, v.ver, aggregation, metric)
+    if scored.empty or "mean" not in scored or scored["mean"].isna().all():
+        continue
     with (left if i % 2 == 0 else right):
-        st.plotly_chart(figures.band_curves(curves, quantity, views.CURVE_QUANTITIES[quantity], trainer_series(quantity)),
-                        key=f"curve-{quantity}")
+        st.plotly_chart(figures.band_curves(scored, trainer if show_trainer else None, title), key=f"curve-{metric}")
+    i += 1
 
-shares = data.shares(v.root, v.run, v.ver)
-trainer_acc = None
-if overlay and not trainer.empty:
-    keys = [k for k in views.TRAINER_KEYS["accuracy"] if k in trainer]
-    trainer_acc = trainer[keys].dropna(how="all") if keys else None
-st.plotly_chart(figures.share_curves(shares, views.SHARE_QUANTITIES, trainer_acc), key="shares")
+shares = {m: data.curve_frame(v.root, v.run, v.ver, aggregation, m) for m in views.SHARE_QUANTITIES}
+shares = {m: (s, t if show_trainer else None) for m, (s, t) in shares.items()}
+st.plotly_chart(figures.share_curves(shares, views.SHARE_QUANTITIES), key="shares")
 
-if not trainer.empty:
-    with st.expander("Trainer log (trainer_state.json)"):
-        st.dataframe(trainer)
+with st.expander("All curves as a table (long format)"):
+    st.dataframe(data.curves(v.root, v.run, v.ver, aggregation), hide_index=True)

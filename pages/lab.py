@@ -24,7 +24,7 @@ c5, c6, c7, c8 = st.columns(4)
 rejected = c5.selectbox("Rejected generator π_l", ["did", "uniform", "reference"], key="lab_rej",
                         format_func={"did": "DID-encoding", "uniform": "uniform", "reference": "π_ref"}.get)
 loss = c6.selectbox("Loss", ["dpo", "simpo", "ipo"], key="lab_loss", format_func=str.upper)
-n_pairs = c7.select_slider("Sampled pairs", [1_000, 10_000, 100_000, 262_144], value=100_000, key="lab_pairs")
+n_pairs = c7.select_slider("Sampled pairs", [1_000, 10_000, 30_000, 100_000, 262_144], value=10_000, key="lab_pairs")
 seed = c8.number_input("Seed", 0, 10_000, 0, key="lab_seed")
 alignment = st.slider("Target alignment with π_ref (a > 0: q* favours what π_ref already likes)", -1.0, 1.0, 0.0, 0.1,
                       key="lab_align")

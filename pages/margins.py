@@ -44,20 +44,29 @@ st.plotly_chart(figures.histogram_overlay(hist, "Log-margin distribution per che
                                           extra=ref, only=shown), key="margin_hist")
 
 st.subheader("Ordering shares")
-st.caption("With checkpoint k standing for π* (DESIGN.md §2). Consecutive checkpoints: the ordering "
-           "M_k > M_k−1 > M_ref is the paper's log-margin ordering with k−1 in place of the policy.")
-st.dataframe(data.ordering(v.root, v.run, v.ver), hide_index=True)
+st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "
+           "M_k > M_k−1 > M_k−2 is the paper's log-margin ordering with c_k as π, c_k−1 as π_ref and c_k−2 as π_l.")
+st.dataframe(data.ordering(v.root, v.run, v.ver, aggregation), hide_index=True)
 
 st.subheader("Power-law fit")
-fit = data.power_law(v.root, v.run, v.ver, v.ckpt)
-if fit is None:
-    st.info("The fit of M_ref − M_l against β·(M_π − M_ref) needs a model of the rejected-response generator (π_l) "
-            "scored on the same data. Score one with the reference and add it to the run to see the fit here.")
+st.latex(r"M_{\mathrm{ref}} - M_l = \hat\beta\,(M_\pi - M_{\mathrm{ref}})\quad\text{(through the origin)}")
+others = [c for c in ckpts if c != v.ckpt]
+default = data.pi_l_default(v.root, v.run, v.ver)
+options = ["(none)"] + others
+pi_l = st.selectbox("Model standing for π_l (the rejected-response generator)", options, key="margins_pi_l",
+                    index=options.index(default) if default in options else 0,
+                    help="Score a model of whatever generated the rejected responses in the same run to test the "
+                         "paper's condition; an earlier checkpoint gives the consecutive analogue.")
+if pi_l == "(none)":
+    st.info("Choose a model for π_l to fit the line. Without one, the ordering shares above are the test.")
 else:
-    c1, c2, c3 = st.columns(3)
-    c1.metric("slope β̂", f"{fit['slope']:.4g}")
-    c2.metric("trainer β", f"{v.manifest.get('beta', float('nan'))}")
-    c3.metric("R²", f"{fit['r2']:.3f}")
-    st.plotly_chart(figures.pair_scatter(fit["rows"], "x", "y", "Power-law condition: M_ref − M_l vs M_π − M_ref",
-                                         "M_π − M_ref", "M_ref − M_l", diagonal=False, slope=fit["slope"]),
-                    key="power_law")
+    result = data.power_law(v.root, v.run, v.ver, v.ckpt, pi_l, aggregation)
+    fit = result["fit"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("slope β̂", f"{fit['beta_hat']:.4g}", help=f"± {fit['slope_stderr']:.2g} (standard error)")
+    c2.metric("trainer β", f"{fit['trainer_beta']}")
+    c3.metric("R² (through 0)", f"{fit['r2']:.3f}", help=f"centred R²: {fit['r2_centered']:.3f}")
+    c4.metric("ordered share M_π > M_ref > M_l", f"{fit['ordered_share']:.3f}")
+    st.plotly_chart(figures.pair_scatter(result["rows"], "x", "y", f"Power-law condition: π* = {v.ckpt}, π_l = {pi_l}",
+                                         "M_π − M_ref", "M_ref − M_l", colour="residual", diagonal=False,
+                                         slope=fit["beta_hat"]), key="power_law")

@@ -104,12 +104,14 @@ def test_views_on_a_tiny_table():
     assert summary["accuracy"].tolist() == [0.0, 1.0] and summary["displaced share"].tolist() == [0.5, 0.5]
     per_token = views.with_derived(pairs, 0.1, "mean")
     assert per_token.loc[0, "logp_chosen"] == -4.5 and per_token.loc[0, "logp_rejected"] == -2.5
-    deltas, table = views.compare(df, "c-1", "c-2")
-    assert deltas["Δ log_margin"].tolist() == [3.0, 3.0]
-    assert np.allclose(deltas["DID entropy B/A (pair)"], [-(q := 1 / (1 + np.exp(3))) * np.log(q) - (1 - q) * np.log(1 - q)] * 2)
-    order = views.ordering(df)
-    assert order["M_k > M_ref"].tolist() == [0.0, 1.0]
-    fit = views.power_law(df.assign(model=df.model.replace({"c-1": "pi_l"})), "c-2", "pi_l")
-    assert fit is not None and np.isfinite(fit["slope"])
+    table, means, stats = views.compare(pairs, df, "c-1", "c-2", 0.1)
+    assert table["delta_log_margin"].tolist() == [3.0, 3.0]
+    q = 1 / (1 + np.exp(3))  # both pairs: d_{B/A}(y_w) − d_{B/A}(y_l) = 3, so H = H_binary(σ(3))
+    assert np.allclose(table["did_entropy_ba"], -(q * np.log(q) + (1 - q) * np.log(1 - q)))
+    assert means.set_index("metric").loc["accuracy", "Δ (B − A)"] == 1.0 and stats["n"] == 2
+    order = views.ordering(pairs)
+    assert order["M_k > M_ref"].tolist() == [0.0, 1.0] and order["M_k > M_k−1"].tolist() == [0.0, 1.0]
+    fit = views.power_law(pairs, "c-2", "c-1", 0.1)["fit"]
+    assert np.isfinite(fit["beta_hat"])
     hist = views.histograms(df, "log_margin", bins=4)
     assert sum(hist["counts"]["c-1"]) == 2 and len(hist["centers"]) == 4
