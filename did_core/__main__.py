@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ref", required=True, help="reference model: HF dir, hub id, PEFT adapter dir or .gguf")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--policy", nargs="+", help="checkpoints to score (same forms as --ref)")
-    g.add_argument("--run", help="a TRL output dir: its checkpoint-* folders are scored in step order")
+    # `--run-dir` is the same option under another name: torchrun's own parser rejects `--run` as an
+    # ambiguous abbreviation of its `--run-path`, so under torchrun write `--run-dir`.
+    g.add_argument("--run", "--run-dir", dest="run",
+                   help="a TRL output dir: its checkpoint-* folders are scored in step order")
     s.add_argument("--workspace", default=ws_default, help="results folder (default: $DID_WORKSPACE or ./workspace)")
     s.add_argument("--name", help="run name in the workspace (default: from the run folder and dataset)")
     s.add_argument("--beta", type=float, default=None, help="DPO β (default: the trainer's, else 0.1)")
@@ -152,9 +155,22 @@ def _cmd_demo(a: argparse.Namespace, progress: _Progress) -> None:
     print(f"demo workspace built in {time.perf_counter() - t0:.1f} s: {a.workspace}")
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bar and `error:` line are the CLI's only stderr output: silence HF's bars and logs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from did_core.errors import InputError
+
+    _quiet_libraries()
 
     progress = _Progress(getattr(args, "progress_json", None))
     try:

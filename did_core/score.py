@@ -32,8 +32,9 @@ from did_core.models import (
     resolve_device,
     tokenizer_fingerprint,
 )
+from did_core.store import fingerprint
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
-from did_core.workspace import Workspace, fingerprint
+from did_core.workspace import Workspace, validate_name
 
 Progress = Callable[[str, int, int], None]
 CHUNK_SIZE = 128  # pairs per stored chunk: the unit of resume
@@ -177,7 +178,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     n_chunks = max(1, -(-len(pairs) // chunk_size))
     chunks_computed = 0
     run_name = name or default_run_name(ref_spec, specs, run_dir, data)
-    ws.validate_name(run_name)
+    validate_name(run_name)
     if rank == 0:
         ws.write_dataset(pdata)
     common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": chunk_size,
@@ -229,9 +230,9 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                     time.sleep(float(os.environ["DID_TEST_CHUNK_DELAY"]))
         say("score", finished, total_pairs)
     if rank == 0:
-        ref_store.mark_complete()
-        for s in pol_stores:
-            s.mark_complete()
+        for store in (ref_store, *pol_stores):
+            if chunks_computed or not store.meta().get("complete"):
+                store.mark_complete()
         ws.write_run({
             "name": run_name, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": {"fingerprint": pdata.fingerprint, "source": str(data), "n_pairs": len(pairs),

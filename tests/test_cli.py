@@ -44,8 +44,8 @@ def _cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
     return p
 
 
-def _score_args(world, ws, *extra):
-    return ["score", "--data", world["data"], "--ref", world["ref"], "--run", world["run"],
+def _score_args(world, ws, *extra, run_flag="--run"):
+    return ["score", "--data", world["data"], "--ref", world["ref"], run_flag, world["run"],
             "--workspace", ws, "--name", "t", *extra]
 
 
@@ -115,12 +115,13 @@ def test_kill_9_then_resume_is_identical(world, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     done = 0
-    while time.time() < deadline and done < 12:
+    while time.time() < deadline and done < 16:
         time.sleep(0.1)
         if prog.exists():
             recs = [json.loads(x) for x in prog.read_text().splitlines() if x.strip()]
             done = max([r["done"] for r in recs if r.get("stage") == "score"] or [0])
-    assert done >= 12, "the job never got going"
+    # Progress for pairs 12..15 (chunk 3) is reported only after chunks 0..2 were written.
+    assert done >= 16, "the job never got going"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_chunks = 10  # 40 pairs / 4
@@ -140,7 +141,7 @@ def test_two_torchrun_ranks_equal_one_process(world, tmp_path):
     env = _env(DID_CHUNK_SIZE=8)
     _cli(*_score_args(world, one, "--limit", "24"), env=env)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
-           "-m", "did_core", *map(str, _score_args(world, two, "--limit", "24"))]
+           "-m", "did_core", *map(str, _score_args(world, two, "--limit", "24", run_flag="--run-dir"))]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     for kind in ("pairs", "tokens"):

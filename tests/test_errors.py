@@ -70,7 +70,7 @@ def _data_cases(d: Path) -> dict[str, Path]:
         "empty list": w("empty_list.json", "[]"),
         "unknown extension": w("data.xlsx", "whatever"),
         "binary with jsonl name": w("binary.jsonl", bytes(range(256)) * 4),
-        "truncated gzip": w("trunc.jsonl.gz", gzip.compress((rows[0] + "\n") * 50)[:40]),
+        "truncated gzip": w("trunc.jsonl.gz", gzip.compress(((rows[0] + "\n") * 50).encode())[:40]),
         "csv missing column": w("bad.csv", "prompt,chosen\na,b\n"),
         "corrupt parquet": w("bad.parquet", b"PAR1 not really parquet"),
         "duplicate ids": w("dup.jsonl", "".join(json.dumps({"id": 1, "prompt": "a", "chosen": "b", "rejected": "c"})
