@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
                         "trl: the dataset with TRL's ref_chosen_logps/ref_rejected_logps")
     e.add_argument("--run", default=None, help="run name (default: every run)")
 
+    m = sub.add_parser("sample", help="sample K responses per prompt for sequence-level DID entropy")
+    m.add_argument("--workspace", default=ws_default)
+    m.add_argument("--run", required=True, help="a scored run in the workspace")
+    m.add_argument("--model", nargs="+", default=None, help="checkpoint names (default: the last)")
+    m.add_argument("--k", type=int, default=32, help="samples per prompt (the paper: 32)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--proposal", default="policy", choices=["policy", "reference"])
+    m.add_argument("--max-new-tokens", type=int, default=128)
+    m.add_argument("--limit", type=int, default=64, help="prompts sampled (first N pairs)")
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--allow-pickle", action="store_true")
+    m.add_argument("--progress-json", default=None)
+
     d = sub.add_parser("demo", help="build the embedded demo workspace (tiny models, real DPO runs)")
     d.add_argument("--workspace", default=ws_default)
     d.add_argument("--seed", type=int, default=0)
@@ -146,6 +159,22 @@ def _cmd_export(a: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_sample(a: argparse.Namespace, progress: _Progress) -> None:
+    from did_core.config import ScoreSettings
+    from did_core.errors import InputError
+    from did_core.sample_job import SampleSettings, run_sample
+
+    try:
+        sample = SampleSettings(k=a.k, seed=a.seed, proposal=a.proposal, max_new_tokens=a.max_new_tokens,
+                                limit=a.limit)
+        settings = ScoreSettings(device=a.device, allow_pickle=a.allow_pickle)
+    except ValueError as exc:
+        raise InputError(f"bad setting: {exc}") from None
+    entries = run_sample(a.workspace, a.run, models=a.model, sample=sample, settings=settings, progress=progress)
+    print(f"run {a.run}: samples stored for {', '.join(e['model'] for e in entries)}")
+    progress.finish(stage="done", run=a.run)
+
+
 def _cmd_demo(a: argparse.Namespace, progress: _Progress) -> None:
     from did_core.demo import build_demo
 
@@ -178,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_score(args, progress)
         elif args.command == "export":
             _cmd_export(args)
+        elif args.command == "sample":
+            _cmd_sample(args, progress)
         elif args.command == "demo":
             _cmd_demo(args, progress)
         return 0
