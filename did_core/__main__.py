@@ -144,6 +144,10 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     trunc = stats.truncation
     print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
           f"(the rest were stored), workspace {a.workspace}")
+    if stats.dtype_check:
+        c = stats.dtype_check
+        print(f"{c['dtype']} check against float32 on {c['pairs']} pairs of {c['model']}: largest log-prob error "
+              f"{c['max_abs_logp_error']:.2e} nats, largest log-ratio error {c['max_abs_log_ratio_error']:.2e} nats")
     if trunc.get("truncated_responses"):
         print(f"note: {trunc}", file=sys.stderr)
     progress.finish(stage="done", run=stats.run, chunks_computed=stats.chunks_computed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,6 +54,8 @@ class ScoreStats:
     chunks_total: int
     chunks_computed: int
     truncation: dict
+    dtype_check: dict | None = None
+    """For a reduced-precision run: the largest errors against a float32 re-score of a sample."""
 
 
 def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None) -> tuple[
@@ -138,11 +140,13 @@ def _dist() -> tuple[int, int]:
 def run_score(data: str, reference: str, *, policies: list[str] | None = None, run_dir: str | None = None,
               workspace: str | Path = "workspace", settings: ScoreSettings | None = None,
               name: str | None = None, column_map: dict[str, str] | None = None,
-              progress: Progress | None = None, beta_from_run: bool = True) -> ScoreStats:
+              progress: Progress | None = None, beta_from_run: bool = True,
+              dtype_check_pairs: int = 8) -> ScoreStats:
     """Score `data` with `reference` and every policy; store the results; return what was done.
 
     β is the trainer's (from the run folder) when `beta_from_run` and the run records one, else
-    `settings.beta`. Raises InputError (before writing anything) for bad data, models or flags.
+    `settings.beta`. A run in reduced precision re-scores its first `dtype_check_pairs` pairs in float32
+    and reports the largest error (`ScoreStats.dtype_check`). Raises InputError (before writing anything) for bad data, models or flags.
     """
     settings = settings or ScoreSettings()
     say = progress or (lambda stage, done, total: None)
@@ -229,6 +233,12 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                 if os.environ.get("DID_TEST_CHUNK_DELAY"):  # lets fault tests kill -9 between chunks
                     time.sleep(float(os.environ["DID_TEST_CHUNK_DELAY"]))
         say("score", finished, total_pairs)
+    dtype_report = None
+    if rank == 0 and settings.resolved_dtype != "float32" and specs and dtype_check_pairs > 0:
+        say("check", 0, 1)
+        dtype_report = reduced_precision_error(ref_spec, specs[0], pairs[:dtype_check_pairs], ref_store,
+                                               pol_stores[0], settings)
+        say("check", 1, 1)
     if rank == 0:
         for store in (ref_store, *pol_stores):
             if chunks_computed or not store.meta().get("complete"):
@@ -242,12 +252,39 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
             "checkpoints": [{"name": s.name, "path": s.path, "step": s.step, "score": fp}
                             for s, fp in zip(specs, pol_fps, strict=True)],
             "trainer_log_history": run_meta.get("log_history") or [],
-            "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0},
+            "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0,
+                      "dtype_check": dtype_report},
         })
     _barrier(world)
     say("done", total_pairs, total_pairs)
     return ScoreStats(run=run_name, n_pairs=len(pairs), chunks_total=n_chunks, chunks_computed=chunks_computed,
-                      truncation=truncation_report(pairs))
+                      truncation=truncation_report(pairs), dtype_check=dtype_report)
+
+
+def reduced_precision_error(ref_spec: ModelSpec, spec: ModelSpec, sample: Sequence[TokenizedPair], ref_store,
+                            pol_store, settings: ScoreSettings) -> dict:
+    """Re-score `sample` in float32 and report the largest per-sequence error of the stored run.
+
+    Errors are |ℓ − ℓ_fp32| of each response's log-prob and |d − d_fp32| of its log-ratio d = ℓ_π − ℓ_ref.
+    """
+    fp32 = replace(settings, dtype="float32")
+    ref_model, _ = load_model(ref_spec, fp32)
+    model, _ = load_model(spec, fp32)
+    ref_scores, (pol_scores,) = score_batch_models(
+        ref_model, [model], sample, token_level=False, score_reference=True, token_budget=settings.token_budget,
+        device=resolve_device(settings), dtype=torch.float32)
+    ids = [p.pair_id for p in sample]
+    stored_ref = ref_store.read_pairs().set_index("pair_id").loc[ids]
+    stored_pol = pol_store.read_pairs().set_index("pair_id").loc[ids]
+    logp_err, ratio_err = 0.0, 0.0
+    for i, (r, s) in enumerate(zip(ref_scores, pol_scores, strict=True)):
+        for side in ("chosen", "rejected"):
+            exact_ref, exact_pol = getattr(r, side).logp_sum, getattr(s, side).logp_sum
+            got_ref, got_pol = stored_ref[f"logp_{side}"].iloc[i], stored_pol[f"logp_{side}"].iloc[i]
+            logp_err = max(logp_err, abs(got_ref - exact_ref), abs(got_pol - exact_pol))
+            ratio_err = max(ratio_err, abs((got_pol - got_ref) - (exact_pol - exact_ref)))
+    return {"dtype": settings.resolved_dtype, "pairs": len(sample), "model": spec.name,
+            "max_abs_logp_error": logp_err, "max_abs_log_ratio_error": ratio_err}
 
 
 def _chunk(pairs: Sequence[TokenizedPair], c: int, size: int) -> Sequence[TokenizedPair]:

@@ -149,3 +149,27 @@ def test_two_torchrun_ranks_equal_one_process(world, tmp_path):
         _cli("export", "--workspace", one, "--out", a, "--kind", kind)
         _cli("export", "--workspace", two, "--out", b, "--kind", kind)
         pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
+
+
+def test_bfloat16_run_reports_its_error_against_float32(world, tmp_path):
+    from did_core.config import ScoreSettings
+    from did_core.export import pairs_table
+    from did_core.score import run_score
+    from did_core.workspace import Workspace
+
+    common = dict(run_dir=str(world["run"]), name="t")
+    bf = run_score(str(world["data"]), str(world["ref"]), workspace=tmp_path / "bf", dtype_check_pairs=6,
+                   settings=ScoreSettings(dtype="bfloat16", token_level=False, limit=6), **common)
+    run_score(str(world["data"]), str(world["ref"]), workspace=tmp_path / "fp",
+              settings=ScoreSettings(token_level=False, limit=6), **common)
+    a, b = pairs_table(Workspace(tmp_path / "bf")), pairs_table(Workspace(tmp_path / "fp"))
+    first = a["model"] == a["model"].iloc[0]
+    a, b = a[first].reset_index(drop=True), b[first].reset_index(drop=True)
+    logp_err = max((a[c] - b[c]).abs().max() for c in ("logp_chosen", "logp_rejected", "ref_logp_chosen",
+                                                           "ref_logp_rejected"))
+    ratio_err = max(((a[f"logp_{s}"] - a[f"ref_logp_{s}"]) - (b[f"logp_{s}"] - b[f"ref_logp_{s}"])).abs().max()
+                    for s in ("chosen", "rejected"))
+    c = bf.dtype_check
+    assert c["dtype"] == "bfloat16" and c["pairs"] == 6
+    assert 0 < c["max_abs_logp_error"] and abs(c["max_abs_logp_error"] - logp_err) < 1e-9
+    assert abs(c["max_abs_log_ratio_error"] - ratio_err) < 1e-9
