@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from did_ui import data, widgets
+
 st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
+data.warm_up(data.workspace_root())
+st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 
 explore = [
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs", default=True),

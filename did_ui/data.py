@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -104,8 +105,9 @@ def pair_ids(root: str, run: str, ver: str) -> frozenset[str]:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def first_pair_id(root: str, run: str, ver: str) -> str:
-    return str(pairs(root, run, ver)["pair_id"].iloc[0])
+def pair_id_list(root: str, run: str, ver: str) -> list[str]:
+    """The run's pair ids in dataset order (for previous / next in the inspector)."""
+    return pairs(root, run, ver)["pair_id"].drop_duplicates().tolist()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -181,6 +183,26 @@ def entropy_rows(root: str, run: str, ver: str, estimator: str, ckpt: str) -> pd
     return rows[cols].assign(entropy=rows[views.ESTIMATORS[estimator]["chosen"]].to_numpy()).reset_index(drop=True)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def sequence_entropy(root: str, run: str, ver: str) -> pd.DataFrame:
+    """Per (prompt, checkpoint) sequence-level DID entropies when the run has them (the demo's
+    exact_did.parquet: exact over every response, and the K-sample estimates with intervals)."""
+    name = (run_manifest(root, run, ver).get("extra") or {}).get("exact_did")
+    if not name:
+        return pd.DataFrame()
+    # Read here rather than through did_core.demo.exact_did: that module imports torch and
+    # transformers (seconds), and this page must open in under one.
+    from did_core.workspace import validate_name
+
+    path = workspace(root).run_dir(run) / validate_name(str(name), "file name")
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sequence_entropy_by_step(root: str, run: str, ver: str) -> pd.DataFrame:
+    return views.sequence_entropy_by_step(sequence_entropy(root, run, ver))
+
+
 def pi_l_default(root: str, run: str, ver: str) -> str | None:
     """The model the run names as π_l (run.json `extra.pi_l`), if any."""
     pi_l = (run_manifest(root, run, ver).get("extra") or {}).get("pi_l")
@@ -250,6 +272,45 @@ def lab(settings: tuple[tuple[str, object], ...]) -> dict:
                           "π*": world.log_target[order].exp().tolist(), "π_l": world.log_rejected[order].exp().tolist(),
                           "π (trained)": result.log_policy[-1][order].exp().tolist()})
     return {"history": pd.DataFrame(result.table()), "target": lab_core.target_summary(world), "dists": dists}
+
+
+_warming: set[str] = set()
+
+
+def warm_up(root: str) -> None:
+    """Once per server process and workspace: fill the caches of the default run's views in a
+    background thread, so the first visit to each page reads memory, not Parquet. Runs no `st.*`
+    command; it carries the session's script context only so the caches recognise the runtime."""
+    if root in _warming:
+        return
+    _warming.add(root)
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    thread = threading.Thread(target=_warm, args=(root,), name="did-warm-up", daemon=True)
+    add_script_run_ctx(thread, get_script_run_ctx())
+    thread.start()
+
+
+def _warm(root: str) -> None:
+    try:
+        ver = version(root)
+        for run in run_names(root, ver)[:1]:
+            ckpts = checkpoints(root, run, ver)
+            summary(root, run, ver)
+            for metric in (*views.CURVE_QUANTITIES, *views.SHARE_QUANTITIES):
+                curve_frame(root, run, ver, "sum", metric)
+            checkpoint_rows(root, run, ver, ckpts[-1])
+            histograms(root, run, ver, "log_margin")
+            ref_margin_histogram(root, run, ver)
+            ordering(root, run, ver)
+            for est in entropy_estimators(root, run, ver):
+                entropy_vs_displacement(root, run, ver, est)
+                entropy_rows(root, run, ver, est, ckpts[-1])
+            if len(ckpts) > 1:
+                compare(root, run, ver, ckpts[-1], ckpts[0])
+            dataset(root, run, ver)
+    except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open
+        _warming.discard(root)
 
 
 def clear() -> None:

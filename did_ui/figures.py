@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white", legend=dict(orientation="h", y=-0.2))
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+              legend=dict(orientation="h", yanchor="top", y=-0.3))
 
 
 def colours(n: int, scale: str = "Viridis") -> list[str]:
@@ -126,4 +127,23 @@ def bars(frame: pd.DataFrame, x: str, ys: list[str], title: str) -> go.Figure:
 def lines(frame: pd.DataFrame, x: str, ys: list[str], title: str, y_title: str = "") -> go.Figure:
     fig = go.Figure([go.Scatter(x=frame[x], y=frame[y], mode="lines", name=y) for y in ys])
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=320, **LAYOUT)
+    return fig
+
+
+def estimator_lines(by_step: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
+    """Mean sequence-level DID entropy over prompts per step, one line per estimator; the sampled
+    estimators carry their mean bootstrap interval as error bars."""
+    fig = go.Figure()
+    for col, label in labels.items():
+        if col not in by_step:
+            continue
+        stem = col.removesuffix("_entropy")
+        err = None
+        if f"{stem}_ci_low" in by_step and f"{stem}_ci_high" in by_step:
+            err = dict(type="data", symmetric=False, array=(by_step[f"{stem}_ci_high"] - by_step[col]).tolist(),
+                       arrayminus=(by_step[col] - by_step[f"{stem}_ci_low"]).tolist())
+        fig.add_trace(go.Scatter(x=by_step["step"].tolist(), y=by_step[col].tolist(), mode="lines+markers", name=label,
+                                 error_y=err, line=dict(dash="dash") if col == "target_did_entropy" else None))
+    fig.update_layout(title="Sequence-level DID entropy, mean over prompts", xaxis_title="step",
+                      yaxis_title="entropy (nats)", height=360, **LAYOUT)
     return fig

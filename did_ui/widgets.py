@@ -26,20 +26,27 @@ PAGES = {
 _REMEMBER = "_did_view"
 
 
+ROUTED = "_did_routed"
+"""Session-state key app.py sets on every run: this session has been through the router."""
+
+
 def ensure_router() -> None:
     """Make app.py's `st.navigation` the router even when the first request is a deep link.
 
     Streamlit 1.67 treats a `pages/` folder beside the entrypoint as a v1 multipage app until the
     entrypoint calls `st.navigation`: a server's first visit straight to `/example?...` would run
-    pages/example.py alone (no page config, a file-name menu). Each page calls this first; the
-    one time it matters it switches to v2 and reruns, which runs app.py and then this page again
-    (st.Page url paths equal the file names, so the page is the same).
+    pages/example.py alone (no page config, a file-name menu). Each page calls this first. On a
+    session's first run (a page load, so no button press can be lost) it switches to v2 and
+    reruns, which runs app.py and then this page again (url paths equal the file names). AppTest
+    resets the flag before every run; there the session has been routed already, so the page
+    just runs (a rerun would drop the button press being tested).
     """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        if not st.session_state.get(ROUTED):
+            st.rerun()
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:
     """Switch to the inspector for `pair_id` (a validated id of `v.run`)."""
     params = {"run": v.run, "ckpt": ckpt or v.ckpt or "", "example": pair_id}
     st.session_state.setdefault(_REMEMBER, {}).update(params)
+    st.query_params.update(params)  # also for this session's own rerun (AppTest keeps these)
     st.switch_page(PAGES["example"], query_params=params)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, selection, widgets
+from did_ui import data, figures, selection, views, widgets
 
 widgets.ensure_router()
 st.title("DID entropy")
@@ -32,6 +32,18 @@ for col, column, side in ((left, spec["chosen"], "chosen y_w"), (right, spec["re
         hist = data.entropy_histogram(v.root, v.run, v.ver, estimator, column)
         st.plotly_chart(figures.histogram_overlay(hist, f"{spec['label']}: {side}", "entropy (nats)", only=shown),
                         key=f"entropy-hist-{column}")
+
+by_step = data.sequence_entropy_by_step(v.root, v.run, v.ver)
+if not by_step.empty:
+    st.subheader("Sequence-level, over the whole response space")
+    st.latex(r"q(y) = \frac{\pi(y\mid x)/\pi_{\mathrm{ref}}(y\mid x)}{\sum_{y'}\pi(y'\mid x)/\pi_{\mathrm{ref}}(y'\mid x)},"
+             r"\qquad \hat H_{\mathrm{SNIS}} = -\sum_{k=1}^K \tilde\omega_k \log\hat q(y_k),\ "
+             r"y_k\sim\pi,\ \tilde\omega_k \propto \frac{q(y_k)}{\pi(y_k\mid x)}")
+    st.caption("Estimator 3 (exact: this run's responses can be enumerated) beside estimator 2 with K samples from "
+               "the checkpoint, with percentile-bootstrap intervals; the dashed line is the target DID's entropy.")
+    st.plotly_chart(figures.estimator_lines(by_step, views.SEQUENCE_ESTIMATORS), key="entropy-sequence")
+    with st.expander("Per checkpoint (means over prompts)"):
+        st.dataframe(by_step, hide_index=True)
 
 st.subheader("Relation to displacement")
 st.caption("Displaced pair: d(y_w) < 0 and d(y_l) < 0. Mean entropy of displaced and other pairs per checkpoint, "

@@ -14,14 +14,21 @@ v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
 
-ids = data.pair_ids(v.root, v.run, v.ver)
-wanted = st.text_input("Pair id", value=v.example or "", key=f"example_id_{v.example}",
-                       help="Or select points on Log-margins, DID entropy or Compare.")
-if wanted and wanted not in ids:
+ids = data.pair_id_list(v.root, v.run, v.ver)
+example = v.example or ids[0]
+c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+typed = c1.text_input("Pair id", value=example, key=f"example_id_{example}",
+                      help="Or select points on Log-margins, DID entropy or Compare.").strip()
+at = ids.index(example)
+if c2.button("Previous", disabled=at == 0, width="stretch"):
+    widgets.open_example(v, ids[at - 1])
+if c3.button("Next", disabled=at + 1 >= len(ids), width="stretch"):
+    widgets.open_example(v, ids[at + 1])
+if typed != example:
+    if typed in data.pair_ids(v.root, v.run, v.ver):
+        widgets.open_example(v, typed)
     st.warning("No pair with that id in this run.")
-    st.stop()
-example = wanted or data.first_pair_id(v.root, v.run, v.ver)
-if example != v.example:
+if st.query_params.get("example") != example:
     st.query_params["example"] = example
 
 text = data.example_text(v.root, v.run, v.ver, example)

@@ -83,6 +83,10 @@ def test_deep_link_opens_the_example(monkeypatch, synthetic_ws):
     assert any("pair `17`" in c.value for c in at.caption)
     html = " ".join(h.proto.body for h in at.get("html"))
     assert "<span title=" in html and "log_ratio" in html
+    next(b for b in at.button if b.label == "Next").click().run()
+    assert not at.exception and at.query_params["example"] == "18" and at.text_input[0].value == "18"
+    at.text_input[0].set_value("42").run()
+    assert at.query_params["example"] == "42"
 
 
 def test_forged_deep_link_falls_back_to_a_default_view(monkeypatch, synthetic_ws):
@@ -91,7 +95,7 @@ def test_forged_deep_link_falls_back_to_a_default_view(monkeypatch, synthetic_ws
     _open(at, "example")
     assert at.query_params["run"] == "synthetic"
     assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-300"
-    assert at.text_input[0].value == ""
+    assert at.text_input[0].value == "0"  # the first pair, not the forged id
 
 
 def test_selection_event_to_example_id():
@@ -117,3 +121,27 @@ def test_query_params_round_trip():
     forged = selection.resolve_state({"run": "../x", "ckpt": ["x", "checkpoint-1"]}, {}, runs, ckpts.__getitem__,
                                      lambda r: set())
     assert (forged.run, forged.ckpt) == ("a", "checkpoint-1")
+
+
+def test_score_form_starts_a_background_job_and_shows_its_error(monkeypatch, tmp_path):
+    import time
+
+    from did_ui import jobs
+
+    at = _open(_app(monkeypatch, str(tmp_path)), "score")
+    inputs = {t.label: t for t in at.text_input}
+    inputs["…or a path on this machine"].set_value(str(tmp_path / "missing.jsonl"))
+    inputs["Reference model (SFT)"].set_value(str(tmp_path / "no-model"))
+    at.text_area[0].set_value(str(tmp_path / "no-checkpoint"))
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert any("Started job" in s.value for s in at.success)
+    [job] = jobs.list_jobs(tmp_path)
+    assert job.argv[1:4] == ["-m", "did_core", "score"] and "--progress-json" in job.argv
+    for _ in range(200):
+        if jobs.info(tmp_path, job.id).status != "running":
+            break
+        time.sleep(0.1)
+    at.run()
+    assert any(t.value.startswith("error:") for t in at.get("text")) or any(
+        e.value.startswith("error:") for e in at.error)
