@@ -281,7 +281,7 @@ def warm_up(root: str) -> None:
     """Once per server process and workspace: fill the caches of the default run's views in a
     background thread, so the first visit to each page reads memory, not Parquet. Runs no `st.*`
     command; it carries the session's script context only so the caches recognise the runtime."""
-    if root in _warming:
+    if root in _warming or not run_names(root, version(root)):
         return
     _warming.add(root)
     from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PARAM_KEYS = ("run", "ckpt", "b", "example")
-"""Query parameters a view may carry: run, checkpoint (A), checkpoint B (Compare), example."""
+PARAM_KEYS = ("run", "ckpt", "a", "example")
+"""Query parameters a view may carry: run, checkpoint, the baseline checkpoint A of Compare, example."""
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,9 @@ class ViewState:
     run: str | None = None
     """A run name from `Workspace.run_names()`."""
     ckpt: str | None = None
-    """A checkpoint name of that run (the one shown, or A in Compare)."""
-    b: str | None = None
-    """Checkpoint B in Compare."""
+    """A checkpoint name of that run: the one shown (B in Compare). Default: the last."""
+    a: str | None = None
+    """The baseline checkpoint A in Compare. Default: the first."""
     example: str | None = None
     """A `pair_id` of that run."""
 
@@ -110,12 +110,11 @@ def resolve_state(params: Mapping[str, Any], remembered: Mapping[str, Any], runs
         return ViewState()
     ckpts = list(checkpoints_of(run))
     ckpt = choose(wanted("ckpt"), ckpts, fallback=ckpts[-1] if ckpts else None)
-    b_default = ckpts[-1] if ckpts and ckpts[-1] != ckpt else (ckpts[0] if ckpts else None)
-    b = choose(wanted("b"), ckpts, fallback=b_default)
+    a = choose(wanted("a"), ckpts, fallback=ckpts[0] if ckpts else None)
     example = wanted("example")
     if example is not None and pair_ids_of is not None and example not in pair_ids_of(run):
         example = None
-    return ViewState(run=run, ckpt=ckpt, b=b, example=example)
+    return ViewState(run=run, ckpt=ckpt, a=a, example=example)
 
 
 def to_query_params(state: ViewState, keys: Iterable[str] = PARAM_KEYS) -> dict[str, str]:

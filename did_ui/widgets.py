@@ -57,7 +57,7 @@ class View:
     ver: str
     run: str
     ckpt: str | None
-    b: str | None
+    a: str | None
     example: str | None
     manifest: dict
 
@@ -75,7 +75,7 @@ def _pick(label: str, key: str, param: str, options: list[str], value: str | Non
     return st.sidebar.selectbox(label, options, key=key, on_change=to_url)
 
 
-def view(need_b: bool = False) -> View | None:
+def view(need_a: bool = False) -> View | None:
     """Resolve run / checkpoint / example from the URL (then the session), draw the sidebar
     pickers, write the choice back to the URL; None (with an empty state drawn) when there are no runs."""
     root = data.workspace_root()
@@ -90,20 +90,20 @@ def view(need_b: bool = False) -> View | None:
     run = _pick("Run", "pick_run", "run", runs, state.run)
     assert run is not None
     ckpts = data.checkpoints(root, run, ver)
-    ckpt = _pick("Checkpoint" + (" A" if need_b else ""), "pick_ckpt", "ckpt", ckpts, state.ckpt)
-    b = _pick("Checkpoint B", "pick_b", "b", ckpts, state.b) if need_b else None
+    a = _pick("Compare from checkpoint A", "pick_a", "a", ckpts, state.a) if need_a else None
+    ckpt = _pick("Checkpoint" + (" B" if need_a else ""), "pick_ckpt", "ckpt", ckpts, state.ckpt)
     example = state.example if run == state.run else None
-    chosen = selection.ViewState(run=run, ckpt=ckpt, b=b, example=example)
-    keys = ("run", "ckpt", "b", "example") if need_b else ("run", "ckpt", "example")
+    chosen = selection.ViewState(run=run, ckpt=ckpt, a=a, example=example)
+    keys = ("run", "ckpt", "a", "example") if need_a else ("run", "ckpt", "example")
     for key, value in selection.to_query_params(chosen, keys).items():
         if st.query_params.get(key) != value:
             st.query_params[key] = value
-    remembered.update(selection.to_query_params(chosen))
+    remembered.update(selection.to_query_params(chosen, keys))
     manifest = data.run_manifest(root, run, ver)
     st.sidebar.caption(f"Workspace `{root}` · β = {manifest.get('beta', '?')} · "
                        f"{manifest.get('dataset', {}).get('n_pairs', '?')} pairs · reference "
                        f"`{manifest.get('reference', {}).get('name', '?')}`")
-    return View(root=root, ver=ver, run=run, ckpt=ckpt, b=b, example=example, manifest=manifest)
+    return View(root=root, ver=ver, run=run, ckpt=ckpt, a=a, example=example, manifest=manifest)
 
 
 def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:

@@ -9,10 +9,10 @@ from did_ui import data, figures, selection, widgets
 
 widgets.ensure_router()
 st.title("Compare checkpoints")
-v = widgets.view(need_b=True)
-if v is None or v.ckpt is None or v.b is None:
+v = widgets.view(need_a=True)
+if v is None or v.ckpt is None or v.a is None:
     st.stop()
-a, b = v.ckpt, v.b
+a, b = v.a, v.ckpt
 if a == b:
     st.info("Pick two different checkpoints A and B in the sidebar.")
 

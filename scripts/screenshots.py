@@ -26,7 +26,7 @@ SHOTS = [  # (file stem, url path + query, heading to wait for)
     ("margins", "margins", "Log-margins"),
     ("entropy", "entropy", "DID entropy"),
     ("compare", "compare", "Compare checkpoints"),
-    ("example", "example?example=3", "Example"),
+    ("example", "example?example=low-03-25&ckpt=checkpoint-60", "Example"),
     ("lab", "lab", "Synthetic lab"),
 ]
 
@@ -64,6 +64,11 @@ def main() -> None:
                 sep = "&" if "?" in path else "?"
                 page.goto(f"{url}/{path}" + (f"{sep}run={a.run}" if a.run else ""))
                 page.get_by_role("heading", name=heading, exact=True).first.wait_for()
+                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+                                       " || !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+                                       ".innerText.includes('Running')")
+                if stem == "lab":  # the exact lab computes after the sliders are drawn
+                    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
                 page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
                                        ".every(c => c.querySelector('.main-svg'))")
                 page.wait_for_timeout(800)

@@ -62,16 +62,16 @@ def test_every_page_renders_on_an_empty_workspace(monkeypatch, tmp_path):
 
 def test_choosing_checkpoints_updates_the_view_and_the_url(monkeypatch, synthetic_ws):
     at = _open(_app(monkeypatch, synthetic_ws), "compare")
-    a, b = at.sidebar.selectbox(key="pick_ckpt"), at.sidebar.selectbox(key="pick_b")
+    a, b = at.sidebar.selectbox(key="pick_a"), at.sidebar.selectbox(key="pick_ckpt")
     assert a.options == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
+    assert (a.value, b.value) == ("checkpoint-100", "checkpoint-300")  # first → last by default
     b.set_value("checkpoint-200").run()
-    a = at.sidebar.selectbox(key="pick_ckpt")
-    a.set_value("checkpoint-100").run()
+    at.sidebar.selectbox(key="pick_a").set_value("checkpoint-300").run()
     assert not at.exception
-    assert at.query_params["ckpt"] == "checkpoint-100" and at.query_params["b"] == "checkpoint-200"
-    assert any("checkpoint-100" in s.value and "checkpoint-200" in s.value for s in at.subheader)
+    assert at.query_params["ckpt"] == "checkpoint-200" and at.query_params["a"] == "checkpoint-300"
+    assert any("checkpoint-300" in s.value and "checkpoint-200" in s.value for s in at.subheader)
     _open(at, "margins")  # the choice follows to other pages
-    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-100"
+    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-200"
 
 
 def test_deep_link_opens_the_example(monkeypatch, synthetic_ws):
@@ -114,10 +114,10 @@ def test_query_params_round_trip():
     runs = ["a", "b"]
     ckpts = {"a": ["checkpoint-1", "checkpoint-2"], "b": ["checkpoint-9"]}
     state = selection.resolve_state({"run": "b", "example": "3"}, {}, runs, ckpts.__getitem__, lambda r: {"3"})
-    assert state == selection.ViewState(run="b", ckpt="checkpoint-9", b="checkpoint-9", example="3")
-    assert selection.to_query_params(state) == {"run": "b", "ckpt": "checkpoint-9", "b": "checkpoint-9", "example": "3"}
+    assert state == selection.ViewState(run="b", ckpt="checkpoint-9", a="checkpoint-9", example="3")
+    assert selection.to_query_params(state) == {"run": "b", "ckpt": "checkpoint-9", "a": "checkpoint-9", "example": "3"}
     remembered = selection.resolve_state({}, {"run": "a", "ckpt": "checkpoint-1"}, runs, ckpts.__getitem__)
-    assert (remembered.run, remembered.ckpt, remembered.b) == ("a", "checkpoint-1", "checkpoint-2")
+    assert (remembered.run, remembered.ckpt, remembered.a) == ("a", "checkpoint-1", "checkpoint-1")
     forged = selection.resolve_state({"run": "../x", "ckpt": ["x", "checkpoint-1"]}, {}, runs, ckpts.__getitem__,
                                      lambda r: set())
     assert (forged.run, forged.ckpt) == ("a", "checkpoint-1")

@@ -85,6 +85,8 @@ def _settle(pg, title: str) -> None:
     pg.get_by_role("heading", name=title, exact=True).first.wait_for()
     pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
                          " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')")
+    if title == "Synthetic lab":  # the exact lab computes after its sliders are drawn
+        pg.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     # Plotly's bundle loads lazily and draws after the script ends: wait until every chart has drawn.
     pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
                          ".every(c => c.querySelector('.main-svg'))", timeout=20_000)
