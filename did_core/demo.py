@@ -1,0 +1,321 @@
+"""The embedded demo workspace: real TRL DPO runs on a small language, scored, with exact DID entropies.
+
+`build_demo(workspace)` (also `python -m did_core demo --workspace DIR`) does, deterministically from
+a seed (DESIGN.md §6):
+
+1. a small language and tokenizer (`demo_language`), a tiny GPT-2 fitted to samples of a
+   prompt-conditional Markov chain: the SFT reference, saved under `demo/models/reference`;
+2. for a LOW- and a HIGH-entropy target DID: per prompt, the reference's exact π_ref(y|x) over
+   every response, q* (entropy set by a temperature, as in the lab), π* ∝ π_ref·q*,
+   π_l ∝ π_ref^{1+β} π*^{−β}, pairs y_w ~ π_ref, y_l ~ π_l → `demo/data/{low,high}.jsonl`
+   (TRL's standard format with an explicit prompt, plus `id`);
+3. one TRL `DPOTrainer` run per dataset → `demo/runs/{low,high}/checkpoint-N` (TRL's layout);
+4. `run_score` on each run (token-level DID entropy on) → runs `demo-low`, `demo-high`;
+5. per run, `runs/<run>/exact_did.parquet`: per (prompt, checkpoint) the exact sequence-level DID
+   entropy over every response, the policy's exact entropy, and the K-sample estimates beside them;
+   run.json `extra` gets {"demo": true, "target_entropy": ..., ...}.
+
+Progress: `progress(stage, done, total)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from did_core.demo_language import (
+    Language,
+    build_language_tokenizer,
+    encode,
+    entropy_rows,
+    ground_truth_logprobs,
+    response_logprobs,
+    train_reference,
+)
+from did_core.lab import js, rejected_distribution, temperature_for_entropy
+
+Progress = Callable[[str, int, int], None]
+RUN_NAMES = {"low": "demo-low", "high": "demo-high"}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo. `DemoConfig.fast()` is the reduced build the tests use."""
+
+    seed: int = 0
+    n_prompts: int = 16
+    pairs_per_prompt: int = 32
+    beta: float = 0.5
+    """DPO β, and the β of the power law that generates the pairs. At 0.1 the DID-encoding π_l is so close
+    to π_ref that a few hundred pairs carry almost no signal (the lab's 1/β noise), and DPO fits noise."""
+    low_entropy: float = 0.15
+    """Target DID entropy of the low run, as a fraction of log R (R responses per prompt)."""
+    high_entropy: float = 0.9
+    low_alignment: float = 0.5
+    """q*'s alignment with π_ref (lab.LabConfig.target_alignment): > 0 favours the reference's modes."""
+    high_alignment: float = -0.5
+    sft_steps: int = 150
+    dpo_steps: int = 100
+    save_every: int = 20
+    dpo_lr: float = 5e-4
+    dpo_batch_size: int = 32
+    k_samples: int = 32
+    n_boot: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low_entropy < self.high_entropy < 1:
+            raise ValueError("need 0 < low_entropy < high_entropy < 1 (fractions of log R)")
+        if self.dpo_steps // self.save_every < 5:
+            raise ValueError(f"need >= 5 checkpoints: dpo_steps / save_every = {self.dpo_steps / self.save_every}")
+        if self.pairs_per_prompt < 1 or self.n_prompts < 1 or self.k_samples < 2:
+            raise ValueError("pairs_per_prompt, n_prompts must be >= 1 and k_samples >= 2")
+
+    @classmethod
+    def fast(cls, seed: int = 0) -> DemoConfig:
+        return cls(seed=seed, n_prompts=8, pairs_per_prompt=8, sft_steps=60, dpo_steps=10, save_every=2,
+                   dpo_batch_size=16, k_samples=8, n_boot=50)
+
+
+# ---------------------------------------------------------------- preference data (pure)
+
+
+def target_world(log_ref: torch.Tensor, fraction: float, alignment: float, beta: float,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per prompt, the lab's construction on the reference's exact distribution.
+
+    log_ref: (n, R) log π_ref(y|x) renormalised over the language. Returns (n, R) log q*, log π*,
+    log π_l, and (n,) temperatures, with H(q*(·|x)) = fraction·log R for every prompt.
+    """
+    n, r = log_ref.shape
+    noise = torch.randn(n, r, generator=generator, dtype=torch.float64)
+    z = (log_ref - log_ref.mean(-1, keepdim=True)) / log_ref.std(-1, keepdim=True).clamp_min(1e-12)
+    energies = -alignment * z + math.sqrt(max(0.0, 1 - alignment**2)) * noise          # (n, R)
+    temps = torch.tensor([temperature_for_entropy(e, fraction * math.log(r)) for e in energies], dtype=torch.float64)
+    log_q = torch.log_softmax(-energies / temps[:, None], -1)
+    log_target = torch.log_softmax(log_ref + log_q, -1)
+    log_rej = torch.stack([rejected_distribution("did", a, b, beta) for a, b in zip(log_ref, log_target)])
+    return {"log_q": log_q, "log_target": log_target, "log_rejected": log_rej, "temperature": temps}
+
+
+def sample_preference_pairs(prompts: list[str], completions: list[str], log_ref: torch.Tensor,
+                            log_rejected: torch.Tensor, per_prompt: int, generator: torch.Generator,
+                            prefix: str) -> list[dict]:
+    """`per_prompt` pairs per prompt, y_w ~ π_ref, y_l ~ π_l, resampled until y_w ≠ y_l (conditioning
+    on a ≠ b leaves each ordered pair's relative odds, hence σ(β log q*(y_w) − β log q*(y_l)), as is)."""
+    rows = []
+    for i, prompt in enumerate(prompts):
+        got: list[tuple[int, int]] = []
+        while len(got) < per_prompt:
+            w = torch.multinomial(log_ref[i].exp(), 4 * per_prompt, replacement=True, generator=generator)
+            lo = torch.multinomial(log_rejected[i].exp(), 4 * per_prompt, replacement=True, generator=generator)
+            got.extend((a, b) for a, b in zip(w.tolist(), lo.tolist()) if a != b)
+        for j, (a, b) in enumerate(got[:per_prompt]):
+            rows.append({"id": f"{prefix}-{i:02d}-{j:02d}", "prompt": prompt, "chosen": completions[a],
+                         "rejected": completions[b]})
+    return rows
+
+
+def make_preference_data(lang: Language, log_ref: torch.Tensor, cfg: DemoConfig) -> dict[str, dict]:
+    """Both datasets from the reference's exact distribution: {"low"|"high": {"rows", "world"}}."""
+    out = {}
+    for k, (kind, frac, align) in enumerate((("low", cfg.low_entropy, cfg.low_alignment),
+                                             ("high", cfg.high_entropy, cfg.high_alignment))):
+        g = torch.Generator().manual_seed(30_000 + 100 * cfg.seed + k)
+        world = target_world(log_ref, frac, align, cfg.beta, g)
+        rows = sample_preference_pairs(lang.prompts(), [lang.completion(r) for r in lang.responses()], log_ref,
+                                       world["log_rejected"],
+                                       cfg.pairs_per_prompt, g, kind)
+        out[kind] = {"rows": rows, "world": world, "fraction": frac, "alignment": align}
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- DPO with TRL
+
+
+def train_dpo(reference_dir: Path, rows: list[dict], out_dir: Path, cfg: DemoConfig,
+              progress: Callable[[int, int], None] | None = None) -> None:
+    """TRL 1.16 DPOTrainer from the reference, on `rows`, saving checkpoint-N every `save_every` steps."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class _Report(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+    args = DPOConfig(
+        output_dir=str(out_dir), beta=cfg.beta, learning_rate=cfg.dpo_lr, lr_scheduler_type="constant",
+        per_device_train_batch_size=cfg.dpo_batch_size, max_steps=cfg.dpo_steps, save_strategy="steps",
+        save_steps=cfg.save_every, save_only_model=True, logging_steps=2, report_to="none", use_cpu=True,
+        seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, dataloader_num_workers=0, max_length=None)
+    model = AutoModelForCausalLM.from_pretrained(reference_dir)
+    tokenizer = AutoTokenizer.from_pretrained(reference_dir)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         callbacks=[_Report()])
+    trainer.remove_callback(PrinterCallback)  # the log lines go to trainer_state.json, not stdout
+    trainer.train()
+
+
+# ---------------------------------------------------------------- exact and K-sample DID entropies
+
+
+def exact_did_table(run_manifest: dict, lang: Language, tokenizer, reference, ref_lp, target: dict,
+                    cfg: DemoConfig) -> pd.DataFrame:
+    """One row per (prompt, checkpoint): the exact sequence-level DID entropy over the language
+    (`exact_did_entropy`) and over the sampler's whole support, language + cut sequences
+    (`exact_did_entropy_support`: what the SNIS estimate targets), the policy's exact entropy and
+    JS(π, π*) over the language, and the K-sample estimates (did_core.entropy.summarize_samples over
+    K = cfg.k_samples responses drawn from the policy, cut after L+1 tokens) beside them."""
+    from transformers import AutoModelForCausalLM
+
+    from did_core.entropy import summarize_samples
+    from did_core.sampling import sample_did_entropy
+
+    prompts = lang.prompts()
+    prompt_ids = [encode(tokenizer, p) for p in prompts]
+    log_r = math.log(len(lang.responses()))
+    ref_entropy = entropy_rows(ref_lp.logp).numpy()
+    frames = []
+    for ck in run_manifest["checkpoints"]:
+        policy = AutoModelForCausalLM.from_pretrained(ck["path"]).eval()
+        lp = response_logprobs(policy, tokenizer, lang)
+        d = lp.logp - ref_lp.logp                                                 # (n, R) log-ratios
+        frame = pd.DataFrame({
+            "prompt_id": np.arange(len(prompts)), "prompt": prompts, "model": ck["name"], "step": ck["step"],
+            "exact_did_entropy": entropy_rows(d).numpy(), "max_did_entropy": log_r,
+            "exact_did_entropy_support": entropy_rows(lp.support_logp() - ref_lp.support_logp()).numpy(),
+            "target_did_entropy": entropy_rows(target["log_q"]).numpy(),
+            "policy_entropy": entropy_rows(lp.logp).numpy(), "ref_entropy": ref_entropy,
+            "target_policy_entropy": entropy_rows(target["log_target"]).numpy(),
+            "js_target": js(torch.log_softmax(lp.logp, -1), target["log_target"]).numpy(),
+            "language_mass": lp.language_mass.numpy(), "ref_language_mass": ref_lp.language_mass.numpy(),
+        })
+        samples = sample_did_entropy(policy, reference, tokenizer, prompt_ids, cfg.k_samples, seed=cfg.seed,
+                                     max_new_tokens=lang.max_len + 1)
+        est = summarize_samples(samples, n_boot=cfg.n_boot, seed=cfg.seed).rename(columns={"prompt_index": "prompt_id"})
+        frames.append(frame.merge(est, on="prompt_id", how="left"))
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- the whole build
+
+
+def build_demo(workspace: str | Path, seed: int = 0, progress: Progress | None = None,
+               config: DemoConfig | None = None) -> dict:
+    """Build the demo workspace (idempotent: rebuilds models and runs, scoring reuses stored chunks).
+
+    Returns a summary {"runs": [...], "timings": {stage: seconds}, ...}. Uses one torch thread while
+    it runs (tiny models: more threads only contend).
+    """
+    from did_core.config import ScoreSettings
+    from did_core.score import run_score
+    from did_core.store import atomic_write_parquet
+    from did_core.workspace import Workspace
+
+    cfg = config or DemoConfig(seed=seed)
+    say = progress or (lambda stage, done, total: None)
+    root = Path(workspace)
+    demo = root / "demo"
+    import warnings
+
+    import datasets.utils.logging as ds_logging
+    import transformers.utils.logging as hf_logging
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    hf_bars, ds_bars = hf_logging.is_progress_bar_enabled(), ds_logging.is_progress_bar_enabled()
+    hf_verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    ds_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        timings[name] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+
+    try:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        lang = Language(n_prompts=cfg.n_prompts, seed=cfg.seed)
+        tokenizer = build_language_tokenizer(lang)
+        say("reference", 0, cfg.sft_steps)
+        reference = train_reference(lang, tokenizer, ground_truth_logprobs(lang), steps=cfg.sft_steps, seed=cfg.seed,
+                                    progress=lambda d, t: say("reference", d, t))
+        ref_dir = demo / "models" / "reference"
+        reference.save_pretrained(ref_dir)
+        tokenizer.save_pretrained(ref_dir)
+        lap("reference")
+
+        say("data", 0, 2)
+        ref_lp = response_logprobs(reference, tokenizer, lang)
+        log_ref = torch.log_softmax(ref_lp.logp, -1)  # π_ref renormalised over the language
+        data = make_preference_data(lang, log_ref, cfg)
+        for kind, d in data.items():
+            write_jsonl(demo / "data" / f"{kind}.jsonl", d["rows"])
+        say("data", 2, 2)
+        lap("data")
+
+        for kind, d in data.items():
+            out = demo / "runs" / kind
+            say(f"train {kind}", 0, cfg.dpo_steps)
+            train_dpo(ref_dir, d["rows"], out, cfg, progress=lambda s, t, kind=kind: say(f"train {kind}", s, t))
+            lap(f"train {kind}")
+
+        ws = Workspace(root)
+        settings = ScoreSettings(beta=cfg.beta, token_level=True)
+        runs = []
+        for kind, d in data.items():
+            name = RUN_NAMES[kind]
+            run_score(str(demo / "data" / f"{kind}.jsonl"), str(ref_dir), run_dir=str(demo / "runs" / kind),
+                      workspace=root, settings=settings, name=name,
+                      progress=lambda s, dn, t, kind=kind: say(f"score {kind}: {s}", dn, t))
+            lap(f"score {kind}")
+            manifest = ws.run(name)
+            say(f"exact {kind}", 0, len(manifest["checkpoints"]))
+            table = exact_did_table(manifest, lang, tokenizer, reference, ref_lp, d["world"], cfg)
+            atomic_write_parquet(ws.run_dir(name) / "exact_did.parquet", pa.Table.from_pandas(table, preserve_index=False))
+            manifest["extra"] = dict(manifest.get("extra") or {}) | {
+                "demo": True, "target_entropy": d["fraction"],
+                "target_entropy_nats": d["fraction"] * math.log(len(lang.responses())),
+                "target_alignment": d["alignment"], "exact_did": "exact_did.parquet",
+                "language": asdict(lang), "demo_config": asdict(cfg)}
+            ws.write_run(manifest)
+            say(f"exact {kind}", len(manifest["checkpoints"]), len(manifest["checkpoints"]))
+            lap(f"exact {kind}")
+            runs.append(name)
+        say("done", 1, 1)
+        return {"runs": runs, "timings": timings, "workspace": str(root)}
+    finally:
+        torch.set_num_threads(threads)
+        hf_logging.set_verbosity(hf_verbosity)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+        if ds_bars:
+            ds_logging.enable_progress_bar()
+
+
+def exact_did(workspace: str | Path, run: str) -> pd.DataFrame:
+    """Read a demo run's exact_did.parquet (empty frame when the run has none)."""
+    from did_core.workspace import Workspace
+
+    path = Workspace(workspace).run_dir(run) / "exact_did.parquet"
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
