@@ -185,11 +185,17 @@ def entropy_rows(root: str, run: str, ver: str, estimator: str, ckpt: str) -> pd
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def sequence_entropy(root: str, run: str, ver: str) -> pd.DataFrame:
-    """Per (prompt, checkpoint) sequence-level DID entropies when the run has them (the demo's
-    exact_did.parquet: exact over every response, and the K-sample estimates with intervals)."""
-    name = (run_manifest(root, run, ver).get("extra") or {}).get("exact_did")
+    """Per (prompt, checkpoint) sequence-level DID entropies when the run has them: the demo's
+    exact_did.parquet (exact over every response, and the K-sample estimates with intervals), else
+    the samples `python -m did_core sample` registered in run.json."""
+    manifest = run_manifest(root, run, ver)
+    name = (manifest.get("extra") or {}).get("exact_did")
     if not name:
-        return pd.DataFrame()
+        if not manifest.get("samples"):
+            return pd.DataFrame()
+        from did_core import sample_job  # imports the tokenizer stack: only for runs that have samples
+
+        return sample_job.sampled_entropy_summary(sample_job.read_samples(root, run))
     # Read here rather than through did_core.demo.exact_did: that module imports torch and
     # transformers (seconds), and this page must open in under one.
     from did_core.workspace import validate_name
@@ -281,7 +287,7 @@ def warm_up(root: str) -> None:
     """Once per server process and workspace: fill the caches of the default run's views in a
     background thread, so the first visit to each page reads memory, not Parquet. Runs no `st.*`
     command; it carries the session's script context only so the caches recognise the runtime."""
-    if root in _warming or not run_names(root, version(root)):
+    if root in _warming or os.environ.get("DID_WARM_UP") == "0" or not run_names(root, version(root)):
         return
     _warming.add(root)
     from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
@@ -309,6 +315,8 @@ def _warm(root: str) -> None:
             if len(ckpts) > 1:
                 compare(root, run, ver, ckpts[-1], ckpts[0])
             dataset(root, run, ver)
+        # Last: the lab's first torch call costs seconds once per process; pay it here, not on the page.
+        lab(tuple((k, v) for k, v in views.LAB_DEFAULTS.items()))
     except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open
         _warming.discard(root)
 

@@ -79,6 +79,13 @@ def score_argv(data: str, reference: str, *, workspace: str, policies: list[str]
     return argv
 
 
+def sample_argv(workspace: str, run: str, models: list[str], *, k: int = 32, limit: int = 64,
+                proposal: str = "policy", seed: int = 0) -> list[str]:
+    """`python -m did_core sample ...`: K responses per prompt for the sequence-level estimators."""
+    return [sys.executable, "-m", "did_core", "sample", "--workspace", workspace, "--run", run, "--model", *models,
+            "--k", str(int(k)), "--limit", str(int(limit)), "--proposal", proposal, "--seed", str(int(seed))]
+
+
 def demo_argv(workspace: str) -> list[str]:
     return [sys.executable, "-m", "did_core", "demo", "--workspace", workspace]
 

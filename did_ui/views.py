@@ -16,6 +16,12 @@ from did_core import compare as compare_core
 from did_core import curves as curves_core
 from did_core import entropy, losses, paper
 
+LAB_DEFAULTS: dict[str, object] = {
+    "target_entropy": 0.3, "beta": 0.5, "n_items": 32, "steps": 200, "rejected": "did", "loss": "dpo",
+    "n_pairs": 10_000, "seed": 0, "target_alignment": 0.0,
+}
+"""The lab page's slider defaults (also warmed at server start): sized to update well under a second."""
+
 CURVE_QUANTITIES: dict[str, str] = {
     "logp_chosen": "log π(y_w|x)",
     "logp_rejected": "log π(y_l|x)",
@@ -89,9 +95,12 @@ def curves(raw: pd.DataFrame, log_history: list[dict] | None, beta: float, aggre
 def curve_frame(long: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scored stats by step: one column per stat, trainer values: step × source) for one metric."""
     m = long[long["metric"] == metric]
-    scored = m[m["source"] == "scored"].pivot_table(index="step", columns="stat", values="value", aggfunc="first")
-    trainer = m[m["source"] != "scored"].pivot_table(index="step", columns="source", values="value", aggfunc="first")
-    return scored.sort_index(), trainer.sort_index()
+
+    def wide(rows: pd.DataFrame, column: str) -> pd.DataFrame:  # unstack: ~3x faster than pivot_table here
+        rows = rows.drop_duplicates(["step", column])
+        return rows.set_index(["step", column])["value"].unstack(column).sort_index()
+
+    return wide(m[m["source"] == "scored"], "stat"), wide(m[m["source"] != "scored"], "source")
 
 
 def histograms(df: pd.DataFrame, column: str, bins: int = 60, by: str = "model") -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, selection, views, widgets
+from did_ui import data, figures, jobs, selection, views, widgets
 
 widgets.ensure_router()
 st.title("DID entropy")
@@ -34,7 +34,19 @@ for col, column, side in ((left, spec["chosen"], "chosen y_w"), (right, spec["re
                         key=f"entropy-hist-{column}")
 
 by_step = data.sequence_entropy_by_step(v.root, v.run, v.ver)
-if not by_step.empty:
+if by_step.empty:
+    with st.expander("Sequence-level DID entropy from K samples (the paper's estimator)"):
+        st.caption("Samples K responses per prompt from the checkpoint, scores them under it and the reference, and "
+                   "estimates H(q) with bootstrap intervals (`python -m did_core sample`, in the background).")
+        c1, c2 = st.columns(2)
+        k = c1.select_slider("K samples per prompt", [8, 16, 32, 64, 128], value=32, key="entropy_k")
+        limit = c2.select_slider("Prompts", [16, 32, 64, 128, 256], value=64, key="entropy_limit")
+        if st.button("Sample now", key="entropy_sample"):
+            st.session_state["entropy_job"] = jobs.start(v.root, jobs.sample_argv(v.root, v.run, [v.ckpt], k=k, limit=limit),
+                                                         kind="sample")
+        if st.session_state.get("entropy_job"):
+            widgets.job_panel(v.root, st.session_state["entropy_job"])
+else:
     st.subheader("Sequence-level, over the whole response space")
     st.latex(r"q(y) = \frac{\pi(y\mid x)/\pi_{\mathrm{ref}}(y\mid x)}{\sum_{y'}\pi(y'\mid x)/\pi_{\mathrm{ref}}(y'\mid x)},"
              r"\qquad \hat H_{\mathrm{SNIS}} = -\sum_{k=1}^K \tilde\omega_k \log\hat q(y_k),\ "

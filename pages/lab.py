@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, widgets
+from did_ui import data, figures, views, widgets
 
 widgets.ensure_router()
 st.title("Synthetic lab")
@@ -15,19 +15,21 @@ st.caption("A finite support, π_ref from random energies, a target DID q* of ch
 st.latex(r"\pi^* \propto \pi_{\mathrm{ref}}\,q^*,\qquad \pi_l \propto \pi_{\mathrm{ref}}^{1+\beta}\,\pi^{*\,-\beta}"
          r"\quad\Rightarrow\quad q_{\pi_{\mathrm{ref}}/\pi_l}(y) \propto q_{\pi^*/\pi_{\mathrm{ref}}}(y)^{\beta}")
 
+d = views.LAB_DEFAULTS
 c1, c2, c3, c4 = st.columns(4)
-target_entropy = c1.slider("Target DID entropy (fraction of log N)", 0.05, 0.95, 0.3, 0.05, key="lab_h")
-beta = c2.select_slider("β", [0.05, 0.1, 0.2, 0.5, 1.0, 2.0], value=0.5, key="lab_beta")
-n_items = c3.select_slider("Support size N", [8, 16, 32, 64, 128], value=32, key="lab_n")
-steps = c4.select_slider("Training steps", [50, 100, 200, 300], value=200, key="lab_steps")
+target_entropy = c1.slider("Target DID entropy (fraction of log N)", 0.05, 0.95, d["target_entropy"], 0.05, key="lab_h")
+beta = c2.select_slider("β", [0.05, 0.1, 0.2, 0.5, 1.0, 2.0], value=d["beta"], key="lab_beta")
+n_items = c3.select_slider("Support size N", [8, 16, 32, 64, 128], value=d["n_items"], key="lab_n")
+steps = c4.select_slider("Training steps", [50, 100, 200, 300], value=d["steps"], key="lab_steps")
 c5, c6, c7, c8 = st.columns(4)
 rejected = c5.selectbox("Rejected generator π_l", ["did", "uniform", "reference"], key="lab_rej",
                         format_func={"did": "DID-encoding", "uniform": "uniform", "reference": "π_ref"}.get)
 loss = c6.selectbox("Loss", ["dpo", "simpo", "ipo"], key="lab_loss", format_func=str.upper)
-n_pairs = c7.select_slider("Sampled pairs", [1_000, 10_000, 30_000, 100_000, 262_144], value=10_000, key="lab_pairs")
-seed = c8.number_input("Seed", 0, 10_000, 0, key="lab_seed")
-alignment = st.slider("Target alignment with π_ref (a > 0: q* favours what π_ref already likes)", -1.0, 1.0, 0.0, 0.1,
-                      key="lab_align")
+n_pairs = c7.select_slider("Sampled pairs", [1_000, 10_000, 30_000, 100_000, 262_144], value=d["n_pairs"],
+                           key="lab_pairs")
+seed = c8.number_input("Seed", 0, 10_000, d["seed"], key="lab_seed")
+alignment = st.slider("Target alignment with π_ref (a > 0: q* favours what π_ref already likes)", -1.0, 1.0,
+                      d["target_alignment"], 0.1, key="lab_align")
 
 settings = (("target_entropy", float(target_entropy)), ("beta", float(beta)), ("n_items", int(n_items)),
             ("steps", int(steps)), ("rejected", rejected), ("loss", loss), ("n_pairs", int(n_pairs)),

@@ -4,6 +4,7 @@ The job is `python -m did_core score ...` in a subprocess; it survives reruns an
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from did_ui import data, jobs, widgets
+
+MAX_UPLOAD_MB = int(os.environ.get("DID_MAX_UPLOAD_MB") or 200)  # = server.maxUploadSize in .streamlit/config.toml
 
 widgets.ensure_router()
 st.title("Score")
@@ -20,7 +23,8 @@ st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stop
 with st.form("score_form"):
     st.markdown("**Dataset**: TRL standard or conversational, HH-RLHF, UltraFeedback, RewardBench "
                 "(JSONL, JSON, CSV, Parquet, a `save_to_disk` folder).")
-    upload = st.file_uploader("Upload a file", type=["jsonl", "json", "csv", "parquet", "gz"])
+    upload = st.file_uploader("Upload a file", type=["jsonl", "json", "csv", "parquet", "gz"],
+                              max_upload_size=MAX_UPLOAD_MB)
     data_path = st.text_input("…or a path on this machine", placeholder="/data/prefs.jsonl")
     reference = st.text_input("Reference model (SFT)", placeholder="path, hub id, PEFT adapter dir or .gguf")
     c1, c2 = st.columns(2)
@@ -35,7 +39,11 @@ with st.form("score_form"):
     token_level = c4.checkbox("Token-level DID entropy", value=True)
     submitted = st.form_submit_button("Start scoring", type="primary")
 
-if submitted:
+too_big = submitted and upload is not None and upload.size > MAX_UPLOAD_MB * 2**20
+if too_big:  # the server's maxUploadSize is the first guard; this one holds for any server config
+    st.error(f"The upload is {upload.size / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit: "
+             "give its path on this machine instead.")
+if submitted and not too_big:
     source = data_path.strip()
     if upload is not None:
         content = upload.getvalue()
