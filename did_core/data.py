@@ -85,10 +85,26 @@ def _decode(raw: bytes, path: str) -> str:
                          f"byte {raw[e.start:e.start + 1]!r}") from None
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _check_unicode(rec: dict[str, Any], where: str) -> None:
+    """Refuse a lone surrogate escape ("\\ud800"): JSON lets it through, but it is not Unicode, and
+    UTF-8 encoding (fingerprints, Parquet, the tokenizer) would fail far from the input."""
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{where}: a lone UTF-16 surrogate escape ({e.object[e.start]!r}) is not valid "
+                         "Unicode text") from None
+
+
 def _read_jsonl(text: str, path: str, limit: int | None) -> tuple[list[dict[str, Any]], list[int]]:
     records: list[dict[str, Any]] = []
     lines: list[int] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() would also cut at U+2028, U+2029 and U+0085, which
+    # JSON allows unescaped inside strings (json.dumps(..., ensure_ascii=False) writes them so).
+    for n, line in enumerate(text.split("\n"), start=1):
         if limit is not None and len(records) >= limit:
             break
         if not line.strip():
@@ -98,8 +114,12 @@ def _read_jsonl(text: str, path: str, limit: int | None) -> tuple[list[dict[str,
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: line {n}: invalid JSON ({e.msg}, column {e.colno}); "
                              "is the file truncated or corrupt?") from None
+        except (ValueError, RecursionError) as e:  # nesting too deep, an integer of > 4300 digits
+            raise InputError(f"{path}: line {n}: unreadable JSON ({_first_line(e)})") from None
         if not isinstance(rec, dict):
             raise InputError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
+        if "\\u" in line:  # text was strictly decoded: only an escape can hold a surrogate
+            _check_unicode(rec, f"{path}: line {n}")
         records.append(rec)
         lines.append(n)
     return records, lines
@@ -113,6 +133,8 @@ def _read_json(text: str, path: str, limit: int | None) -> tuple[list[dict[str, 
             return _read_jsonl(text, path, limit)
         raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
                          "is the file truncated or corrupt?") from None
+    except (ValueError, RecursionError) as e:  # nesting too deep, an integer of > 4300 digits
+        raise InputError(f"{path}: unreadable JSON ({_first_line(e)})") from None
     if isinstance(obj, dict):
         lists = {k: v for k, v in obj.items() if isinstance(v, list)}
         if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
@@ -125,9 +147,12 @@ def _read_json(text: str, path: str, limit: int | None) -> tuple[list[dict[str, 
                              f"found keys {sorted(obj)}")
     if not isinstance(obj, list):
         raise InputError(f"{path}: expected a JSON list of records, got {type(obj).__name__}")
+    escapes = "\\u" in text
     for i, rec in enumerate(obj):
         if not isinstance(rec, dict):
             raise InputError(f"{path}: row {i}: expected a JSON object, got {type(rec).__name__}")
+        if escapes:
+            _check_unicode(rec, f"{path}: row {i}")
     return obj[:limit] if limit is not None else obj, None
 
 

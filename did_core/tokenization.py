@@ -136,6 +136,10 @@ def tokenize_pairs(data: PreferenceData, tokenizer: Any, max_length: int | None)
                            conversational=data.conversational, pair_ids=pair_ids)
     pairs = []
     for pair_id, (prompt, chosen, rejected) in zip(pair_ids, encoded):
+        if not prompt:  # the engine needs a token before the first scored one
+            raise InputError(f"pair_id {pair_id}: the prompt has no token of its own once tokenized (its text "
+                             "merges into the response's first token), so nothing predicts the response; "
+                             "end the prompt with a separator such as a space or newline")
         prompt_kept, chosen_kept, chosen_dropped = _keep_start(prompt, chosen, max_length)
         _, rejected_kept, rejected_dropped = _keep_start(prompt, rejected, max_length)
         pairs.append(TokenizedPair(pair_id=pair_id, prompt_ids=prompt_kept, chosen_ids=chosen_kept,
