@@ -11,6 +11,7 @@ import html
 import importlib.util
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,14 @@ PAGES = {
     "entropy": "pages/entropy.py", "compare": "pages/compare.py", "example": "pages/example.py", "lab": "pages/lab.py",
 }
 _REMEMBER = "_did_view"
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def md_literal(text: object) -> str:
+    """`text` (a run, checkpoint or pair name: data, not markup) escaped for st.markdown/caption."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 ROUTED = "_did_routed"
@@ -100,9 +109,9 @@ def view(need_a: bool = False) -> View | None:
             st.query_params[key] = value
     remembered.update(selection.to_query_params(chosen, keys))
     manifest = data.run_manifest(root, run, ver)
-    st.sidebar.caption(f"Workspace `{root}` · β = {manifest.get('beta', '?')} · "
-                       f"{manifest.get('dataset', {}).get('n_pairs', '?')} pairs · reference "
-                       f"`{manifest.get('reference', {}).get('name', '?')}`")
+    st.sidebar.caption(f"Workspace {md_literal(root)} · β = {md_literal(manifest.get('beta', '?'))} · "
+                       f"{md_literal(manifest.get('dataset', {}).get('n_pairs', '?'))} pairs · reference "
+                       f"{md_literal(manifest.get('reference', {}).get('name', '?'))}")
     return View(root=root, ver=ver, run=run, ckpt=ckpt, a=a, example=example, manifest=manifest)
 
 

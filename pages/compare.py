@@ -17,7 +17,7 @@ if a == b:
     st.info("Pick two different checkpoints A and B in the sidebar.")
 
 table, summary, stats = data.compare(v.root, v.run, v.ver, a, b)
-st.subheader(f"A = `{a}` → B = `{b}`")
+st.subheader(f"A = {widgets.md_literal(a)} → B = {widgets.md_literal(b)}")
 metrics = summary.set_index("metric")
 cols = st.columns(5)
 for col, (metric, label, fmt) in zip(cols, [("accuracy", "accuracy", "{:.3f}"), ("log_margin", "mean log-margin", "{:.3f}"),

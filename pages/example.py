@@ -33,7 +33,8 @@ if st.query_params.get("example") != example:
 
 text = data.example_text(v.root, v.run, v.ver, example)
 across = data.example_across_checkpoints(v.root, v.run, v.ver, example)
-st.caption(f"Run `{v.run}` · pair `{example}` · tokens under `{v.ckpt}` against the reference")
+st.caption(f"Run {widgets.md_literal(v.run)} · pair {widgets.md_literal(example)} · tokens under "
+           f"{widgets.md_literal(v.ckpt)} against the reference")
 
 st.markdown("**Prompt**")
 st.text(text.get("prompt", ""))

@@ -33,7 +33,7 @@ st.dataframe(overview, hide_index=True, column_config={
     "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1),
 })
 
-st.subheader(f"Checkpoints of `{v.run}`")
+st.subheader(f"Checkpoints of {widgets.md_literal(v.run)}")
 st.caption("Accuracy: share of pairs with M_π > M_ref. Displaced: both d(y_w) < 0 and d(y_l) < 0 "
            "(chosen and rejected likelihoods both fell). DID entropy: token-level estimator, mean over tokens.")
 summary = data.summary(root, v.run, ver)

@@ -115,3 +115,12 @@ def test_views_on_a_tiny_table():
     assert np.isfinite(fit["beta_hat"])
     hist = views.histograms(df, "log_margin", bins=4)
     assert sum(hist["counts"]["c-1"]) == 2 and len(hist["centers"]) == 4
+
+
+def test_names_from_data_are_literal_in_markdown():
+    pytest.importorskip("streamlit")
+    from did_ui.widgets import md_literal
+
+    assert md_literal("[x](javascript:alert(1))") == "\\[x\\]\\(javascript\\:alert\\(1\\)\\)"
+    assert md_literal("**bold** `code` <b>") == "\\*\\*bold\\*\\* \\`code\\` \\<b\\>"
+    assert md_literal("a\nb") == "a b"
