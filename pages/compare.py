@@ -59,5 +59,7 @@ if rows:
     widgets.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)
 st.caption("The top 1,000 rows of the sort (click a column header to re-sort them); click a row, or select a point "
            "above, to open the example under B. The full per-pair table is in the export on Runs.")
+st.download_button("All per-pair deltas (CSV)", lambda: table.to_csv(index=False).encode(), f"{v.run}-{a}-vs-{b}.csv",
+                   "text/csv", on_click="ignore", icon=":material/download:")
 with st.expander("Mean metrics of A and B"):
     st.dataframe(summary, hide_index=True)
