@@ -118,6 +118,18 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     return job_id
 
 
+def claim_once(workspace: str | Path, name: str) -> bool:
+    """True for exactly one caller per workspace and `name` (an O_EXCL marker file), so two browser
+    sessions opening an empty workspace at once start one demo build, not two."""
+    base = jobs_dir(workspace)
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(base / f".{name}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _without_flag(argv: list[str], flag: str) -> list[str]:
     out, skip = [], False
     for a in argv:

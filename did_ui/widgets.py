@@ -145,10 +145,10 @@ def demo_panel(root: str) -> None:
         st.page_link(PAGES["score"], label="Score a dataset", icon=":material/play_arrow:")
         return
     demo_jobs = jobs.list_jobs(root, kind="demo")
-    if not demo_jobs and os.environ.get("DID_AUTO_DEMO", "1") != "0":
+    if not demo_jobs and os.environ.get("DID_AUTO_DEMO", "1") != "0" and jobs.claim_once(root, "auto-demo"):
         jobs.start(root, jobs.demo_argv(root), kind="demo")
         demo_jobs = jobs.list_jobs(root, kind="demo")
-    if demo_jobs:
+    if demo_jobs and demo_jobs[0].status != "done":  # a finished build whose runs were since removed: offer it again
         st.write("Building the embedded demo: a tiny GPT-2 reference, two DPO runs with TRL, all scored (about a minute).")
         job_panel(root, demo_jobs[0].id)
     elif st.button("Build the embedded demo", type="primary"):

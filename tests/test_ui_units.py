@@ -63,6 +63,11 @@ def test_job_state_survives_the_launcher(tmp_path):
     assert jobs.info(tmp_path, "../../etc") is None
 
 
+def test_claim_once(tmp_path):
+    assert jobs.claim_once(tmp_path, "auto-demo") and not jobs.claim_once(tmp_path, "auto-demo")
+    assert jobs.list_jobs(tmp_path) == []  # the marker is not a job
+
+
 def test_score_argv_is_a_list_without_a_shell():
     argv = jobs.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", beta=0.2, limit=5)
     assert argv[1:4] == ["-m", "did_core", "score"] and "d; rm -rf /" in argv and "--run" in argv
