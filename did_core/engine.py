@@ -5,10 +5,13 @@ What makes it fast (DESIGN.md §5), and why each trick keeps the numbers exact:
 
 - Pairs are sorted by length and grouped by a budget of padded tokens, so padding stays small;
   results are put back in input order, and nothing but float rounding depends on the grouping.
-- The prompt is run once per pair (right-padded, `use_cache=True`); its key/value cache is repeated
-  for chosen and rejected and the completions continue from it. The 2-D attention mask keeps the
-  prompt padding out of every query's view, and explicit `position_ids` restart each completion
-  where its own prompt ended, so the gap left by padding is invisible to the model.
+- The prompt is run once per pair. Preferred ("tree"): one row `prompt + chosen + rejected` with a
+  4-D attention mask in which rejected tokens see the prompt and themselves but not chosen, and
+  explicit `position_ids` restart rejected where the prompt ended: exactly one pass over every
+  needed token, one forward call per batch, no padding between chosen and rejected.
+  Fallback ("repeat", for models that refuse 4-D masks): the right-padded prompt runs with
+  `use_cache=True`, its key/value cache is repeated for chosen and rejected, and the completions
+  continue from it; the 2-D mask hides the prompt padding and `position_ids` bridge the gap.
 - The last completion token is never fed (nothing reads its output), and the output head runs
   only on the hidden rows that predict a response token: the last prompt position predicts the
   first completion token, completion position j predicts token j+1.
@@ -26,7 +29,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -75,9 +78,12 @@ _REF_CACHE_BYTES = 1 << 30
 _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
+Layout = Literal["tree", "repeat", "full"]
+
+
 @dataclass(frozen=True)
 class _Strategy:
-    shared_prompt: bool  # prompt once + KV cache repeated for chosen/rejected
+    layout: Layout  # tree: one row per pair, 4-D mask; repeat: prompt KV cache repeated; full: a row per response
     head_only: bool  # base model for hidden states, head applied to scored rows only
 
 
@@ -111,6 +117,29 @@ class _Layout:
         ids = [s + [0] * (width - len(s)) for s in seqs]
         mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
         return ids, mask
+
+    def tree(self) -> dict[str, Any]:
+        """One row per pair, `prompt + chosen[:-1] + rejected[:-1]`, with a (B, 1, L, L) boolean mask."""
+        rows, seg, pos, src = [], [], [], []
+        for b, prompt in enumerate(self.prompts):
+            chosen, rejected = self.responses[2 * b], self.responses[2 * b + 1]
+            c, r = chosen[:-1], rejected[:-1]  # the last token predicts nothing we score
+            rows.append(prompt + c + r)
+            seg.append([0] * len(prompt) + [1] * len(c) + [2] * len(r))  # 0 prompt, 1 chosen, 2 rejected
+            p = len(prompt)
+            pos.append(list(range(p)) + list(range(p, p + len(c))) + list(range(p, p + len(r))))
+            src.append([(p - 1 if j == 0 else p + j - 1) for j in range(len(chosen))]
+                       + [(p - 1 if j == 0 else p + len(c) + j - 1) for j in range(len(rejected))])
+        width = max(len(x) for x in rows)
+        ids, _ = self._pad(rows, width)
+        seg_t = self._tensor([x + [3] * (width - len(x)) for x in seg])  # (B, L); 3 = padding
+        idx = torch.arange(width, device=self.device)
+        allowed = ((idx[None, :, None] >= idx[None, None, :])  # causal over the row index, (1, L, L)
+                   & (seg_t[:, None, :] != 3)  # no query sees padding
+                   & ~((seg_t[:, :, None] == 2) & (seg_t[:, None, :] == 1)))  # rejected never sees chosen
+        flat = [b * width + i for b, row in enumerate(src) for i in row]
+        return {"ids": self._tensor(ids), "pos": self._tensor([x + [0] * (width - len(x)) for x in pos]),
+                "allowed": allowed[:, None], "src": self._tensor(flat)}  # allowed: (B, 1, L, L)
 
     def shared(self) -> dict[str, Any]:
         """Inputs for the shared-prompt path, and where each scored token's predicting row lies in
@@ -148,15 +177,52 @@ class _Layout:
         return {"ids": t(ids), "mask": t(mask), "pos": t([list(range(width))] * len(seqs)), "src": t(src)}
 
 
-def padded_cost(pairs: Sequence[PairLike], shared_prompt: bool = True) -> int:
+def padded_cost(pairs: Sequence[PairLike], layout: Layout = "tree") -> int:
     """Padded tokens a batch of `pairs` feeds through a model (the token budget's unit)."""
     if not pairs:
         return 0
     b = len(pairs)
-    c_max = max(max(len(p.chosen_ids), len(p.rejected_ids)) - 1 for p in pairs)
-    if shared_prompt:
-        return b * max(len(p.prompt_ids) for p in pairs) + 2 * b * max(c_max, 0)
-    return 2 * b * max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids), 1) - 1 for p in pairs)
+    feed = [(len(p.prompt_ids), max(len(p.chosen_ids) - 1, 0), max(len(p.rejected_ids) - 1, 0)) for p in pairs]
+    if layout == "tree":
+        return b * max(sum(f) for f in feed)
+    if layout == "repeat":
+        return b * max(f[0] for f in feed) + 2 * b * max(max(f[1], f[2]) for f in feed)
+    return 2 * b * max(f[0] + max(f[1], f[2]) for f in feed)
+
+
+def length_order(pairs: Sequence[PairLike]) -> list[int]:
+    """Indices of the pairs with something to score, longest first (total, then prompt): similar
+    lengths share a batch, and an out-of-memory shows up on the first batch. Fully truncated pairs
+    need no forward and are left out."""
+    todo = [i for i, p in enumerate(pairs) if len(p.chosen_ids) or len(p.rejected_ids)]
+
+    def key(i: int) -> tuple[int, int]:
+        p = pairs[i]
+        return len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids), len(p.prompt_ids)
+    return sorted(todo, key=key, reverse=True)
+
+
+def next_batch_end(pairs: Sequence[PairLike], order: list[int], pos: int, budget: int,
+                   layouts: Sequence[Layout] = ("tree",)) -> int:
+    """Greedy: extend the batch order[pos:end] while its padded cost, for the costliest of `layouts`,
+    stays within `budget` (a batch always holds at least one pair)."""
+    end = pos + 1
+    while end < len(order):
+        batch = [pairs[i] for i in order[pos:end + 1]]
+        if max(padded_cost(batch, lay) for lay in layouts) > budget:
+            break
+        end += 1
+    return end
+
+
+def plan_batches(pairs: Sequence[PairLike], budget: int, layouts: Sequence[Layout] = ("tree",)) -> list[list[int]]:
+    """The batches `score_batch_models` forms (before any out-of-memory halving), as pair indices."""
+    order, out, pos = length_order(pairs), [], 0
+    while pos < len(order):
+        end = next_batch_end(pairs, order, pos, budget, layouts)
+        out.append(order[pos:end])
+        pos = end
+    return out
 
 
 def _call(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
@@ -175,7 +241,15 @@ def _features(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.T
     """The rows that predict each scored token: (N, H) hidden states, or (N, V) logits when the
     model's own head must be used."""
     body = model.base_model if strategy.head_only else model
-    if not strategy.shared_prompt:
+    if strategy.layout == "tree":
+        t = layout.tree()
+        dtype = next(model.parameters()).dtype
+        # Additive form: eager attention adds it, SDPA accepts it; no row is fully masked.
+        mask = torch.zeros(t["allowed"].shape, dtype=dtype, device=layout.device)
+        mask.masked_fill_(~t["allowed"], torch.finfo(dtype).min)  # (B, 1, L, L)
+        out = _call(body, t["ids"], mask, t["pos"], None)  # (B, L, X)
+        return out.reshape(-1, out.shape[-1])[t["src"]]  # (B·L, X) -> (N, X)
+    if strategy.layout == "full":
         f = layout.full()
         out = _call(body, f["ids"], f["mask"], f["pos"], None)  # (2B, L, X)
         return out.reshape(-1, out.shape[-1])[f["src"]]  # (2B·L, X) -> (N, X)
@@ -232,9 +306,9 @@ def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
     head = model.get_output_embeddings()
     head_ok = (isinstance(head, nn.Linear) and model.base_model is not model
                and all(getattr(cfg, a, None) in (None, 1, 1.0) for a in _LOGIT_POSTPROCESSING))
+    # Sliding windows and chunked attention count cache indices, not positions: no sharing there.
     shared_ok = (not getattr(cfg, "is_encoder_decoder", False) and not getattr(cfg, "sliding_window", None)
-                 and not getattr(cfg, "attention_chunk_size", None)
-                 and bool({"cache", "past_key_values"} & set(inspect.signature(model.base_model.forward).parameters)))
+                 and not getattr(cfg, "attention_chunk_size", None))
     pairs = _probe_pairs(int(cfg.vocab_size))
     truth = []
     for p in pairs:
@@ -244,9 +318,9 @@ def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
             truth.append(lp.gather(-1, torch.tensor(r, device=device)[:, None])[:, 0])
     want = torch.cat(truth)  # (N,)
     tol = 1e-3 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 0.5
-    candidates = [_Strategy(s, h) for s in (True, False) for h in (True, False)
-                  if (shared_ok or not s) and (head_ok or not h)]
-    chosen = _Strategy(False, False)
+    layouts: list[Layout] = (["tree", "repeat"] if shared_ok else []) + ["full"]
+    candidates = [_Strategy(lay, h) for lay in layouts for h in (True, False) if head_ok or not h]
+    chosen = _Strategy("full", False)
     for cand in candidates:
         try:
             got = _model_logps(model, cand, _Layout(pairs, device))
@@ -366,21 +440,17 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
     n = len(pairs)
     ref_res: list[PairScores | None] = [None] * n
     pol_res: list[list[PairScores | None]] = [[None] * n for _ in policies]
-    # Fully truncated pairs (both completions empty) need no forward at all.
-    todo = [i for i, p in enumerate(pairs) if len(p.chosen_ids) or len(p.rejected_ids)]
-    for i in set(range(n)) - set(todo):
+    for i in [i for i, p in enumerate(pairs) if not (len(p.chosen_ids) or len(p.rejected_ids))]:
         ref_res[i] = _empty_pair(False)
         for res in pol_res:
             res[i] = _empty_pair(token_level)
-    # Longest prompts first: similar prompts share a batch, and an OOM shows up on the first batch.
-    todo.sort(key=lambda i: (len(pairs[i].prompt_ids), max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))),
-              reverse=True)
+    todo = length_order(pairs)
     budget, pos, done = token_budget, 0, n - len(todo)
     with torch.inference_mode():
+        used = ([reference] if need_ref else []) + list(policies)
+        layouts = sorted({_strategy(m, dev).layout for m in used}) if todo else ["tree"]
         while pos < len(todo):
-            end = pos + 1
-            while end < len(todo) and padded_cost([pairs[i] for i in todo[pos:end + 1]]) <= budget:
-                end += 1
+            end = next_batch_end(pairs, todo, pos, budget, layouts)
             idx = todo[pos:end]
             try:
                 r_out, p_out = _score_batch(reference, list(policies), [pairs[i] for i in idx],

@@ -82,7 +82,7 @@ def test_parity_with_naive_loop(models, arch, budget):
     seen = []
     ref_s, pol_s = score_batch_models(ref, [pol], pairs, token_level=False, score_reference=True,
                                       token_budget=budget, device="cpu", dtype=torch.float32, progress=seen.append)
-    assert engine._STRATEGIES[ref] == engine._Strategy(shared_prompt=True, head_only=True)
+    assert engine._STRATEGIES[ref] == engine._Strategy("tree", head_only=True)
     check_against_naive(ref, pairs, ref_s)
     check_against_naive(pol, pairs, pol_s[0])
     assert pol_s[0][0].chosen.did_entropy is None
@@ -135,7 +135,7 @@ def test_scores_do_not_depend_on_batching_or_order(models):
         np.testing.assert_allclose(both.chosen.did_entropy, one.chosen.did_entropy, atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", [(True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("strategy", [("tree", False), ("repeat", True), ("repeat", False), ("full", True), ("full", False)])
 def test_fallback_paths_match_naive(models, strategy):
     """Every path the probe may choose gives the naive numbers (forced here on fresh models)."""
     v = len(models["tok"])
@@ -161,7 +161,27 @@ def test_probe_refuses_paths_that_would_change_numbers(models):
     pairs = make_pairs(models["tok"], n_random=3)
     r, _ = score_batch_models(model, [], pairs, token_level=False, score_reference=True, token_budget=80,
                               device="cpu", dtype=torch.float32)
-    assert engine._STRATEGIES[model] == engine._Strategy(shared_prompt=False, head_only=False)
+    assert engine._STRATEGIES[model] == engine._Strategy("full", head_only=False)
+    check_against_naive(model, pairs, r)
+
+
+def test_probe_notices_a_model_that_ignores_4d_masks(models):
+    """Some attention kernels drop custom masks; the probe must then leave the tree layout."""
+    import functools
+
+    model = tiny_llama(len(models["tok"]), seed=5)
+    inner = model.model.forward
+
+    @functools.wraps(inner)
+    def no_4d(*args, attention_mask=None, **kwargs):
+        return inner(*args, attention_mask=None if attention_mask is not None and attention_mask.ndim == 4
+                     else attention_mask, **kwargs)
+
+    model.model.forward = no_4d
+    pairs = make_pairs(models["tok"], n_random=3)
+    r, _ = score_batch_models(model, [], pairs, token_level=False, score_reference=True, token_budget=80,
+                              device="cpu", dtype=torch.float32)
+    assert engine._STRATEGIES[model] == engine._Strategy("repeat", head_only=True)
     check_against_naive(model, pairs, r)
 
 
