@@ -212,7 +212,8 @@ def power_law(raw: pd.DataFrame, policy: str, pi_l: str, beta: float | None, agg
 
 
 SEQUENCE_ESTIMATORS = {
-    "exact_did_entropy": "exact (every response)",
+    "exact_did_entropy": "exact, over the language's responses",
+    "exact_did_entropy_support": "exact, over the sampler's whole support (what SNIS estimates)",
     "snis_entropy": "K samples, self-normalised IS",
     "restricted_entropy": "K samples, H over the sample set",
     "target_did_entropy": "target q*",
@@ -223,7 +224,8 @@ def sequence_entropy_by_step(per_prompt: pd.DataFrame) -> pd.DataFrame:
     """Mean over prompts, per checkpoint, of each sequence-level estimate (and of its interval bounds)."""
     if per_prompt.empty:
         return per_prompt
-    cols = [c for c in per_prompt.columns if c.endswith(("_entropy", "_ci_low", "_ci_high", "_ess")) or c == "k"]
+    cols = [c for c in per_prompt.columns
+            if c.endswith(("_entropy", "_ci_low", "_ci_high", "_ess")) or c in ("k", "exact_did_entropy_support")]
     out = per_prompt.groupby("model", sort=False)[cols].mean()
     out.insert(0, "step", per_prompt.groupby("model", sort=False)["step"].first())
     out.index.name = "checkpoint"

@@ -52,7 +52,10 @@ else:
              r"\qquad \hat H_{\mathrm{SNIS}} = -\sum_{k=1}^K \tilde\omega_k \log\hat q(y_k),\ "
              r"y_k\sim\pi,\ \tilde\omega_k \propto \frac{q(y_k)}{\pi(y_k\mid x)}")
     st.caption("Estimator 3 (exact: this run's responses can be enumerated) beside estimator 2 with K samples from "
-               "the checkpoint, with percentile-bootstrap intervals; the dashed line is the target DID's entropy.")
+               "the checkpoint, with percentile-bootstrap intervals. SNIS estimates the entropy over the sampler's "
+               "whole support (responses cut at the length limit included), so compare it with that exact line; "
+               "H over the sample set grows with K and is bounded by log K. The dashed line is the target DID's "
+               "entropy.")
     st.plotly_chart(figures.estimator_lines(by_step, views.SEQUENCE_ESTIMATORS), key="entropy-sequence")
     with st.expander("Per checkpoint (means over prompts)"):
         st.dataframe(by_step, hide_index=True)

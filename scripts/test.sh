@@ -8,4 +8,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || echo "note: chromium not installed; browser test will skip"
 fi
 python -m ruff check .
-python -m pytest "$@"
+python -m pytest -q "$@"

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +16,17 @@ def tokenizer():
     from did_core.tiny import build_tokenizer
 
     return build_tokenizer(merges=[("a", "b"), ("ab", "c"), ("t", "h"), ("th", "e")])
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> str:
+    """The embedded demo built once per session at the reduced `DemoConfig.fast()` size (real TRL runs);
+    `DID_TEST_DEMO_WS=DIR` reuses a full build instead."""
+    env = os.environ.get("DID_TEST_DEMO_WS")
+    if env and Path(env, "runs").is_dir():
+        return env
+    from did_core.demo import DemoConfig, build_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    build_demo(root, config=DemoConfig.fast())
+    return str(root)

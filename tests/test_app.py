@@ -148,15 +148,10 @@ def test_score_form_starts_a_background_job_and_shows_its_error(monkeypatch, tmp
 
 
 @pytest.mark.slow
-def test_every_page_renders_on_the_demo_workspace(monkeypatch):
-    """The embedded demo (real TRL runs, exact DID tables). Building it takes 20-60 s on two cores, so
-    this runs on a built one: DID_TEST_DEMO_WS=DIR (e.g. after `python -m did_core demo --workspace DIR`)."""
-    import os
-
-    demo = os.environ.get("DID_TEST_DEMO_WS")
-    if not demo or not Path(demo, "runs").is_dir():
-        pytest.skip("set DID_TEST_DEMO_WS to a built demo workspace")
-    at = _app(monkeypatch, demo)
+def test_every_page_renders_on_the_demo_workspace(monkeypatch, demo_workspace):
+    """The embedded demo (real TRL runs, exact DID tables), at the reduced test size unless
+    DID_TEST_DEMO_WS names a full build."""
+    at = _app(monkeypatch, demo_workspace)
     for run in ("demo-low", "demo-high"):
         at.query_params["run"] = run
         for page in PAGES:
