@@ -129,7 +129,7 @@ def _from_pretrained(source: str, settings: ScoreSettings, **kw):
         raise
     except Exception as e:
         msg = str(e).splitlines()[0][:200] if str(e) else ""
-        if "trust_remote_code" in msg:
+        if "trust_remote_code" in str(e):  # transformers says so past the first line, which msg keeps
             msg += " (pass --trust-remote-code only if you trust this code)"
         raise InputError(f"{source}: cannot load the model ({type(e).__name__}: {msg})") from None
 
