@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     # ambiguous abbreviation of its `--run-path`, so under torchrun write `--run-dir`.
     g.add_argument("--run", "--run-dir", dest="run",
                    help="a TRL output dir: its checkpoint-* folders are scored in step order")
+    s.add_argument("--pi-l", default=None, metavar="MODEL",
+                   help="a model of the rejected-response generator (π_l), scored too and recorded for the "
+                        "paper's power-law fit")
     s.add_argument("--workspace", default=ws_default, help="results folder (default: $DID_WORKSPACE or ./workspace)")
     s.add_argument("--name", help="run name in the workspace (default: from the run folder and dataset)")
     s.add_argument("--beta", type=float, default=None, help="DPO β (default: the trainer's, else 0.1)")
@@ -140,7 +143,8 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
         except (json.JSONDecodeError, AssertionError):
             raise InputError(f"--column-map must be a JSON object of column renames, got {a.column_map!r}") from None
     stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
-                      name=a.name, column_map=column_map, progress=progress, beta_from_run=a.beta is None)
+                      name=a.name, column_map=column_map, progress=progress, beta_from_run=a.beta is None,
+                      pi_l=a.pi_l)
     trunc = stats.truncation
     print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
           f"(the rest were stored), workspace {a.workspace}")

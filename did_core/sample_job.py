@@ -81,7 +81,8 @@ def run_sample(workspace: str | Path, run: str, *, models: list[str] | None = No
     by_name = {c["name"]: c for c in manifest.get("checkpoints", [])}
     if not by_name:
         raise InputError(f"run {run!r} has no checkpoints to sample from")
-    names = models or [manifest["checkpoints"][-1]["name"]]
+    pi_l = (manifest.get("extra") or {}).get("pi_l")
+    names = models or [[c["name"] for c in manifest["checkpoints"] if c["name"] != pi_l][-1]]
     for n in names:
         if n not in by_name:
             raise InputError(f"run {run!r} has no checkpoint {n!r}; it has {', '.join(by_name)}")

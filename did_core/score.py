@@ -58,9 +58,12 @@ class ScoreStats:
     """For a reduced-precision run: the largest errors against a float32 re-score of a sample."""
 
 
-def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None) -> tuple[
-        ModelSpec, list[ModelSpec], dict]:
-    """The reference and policy specs, and run metadata (β, trainer log) from a TRL output dir."""
+def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None,
+                pi_l: str | None = None) -> tuple[ModelSpec, list[ModelSpec], dict]:
+    """The reference and policy specs, and run metadata (β, trainer log) from a TRL output dir.
+
+    `pi_l` (a model of the rejected-response generator) is scored like a policy, last, without a step.
+    """
     if not policies and not run_dir:
         raise InputError("give the checkpoints to score: --policy MODEL ... or --run TRL_OUTPUT_DIR")
     ref = ModelSpec(name=str(reference), path=str(reference), role="reference")
@@ -72,6 +75,8 @@ def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | N
         meta = {"beta": info.beta, "log_history": info.log_history}
     for p in policies or []:
         specs.append(ModelSpec(name=str(p), path=str(p), role="policy", step=_step_from_name(p)))
+    if pi_l:
+        specs.append(ModelSpec(name=str(pi_l), path=str(pi_l), role="policy", step=None))
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -141,7 +146,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
               workspace: str | Path = "workspace", settings: ScoreSettings | None = None,
               name: str | None = None, column_map: dict[str, str] | None = None,
               progress: Progress | None = None, beta_from_run: bool = True,
-              dtype_check_pairs: int = 8) -> ScoreStats:
+              dtype_check_pairs: int = 8, pi_l: str | None = None) -> ScoreStats:
     """Score `data` with `reference` and every policy; store the results; return what was done.
 
     β is the trainer's (from the run folder) when `beta_from_run` and the run records one, else
@@ -152,7 +157,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     say = progress or (lambda stage, done, total: None)
     rank, world = _dist()
     ws = Workspace(workspace)
-    ref_spec, specs, run_meta = plan_models(reference, policies, run_dir)
+    ref_spec, specs, run_meta = plan_models(reference, policies, run_dir, pi_l)
     beta = float(run_meta["beta"]) if beta_from_run and run_meta.get("beta") is not None else settings.beta
 
     say("load", 0, 1 + len(specs))
@@ -253,7 +258,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                             for s, fp in zip(specs, pol_fps, strict=True)],
             "trainer_log_history": run_meta.get("log_history") or [],
             "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0,
-                      "dtype_check": dtype_report},
+                      "dtype_check": dtype_report, "pi_l": str(pi_l) if pi_l else None},
         })
     _barrier(world)
     say("done", total_pairs, total_pairs)

@@ -173,3 +173,23 @@ def test_bfloat16_run_reports_its_error_against_float32(world, tmp_path):
     assert c["dtype"] == "bfloat16" and c["pairs"] == 6
     assert 0 < c["max_abs_logp_error"] and abs(c["max_abs_logp_error"] - logp_err) < 1e-9
     assert abs(c["max_abs_log_ratio_error"] - ratio_err) < 1e-9
+
+
+def test_pi_l_model_is_scored_and_recorded_for_the_power_law_fit(world, tmp_path):
+    from did_core.paper import paper_conditions
+    from did_core.workspace import Workspace
+
+    pi_l = str(world["run"] / "checkpoint-2")
+    main(["score", "--data", str(world["data"]), "--ref", str(world["ref"]), "--policy",
+          str(world["run"] / "checkpoint-4"), "--pi-l", pi_l, "--workspace", str(tmp_path), "--name", "p",
+          "--limit", "8", "--no-token-level"])
+    ws = Workspace(tmp_path)
+    assert ws.run("p")["extra"]["pi_l"] == pi_l
+    pairs = ws.pairs("p")
+    assert set(pairs["model"]) == {pi_l, str(world["run"] / "checkpoint-4")}
+    fit, table = paper_conditions(pairs, str(world["run"] / "checkpoint-4"), pi_l)
+    wide = pairs.pivot(index="pair_id", columns="model", values="log_margin")
+    m_ref = pairs.groupby("pair_id")["ref_log_margin"].first()
+    x = wide[str(world["run"] / "checkpoint-4")] - m_ref
+    y = m_ref - wide[pi_l]
+    assert abs(fit.beta_hat - float((x * y).sum() / (x * x).sum())) < 1e-9
