@@ -193,3 +193,44 @@ def test_pi_l_model_is_scored_and_recorded_for_the_power_law_fit(world, tmp_path
     x = wide[str(world["run"] / "checkpoint-4")] - m_ref
     y = m_ref - wide[pi_l]
     assert abs(fit.beta_hat - float((x * y).sum() / (x * x).sum())) < 1e-9
+
+
+FORMATS = {
+    "standard explicit": {"prompt": "the ab", "chosen": "c the", "rejected": " dab"},
+    "standard implicit": {"chosen": "the ab c the", "rejected": "the ab dab"},
+    "conversational explicit": {
+        "prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the ab?"}],
+        "chosen": [{"role": "assistant", "content": "c the"}],
+        "rejected": [{"role": "assistant", "content": "dab."}]},
+    "conversational implicit": {
+        "chosen": [{"role": "user", "content": "the ab?"}, {"role": "assistant", "content": "c the"}],
+        "rejected": [{"role": "user", "content": "the ab?"}, {"role": "assistant", "content": "dab."}]},
+    "hh transcript": {"chosen": "\n\nHuman: the ab?\n\nAssistant: c the",
+                      "rejected": "\n\nHuman: the ab?\n\nAssistant: dab."},
+}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_format_end_to_end_equals_naive_loop(world, tmp_path, fmt):
+    """Each format through the whole job (load, TRL tokenization, engine, store, export) against a naive
+    loop over TRL's own token ids for that record (a prompt ending in "a" merges with "b" in "ab")."""
+    from did_core.config import ScoreSettings
+    from did_core.data import load_preference_data
+    from did_core.export import pairs_table
+    from did_core.score import run_score
+    from did_core.tokenization import tokenize_pairs
+    from did_core.workspace import Workspace
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(FORMATS[fmt]) for _ in range(3)) + "\n")
+    run_score(str(data), str(world["ref"]), policies=[str(world["run"] / "checkpoint-4")], workspace=tmp_path,
+              name="f", settings=ScoreSettings(token_level=False, token_budget=16))
+    row = pairs_table(Workspace(tmp_path)).iloc[0]
+    tok = AutoTokenizer.from_pretrained(world["ref"])
+    (p, *_) = tokenize_pairs(load_preference_data(str(data)), tok, 1024)
+    assert len(p.chosen_ids) > 0 and len(p.rejected_ids) > 0
+    pol = AutoModelForCausalLM.from_pretrained(world["run"] / "checkpoint-4").eval()
+    ref = AutoModelForCausalLM.from_pretrained(world["ref"]).eval()
+    assert abs(row.logp_chosen - _naive_logp(pol, p.prompt_ids, p.chosen_ids)) < 1e-4
+    assert abs(row.logp_rejected - _naive_logp(pol, p.prompt_ids, p.rejected_ids)) < 1e-4
+    assert abs(row.ref_logp_chosen - _naive_logp(ref, p.prompt_ids, p.chosen_ids)) < 1e-4
