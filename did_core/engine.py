@@ -72,7 +72,7 @@ class PairScores:
 
 # Logits rows per head call: bounds the (rows, V) float32 temporaries to ~32 MiB.
 _CHUNK_ELEMENTS = 1 << 23
-# Keep the reference's (N, V) log-softmax between policies only when it is this small.
+# Keep the reference's (N, V) logits between policies only when they are this small.
 _REF_CACHE_BYTES = 1 << 30
 # Config fields that make logits differ from `lm_head(hidden)`: the bare-head path is then refused.
 _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -373,35 +373,28 @@ def _score_batch(reference: nn.Module, policies: list[nn.Module], batch: list[Pa
     keep = token_level and len(policies) > 1 and n_vocab_bytes <= _REF_CACHE_BYTES
     ref_cache: dict[int, torch.Tensor] = {}
 
-    def ref_logprobs(s: int, e: int) -> torch.Tensor:  # (e-s, V)
-        if s in ref_cache:
-            return ref_cache[s]
-        lp = log_softmax(ref.logits(s, e))  # type: ignore[union-attr]
-        if keep:
-            ref_cache[s] = lp
-        return lp
+    def ref_logits(s: int, e: int) -> torch.Tensor:  # (e-s, V), computed once when kept
+        if s not in ref_cache:
+            z = ref.logits(s, e)  # type: ignore[union-attr]
+            if not keep:
+                return z
+            ref_cache[s] = z
+        return ref_cache[s]
 
     ref_out = None
     if score_reference and ref is not None:
-        parts = []
-        for s, e in ref.spans():
-            t = targets[s:e]
-            parts.append(ref_logprobs(s, e).gather(-1, t[:, None])[:, 0] if token_level
-                         else token_logprobs(ref.logits(s, e), t))
-        ref_out = _pair_scores(torch.cat(parts), None, lengths)
+        lps = torch.cat([token_logprobs(ref_logits(s, e), targets[s:e]) for s, e in ref.spans()])
+        ref_out = _pair_scores(lps, None, lengths)
     pol_out = []
     for policy in policies:
         ps = _strategy(policy, device)
         sc = _Scorer(policy, ps, _features(policy, ps, layout))
         lps, ents = [], []
         for s, e in sc.spans():  # the same row spans as the reference: same N, same chunk rule
-            t = targets[s:e]
-            if token_level:
-                lp = log_softmax(sc.logits(s, e))  # (n, V)
-                lps.append(lp.gather(-1, t[:, None])[:, 0])
-                ents.append(did_entropy(lp, ref_logprobs(s, e)))
-            else:
-                lps.append(token_logprobs(sc.logits(s, e), t))
+            z = sc.logits(s, e)  # (n, V)
+            lps.append(token_logprobs(z, targets[s:e]))
+            if token_level:  # the DID needs no log-softmax: raw logit differences give the same q
+                ents.append(did_entropy(z, ref_logits(s, e)))
         pol_out.append(_pair_scores(torch.cat(lps), torch.cat(ents) if token_level else None, lengths))
     return ref_out, pol_out
 

@@ -41,38 +41,41 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(_at_least_float32(logits), dim=-1)
 
 
-def did_entropy(policy_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+def did_entropy(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
     """Token-level entropy of the Differential Information Distribution (DESIGN.md §2, estimator 1).
 
-    policy_logprobs, reference_logprobs: (N, V) normalised log-probabilities log π(·|ctx) and
-    log π_ref(·|ctx) at the same N positions. Returns (N,) H_t in [0, log V].
+    policy_logits, reference_logits: (N, V) next-token scores of π and π_ref at the same N
+    positions — raw logits or normalised log-probabilities, either works (see below).
+    Returns (N,) H_t in [0, log V], float32 at least.
 
     a_t(v) = log π(v|ctx) − log π_ref(v|ctx);  q_t = softmax(a_t);  H_t = −Σ_v q_t(v) log q_t(v).
 
-    Naive equivalent (for one row)::
+    Naive equivalent (one row)::
 
-        a = lp - lr; q = a.exp() / a.exp().sum(); H = -(q * q.log()).sum()
+        a = log_softmax(zp) - log_softmax(zr); q = softmax(a); H = -(q * log(q)).sum()
 
-    `log_softmax(a)` keeps the exponentials in range (a can be ±tens of nats). Tokens impossible
-    under both models (−inf − (−inf) = nan) get zero DID mass, which is what the ratio of two zero
-    probabilities means in the limit that keeps q normalised.
+    Two shortcuts, both exact: softmax ignores a per-row constant, so a_t may be taken as the raw
+    logit difference zp − zr (the two log-normalisers only shift the row); and with a' = a − max(a),
+    Z = Σ exp(a'), H = log Z − Σ exp(a')·a' / Z, which needs one exp pass and no (N, V) log-softmax.
+    Every term stays in [−|a'|, 0] after the shift, so float32 is safe. Tokens impossible under both
+    models (−inf − (−inf) = nan) get no DID mass; tokens impossible only under π_ref (+inf) share it.
     """
-    lp = _at_least_float32(policy_logprobs)
-    lr = _at_least_float32(reference_logprobs)
-    a = lp - lr  # (N, V)
-    a = torch.where(torch.isnan(a), torch.full_like(a, -math.inf), a)
-    log_q = torch.log_softmax(a, dim=-1)  # (N, V)
-    q = log_q.exp()
-    # q·log q -> 0 where q == 0 (log q = −inf would give nan).
-    plogp = torch.where(q > 0, q * log_q, torch.zeros_like(q))
-    h = -plogp.sum(dim=-1)  # (N,)
+    a = _at_least_float32(policy_logits) - _at_least_float32(reference_logits)  # (N, V)
+    finite = bool(torch.isfinite(a).all())
+    if not finite:
+        a = torch.nan_to_num(a, nan=-math.inf, posinf=torch.finfo(a.dtype).max / 4)
+    a.sub_(a.amax(dim=-1, keepdim=True))  # a' <= 0, max 0 per row
+    e = torch.exp(a)  # (N, V)
+    z = e.sum(dim=-1)  # (N,) >= 1
+    weighted = e.mul_(a) if finite else torch.where(e > 0, e * a, torch.zeros_like(e))  # exp(a')·a'
+    h = torch.log(z) - weighted.sum(dim=-1) / z  # (N,)
     # Rounding can leave −1e-7 or log V + 1e-7; the true value lies in the closed interval.
     return h.clamp(0.0, math.log(a.shape[-1]))
 
 
 def did_entropy_from_logits(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
-    """`did_entropy` from raw (N, V) logits of both models. Returns (N,)."""
-    return did_entropy(log_softmax(policy_logits), log_softmax(reference_logits))
+    """Alias of `did_entropy`, which accepts logits as they are. Returns (N,)."""
+    return did_entropy(policy_logits, reference_logits)
 
 
 def segment_sums(values: torch.Tensor, lengths: list[int]) -> list[float]:

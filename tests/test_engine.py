@@ -275,6 +275,11 @@ def test_did_entropy_bounds_and_double_loop():
     lr_inf = lr.clone()
     lr_inf[:, 0] = -math.inf
     assert torch.isfinite(did_entropy(lp_inf, lr_inf)).all()
+    torch.testing.assert_close(did_entropy(lp_inf, lr_inf), did_entropy(lp[:, 1:], lr[:, 1:]))
+    # Impossible only under the reference: the ratio is infinite there and takes all the DID mass.
+    assert torch.allclose(did_entropy(lp, lr_inf), torch.zeros(5, dtype=torch.float64))
+    # Raw logits give the same DID as log-probabilities (softmax ignores a per-row shift).
+    torch.testing.assert_close(did_entropy(lp + 7.0, lr - 3.0), got)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
