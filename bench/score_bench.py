@@ -143,18 +143,20 @@ def max_diff(a: list[list[tuple[float, float]]], b: list[list[tuple[float, float
     return max(abs(x - y) for ra, rb in zip(a, b) for pa, pb in zip(ra, rb) for x, y in zip(pa, pb))
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process, result). CPU time is the steadier figure when other
+    jobs share the cores: it does not count time spent waiting for a core."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3, help="engine repeats (median)")
-    ap.add_argument("--loop-repeats", type=int, default=1, help="naive loop repeats (median)")
-    ap.add_argument("--budget", type=int, default=512, help="engine token budget (padded tokens per batch)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of every workload (median of the totals)")
+    ap.add_argument("--block", type=int, default=16, help="pairs per interleaved timing block")
+    ap.add_argument("--budget", type=int, default=1024, help="engine token budget (padded tokens per batch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-token-level", action="store_true", help="skip the token-level DID entropy timing")
     args = ap.parse_args(argv)
@@ -167,43 +169,64 @@ def main(argv: list[str] | None = None) -> int:
     pol = AutoModelForCausalLM.from_pretrained(str(dpo_dir), dtype=torch.float32).eval()
     pol2 = AutoModelForCausalLM.from_pretrained(str(dpo_dir), dtype=torch.float32).eval()  # "another checkpoint"
     pairs = load_pairs(args.pairs, tok)
-    engine_sums(ref, [pol], pairs[:2], args.budget, False)  # warm-up: probes pick each model's layout
+    engine_sums(ref, [pol, pol2], pairs[:2], args.budget, True)  # warm-up: probes pick each model's layout
     layout = _STRATEGIES[ref].layout
-    batches = plan_batches(pairs, args.budget, [layout])
-    padded = sum(padded_cost([pairs[i] for i in b], layout) for b in batches)
+    blocks = [pairs[i:i + args.block] for i in range(0, len(pairs), args.block)]
+    batches = [b for blk in blocks for b in plan_batches(blk, args.budget, [layout])]
+    padded = sum(padded_cost([blk[i] for i in b], layout) for blk in blocks for b in plan_batches(blk, args.budget,
+                                                                                                   [layout]))
     n_p = sum(len(p.prompt_ids) for p in pairs)
     n_r = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
-    times: dict[str, list[float]] = {"loop": [], "e1": [], "e2": [], "tl": []}
-    results: dict[str, object] = {}
-    rate_before = matmul_rate()
-    for r in range(max(args.repeats, args.loop_repeats)):  # interleaved, so load changes hit all alike
-        if r < args.loop_repeats:
-            t, results["loop"] = timed(lambda: naive_loop([ref, pol], pairs))
-            times["loop"].append(t)
-        if r < args.repeats:
-            t, results["e1"] = timed(lambda: engine_sums(ref, [pol], pairs, args.budget, False))
-            times["e1"].append(t)
-            t, results["e2"] = timed(lambda: engine_sums(ref, [pol, pol2], pairs, args.budget, False))
-            times["e2"].append(t)
-        if r == 0 and not args.no_token_level:
-            t, results["tl"] = timed(lambda: engine_sums(ref, [pol], pairs, args.budget, True))
-            times["tl"].append(t)
-    rate = statistics.median([rate_before, matmul_rate()]) * 1e9
+
+    # The machine is shared: every workload runs on the same block of pairs back to back (in rotating
+    # order), so a burst of outside load hits all of them alike; totals add the blocks up.
+    work: dict[str, Callable[[list], list]] = {
+        "loop": lambda blk: naive_loop([ref, pol], blk),
+        "e1": lambda blk: engine_sums(ref, [pol], blk, args.budget, False),
+        "e2": lambda blk: engine_sums(ref, [pol, pol2], blk, args.budget, False),
+    }
+    if not args.no_token_level:
+        work["tl"] = lambda blk: engine_sums(ref, [pol], blk, args.budget, True)
+    times: dict[str, list[float]] = {k: [] for k in work}
+    cpu: dict[str, list[float]] = {k: [] for k in work}
+    results: dict[str, list] = {}
+    rates = []
+    for _ in range(args.repeats):
+        total, total_cpu = dict.fromkeys(work, 0.0), dict.fromkeys(work, 0.0)
+        parts: dict[str, list] = {k: [[] for _ in range(3 if k == "e2" else 2)] for k in work}
+        for bi, blk in enumerate(blocks):
+            rates.append(matmul_rate(trials=1))
+            names = list(work)[bi % len(work):] + list(work)[:bi % len(work)]
+            for k in names:
+                t, c, out = timed(lambda k=k, blk=blk: work[k](blk))
+                total[k] += t
+                total_cpu[k] += c
+                for acc, rows in zip(parts[k], out):
+                    acc.extend(rows)
+        for k in work:
+            times[k].append(total[k])
+            cpu[k].append(total_cpu[k])
+        results = parts
+    rate = statistics.median(rates) * 1e9
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
     loop_flops, needed_flops = flop_counts(ref, pairs)
 
-    err = max_diff(results["loop"], results["e1"])  # type: ignore[arg-type]
-    err2 = max_diff(results["e1"], results["e2"][:2])  # type: ignore[index]
-    err_tl = max_diff(results["e1"], results["tl"]) if "tl" in results else 0.0  # type: ignore[arg-type]
+    err = max_diff(results["loop"], results["e1"])
+    err2 = max_diff(results["e1"], results["e2"][:2])
+    err_tl = max_diff(results["e1"], results["tl"]) if "tl" in results else 0.0
     ok = max(err, err2, err_tl) <= 1e-3
 
     print(f"\nscore_bench: {len(pairs)} HH-RLHF pairs, SmolLM2-135M-Instruct ref + DPO checkpoint, float32, "
           f"{torch.get_num_threads()} threads, max_length {MAX_LENGTH}")
     print(f"tokens: prompt {n_p}, responses {n_r}; engine layout {layout!r}, budget {args.budget}: "
-          f"{len(batches)} batches, "
+          f"{len(batches)} batches in {len(blocks)} timing blocks, "
           f"{padded} padded tokens fed per model ({padded / (n_p + n_r):.2f}x needed)")
-    print(f"matmul rate (float32, 512x576 @ 576x1536): {rate / 1e9:.0f} GFLOP/s")
-    print(f"\n{'workload':<38}{'median s':>9}{'runs':>6}{'vs loop':>9}{'roofline s':>12}{'of roofline':>13}")
+    print(f"matmul rate (float32, 512x576 @ 576x1536, median of {len(rates)} samples taken between blocks): "
+          f"{rate / 1e9:.0f} GFLOP/s (range {min(rates):.0f}-{max(rates):.0f})")
+    print(f"\n{'workload':<34}{'wall s':>8}{'cpu s':>8}{'x loop':>8}{'x loop':>8}{'roofline s':>11}"
+          f"{'of roofline':>12}")
+    print(f"{'(median of ' + str(args.repeats) + ' runs)':<34}{'':>16}{'wall':>8}{'cpu':>8}{'':>11}{'(wall)':>12}")
     rows = [("naive loop: ref + 1 checkpoint", "loop", 2 * loop_flops),
             ("engine: ref + 1 checkpoint", "e1", 2 * needed_flops),
             ("engine: ref + 2 checkpoints", "e2", 3 * needed_flops),
@@ -211,14 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     for label, key, flops in rows:
         if key in med:
             roof = flops / rate
-            print(f"{label:<38}{med[key]:>9.2f}{len(times[key]):>6}{med['loop'] / med[key]:>8.2f}x"
-                  f"{roof:>12.2f}{roof / med[key]:>12.0%}")
-    extra = med["e2"] - med["e1"]
-    print(f"{'per extra checkpoint (2 vs 1)':<38}{extra:>9.2f}{'':>6}{'':>9}{needed_flops / rate:>12.2f}"
+            print(f"{label:<34}{med[key]:>8.2f}{med_cpu[key]:>8.2f}{med['loop'] / med[key]:>7.2f}x"
+                  f"{med_cpu['loop'] / med_cpu[key]:>7.2f}x{roof:>11.2f}{roof / med[key]:>12.0%}")
+    extra, extra_cpu = med["e2"] - med["e1"], med_cpu["e2"] - med_cpu["e1"]
+    print(f"{'per extra checkpoint (2 vs 1)':<34}{extra:>8.2f}{extra_cpu:>8.2f}{'':>16}{needed_flops / rate:>11.2f}"
           f"{needed_flops / rate / extra if extra > 0 else float('nan'):>12.0%}")
     print(f"\nparity, max |Δ log-prob| per sequence: engine vs loop {err:.2e}, 2-policy vs 1-policy run "
           f"{err2:.2e}, token-level vs plain {err_tl:.2e} nats (limit 1e-3): {'OK' if ok else 'FAIL'}")
-    print("all runs: " + ", ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in times.items() if v))
+    print("all runs, wall s: " + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in times.items()))
+    print("all runs, cpu s:  " + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in cpu.items()))
     return 0 if ok else 1
 
 
