@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of every workload (median of the totals)")
     ap.add_argument("--block", type=int, default=16, help="pairs per interleaved timing block")
-    ap.add_argument("--budget", type=int, default=1024, help="engine token budget (padded tokens per batch)")
+    ap.add_argument("--budget", type=int, default=512, help="engine token budget (padded tokens per batch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-token-level", action="store_true", help="skip the token-level DID entropy timing")
     args = ap.parse_args(argv)

@@ -103,9 +103,6 @@ class _Layout:
         self.responses = [list(r) for p in pairs for r in (p.chosen_ids, p.rejected_ids)]
         self.lengths = [len(r) for r in self.responses]  # T_k, (2B,)
         self.n_pairs = len(pairs)
-        if any(len(p) == 0 for p in self.prompts):
-            bad = [p.pair_id for p in pairs if len(p.prompt_ids) == 0]
-            raise ValueError(f"pairs {bad[:5]} have an empty prompt: nothing predicts their first response token")
         self.targets = self._tensor([t for r in self.responses for t in r])  # (N,)
 
     def _tensor(self, rows: Any) -> torch.Tensor:
@@ -408,13 +405,18 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
 
     Returns (reference scores or None, one list per policy), each aligned with `pairs`. DID entropy
     is filled for policies when `token_level`. The reference is not run at all unless
-    `score_reference` is set or `token_level` is on with at least one policy. `token_budget` bounds the padded tokens of one
-    forward (see `padded_cost`); on out-of-memory it is halved and the batch retried. Models are
-    put in eval mode and moved/cast to `device`/`dtype` in place when they are not there yet.
+    `score_reference` is set or `token_level` is on with at least one policy. `token_budget` bounds
+    the padded tokens of one forward (see `padded_cost`; on CPU ~512 is fastest, larger budgets only
+    add padding and attention); on out-of-memory it is halved and the batch retried. Models are put
+    in eval mode and moved/cast to `device`/`dtype` in place when they are not there yet.
     `progress(n)` is called after each batch with the cumulative number of pairs finished.
+    Raises ValueError, before any work, for a pair with a response but an empty prompt.
     """
     if token_budget < 1:
         raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    bad = [p.pair_id for p in pairs if not p.prompt_ids and (p.chosen_ids or p.rejected_ids)]
+    if bad:
+        raise ValueError(f"pairs {bad[:5]} have an empty prompt: nothing predicts their first response token")
     dev = torch.device(device)
     dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     need_ref = score_reference or (token_level and bool(policies))
