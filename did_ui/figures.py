@@ -30,25 +30,55 @@ def hex_to_rgba(colour: str, alpha: float) -> str:
 TRAINER_STYLE = {"trainer_train": ("trainer log (train batches)", "#d62728"), "trainer_eval": ("trainer log (eval)", "#ff7f0e")}
 
 
-def band_curves(scored: pd.DataFrame, trainer: pd.DataFrame | None, title: str) -> go.Figure:
-    """Mean and median over steps with 10–90 % and 25–75 % quantile bands (`scored`: index step,
-    columns mean/q10…q90); the trainer's logged values dashed on top (`trainer`: step × source)."""
+def _band_traces(scored: pd.DataFrame, trainer: pd.DataFrame | None, legend: bool) -> list[go.Scatter]:
+    """Quantile bands, median, mean and the trainer's logged values for one quantity over steps."""
     x = scored.index.tolist()
-    fig = go.Figure()
+    traces: list[go.Scatter] = []
     if {"q10", "q90", "q25", "q75"} <= set(scored.columns):
         for lo, hi, alpha, name in (("q10", "q90", 0.15, "10–90 %"), ("q25", "q75", 0.3, "25–75 %")):
-            fig.add_trace(go.Scatter(x=x, y=scored[hi], mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=x, y=scored[lo], mode="lines", line=dict(width=0), fill="tonexty",
-                                     fillcolor=f"rgba(31,119,180,{alpha})", name=name))
-        fig.add_trace(go.Scatter(x=x, y=scored["q50"], mode="lines+markers", name="median", line=dict(color="#1f77b4")))
-    fig.add_trace(go.Scatter(x=x, y=scored["mean"], mode="lines+markers" if "q50" not in scored else "lines", name="mean",
+            traces.append(go.Scatter(x=x, y=scored[hi], mode="lines", line=dict(width=0), showlegend=False,
+                                     hoverinfo="skip", legendgroup=name))
+            traces.append(go.Scatter(x=x, y=scored[lo], mode="lines", line=dict(width=0), fill="tonexty",
+                                     fillcolor=f"rgba(31,119,180,{alpha})", name=name, legendgroup=name,
+                                     showlegend=legend))
+        traces.append(go.Scatter(x=x, y=scored["q50"], mode="lines+markers", name="median", legendgroup="median",
+                                 line=dict(color="#1f77b4"), showlegend=legend))
+    traces.append(go.Scatter(x=x, y=scored["mean"], mode="lines+markers" if "q50" not in scored else "lines",
+                             name="mean", legendgroup="mean", showlegend=legend,
                              line=dict(color="#1f77b4", dash="dot" if "q50" in scored else None)))
     for source in (trainer.columns if trainer is not None else []):
         label, colour = TRAINER_STYLE.get(source, (source, "#7f7f7f"))
         values = trainer[source].dropna()
-        fig.add_trace(go.Scatter(x=values.index.tolist(), y=values.tolist(), mode="lines", name=label,
-                                 line=dict(color=colour, dash="dash")))
+        traces.append(go.Scatter(x=values.index.tolist(), y=values.tolist(), mode="lines", name=label,
+                                 legendgroup=label, showlegend=legend, line=dict(color=colour, dash="dash")))
+    return traces
+
+
+def band_curves(scored: pd.DataFrame, trainer: pd.DataFrame | None, title: str) -> go.Figure:
+    """Mean and median over steps with 10–90 % and 25–75 % quantile bands (`scored`: index step,
+    columns mean/q10…q90); the trainer's logged values dashed on top (`trainer`: step × source)."""
+    fig = go.Figure(_band_traces(scored, trainer, legend=True))
     fig.update_layout(title=title, xaxis_title="step (reference at 0)", height=320, **LAYOUT)
+    return fig
+
+
+def band_grid(panels: list[tuple[str, pd.DataFrame, pd.DataFrame | None]], cols: int = 2) -> go.Figure:
+    """`band_curves` for several quantities as one figure of subplots (title, scored, trainer) — one
+    chart for the browser to mount instead of one per quantity, which is what made the page slow."""
+    from plotly.subplots import make_subplots
+
+    rows = -(-len(panels) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels], vertical_spacing=0.3 / rows,
+                        horizontal_spacing=0.08)
+    seen: set[str] = set()
+    for i, (_, scored, trainer) in enumerate(panels):
+        for trace in _band_traces(scored, trainer, legend=True):
+            trace.showlegend = trace.showlegend is not False and trace.legendgroup not in seen
+            if trace.showlegend:
+                seen.add(trace.legendgroup)
+            fig.add_trace(trace, row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="step", row=rows)
+    fig.update_layout(height=280 * rows + 80, **LAYOUT | {"legend": dict(orientation="h", y=-0.06 * 4 / rows)})
     return fig
 
 

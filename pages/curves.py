@@ -25,15 +25,13 @@ show_trainer = overlay and has_log and aggregation == "sum"
 
 st.caption("Bands: 10–90 % and 25–75 % of pairs at each checkpoint; solid: median; dotted: mean; the reference "
            "at step 0. Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too.")
-left, right = st.columns(2)
-i = 0
+panels = []
 for metric, title in views.CURVE_QUANTITIES.items():
     scored, trainer = data.curve_frame(v.root, v.run, v.ver, aggregation, metric)
-    if scored.empty or "mean" not in scored or scored["mean"].isna().all():
-        continue
-    with (left if i % 2 == 0 else right):
-        st.plotly_chart(figures.band_curves(scored, trainer if show_trainer else None, title), key=f"curve-{metric}")
-    i += 1
+    if not (scored.empty or "mean" not in scored or scored["mean"].isna().all()):
+        panels.append((title, scored, trainer if show_trainer else None))
+if panels:
+    st.plotly_chart(figures.band_grid(panels), key="curves-grid")
 
 shares = {m: data.curve_frame(v.root, v.run, v.ver, aggregation, m) for m in views.SHARE_QUANTITIES}
 shares = {m: (s, t if show_trainer else None) for m, (s, t) in shares.items()}
