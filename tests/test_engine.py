@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from naive import naive_did_entropy, naive_logp_sum, naive_token_logps
 
 from did_core import engine
 from did_core.engine import PairScores, score_batch_models
 from did_core.logprobs import did_entropy, did_entropy_from_logits, segment_sums, token_logprobs
 from did_core.tiny import tiny_gpt2, tiny_llama
-from tests.naive import naive_did_entropy, naive_logp_sum, naive_token_logps
 
 TOL = 1e-4  # nats per sequence
 
