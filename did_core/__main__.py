@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--token-level", action=argparse.BooleanOptionalAction, default=True,
                    help="compute per-token DID entropy (default: on)")
-    s.add_argument("--token-budget", type=int, default=8192, help="padded tokens per forward batch")
+    s.add_argument("--token-budget", type=int, default=None,
+                   help="padded tokens per forward batch (default: 512 on CPU, 16384 on CUDA)")
     s.add_argument("--column-map", default=None, help='JSON rename map, e.g. \'{"question": "prompt"}\'')
     s.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (unsafe)")
     s.add_argument("--trust-remote-code", action="store_true", help="run model code from the model dir (unsafe)")

@@ -24,8 +24,9 @@ class ScoreSettings:
     """`auto` picks cuda when available, else cpu."""
     token_level: bool = True
     """Compute per-token DID entropy (estimator 1) for every policy."""
-    token_budget: int = 8192
-    """Padded tokens per forward batch; halved automatically on out-of-memory."""
+    token_budget: int | None = None
+    """Padded tokens per forward batch; halved automatically on out-of-memory. None: 512 on CPU (larger
+    batches were slower there: bench/score_bench.py), 16384 on CUDA."""
     limit: int | None = None
     """Score only the first N pairs of the dataset."""
     allow_pickle: bool = False
@@ -42,10 +43,16 @@ class ScoreSettings:
             raise ValueError(f"dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto|cpu|cuda, got {self.device!r}")
-        if self.token_budget < 16:
+        if self.token_budget is not None and self.token_budget < 16:
             raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+    def budget_for(self, device_type: str) -> int:
+        """The token budget to use on a device of this type ("cpu" or "cuda")."""
+        if self.token_budget is not None:
+            return self.token_budget
+        return 512 if device_type == "cpu" else 16384
 
     @property
     def resolved_dtype(self) -> str:

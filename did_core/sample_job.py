@@ -90,7 +90,7 @@ def run_sample(workspace: str | Path, run: str, *, models: list[str] | None = No
     reference, tokenizer = load_model(ModelSpec(ref_entry["name"], ref_entry["path"], "reference"), settings)
     pair_ids, prompts = _prompt_ids(ws, run, manifest, tokenizer, sample.limit)
     device = resolve_device(settings)
-    scorer = engine_scorer(token_budget=settings.token_budget, device=device,
+    scorer = engine_scorer(token_budget=settings.budget_for(device.type), device=device,
                            dtype=settings.resolved_dtype)
     entries = list(manifest.get("samples", []))
     for i, name in enumerate(names):

@@ -219,7 +219,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
             base = finished
             ref_scores, pol_scores = score_batch_models(
                 ref_model, [models[i] for i in need], chunk_pairs, token_level=settings.token_level,
-                score_reference=score_ref, token_budget=settings.token_budget, device=device, dtype=dtype,
+                score_reference=score_ref, token_budget=settings.budget_for(device.type), device=device, dtype=dtype,
                 progress=(lambda n, base=base: say("score", base + n, total_pairs)) if world == 1 else None)
             result = (mine, score_ref, ref_scores, need, pol_scores)
         results = _gather(result, rank, world)
@@ -273,11 +273,12 @@ def reduced_precision_error(ref_spec: ModelSpec, spec: ModelSpec, sample: Sequen
     Errors are |ℓ − ℓ_fp32| of each response's log-prob and |d − d_fp32| of its log-ratio d = ℓ_π − ℓ_ref.
     """
     fp32 = replace(settings, dtype="float32")
+    device = resolve_device(settings)
     ref_model, _ = load_model(ref_spec, fp32)
     model, _ = load_model(spec, fp32)
     ref_scores, (pol_scores,) = score_batch_models(
-        ref_model, [model], sample, token_level=False, score_reference=True, token_budget=settings.token_budget,
-        device=resolve_device(settings), dtype=torch.float32)
+        ref_model, [model], sample, token_level=False, score_reference=True,
+        token_budget=settings.budget_for(device.type), device=device, dtype=torch.float32)
     ids = [p.pair_id for p in sample]
     stored_ref = ref_store.read_pairs().set_index("pair_id").loc[ids]
     stored_pol = pol_store.read_pairs().set_index("pair_id").loc[ids]
