@@ -67,7 +67,7 @@ def main() -> None:
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
                                        " || !document.querySelector('[data-testid=\"stStatusWidget\"]')"
                                        ".innerText.includes('Running')")
-                if stem == "lab":  # the exact lab computes after the sliders are drawn
+                if stem in ("lab", "curves"):  # charts arrive after the first widgets are drawn
                     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
                 page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
                                        ".every(c => c.querySelector('.main-svg'))")
