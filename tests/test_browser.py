@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,45 +21,19 @@ PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", 
          "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
         pytest.skip(f"chromium not found at {CHROMIUM}")
     pytest.importorskip("playwright.sync_api")
+    from streamlit_server import serve
+
     from did_core.synthetic_ws import make_synthetic_workspace
 
     ws = tmp_path_factory.mktemp("browser-ws")
     make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True)
-    port = _free_port()
-    env = {**os.environ, "DID_WORKSPACE": str(ws), "DID_AUTO_DEMO": "0"}
-    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("streamlit did not start")
+    with serve(ws) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
