@@ -179,10 +179,11 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     chunk_size = _chunk_size()
     # The chunk size fixes which pairs form chunk c, so resuming needs the same one: key on it too.
     fields = settings.fingerprint_fields() | {"chunk_size": chunk_size}
-    ref_fp = fingerprint("reference", pdata.fingerprint, model_fingerprint(ref_spec.path), tok_fp,
+    ref_model_fp = model_fingerprint(ref_spec.path)
+    pol_model_fps = [model_fingerprint(s.path) for s in specs]
+    ref_fp = fingerprint("reference", pdata.fingerprint, ref_model_fp, tok_fp,
                          {k: v for k, v in fields.items() if k != "token_level"})
-    pol_fps = [fingerprint("policy", pdata.fingerprint, model_fingerprint(s.path), tok_fp, fields, ref_fp)
-               for s in specs]
+    pol_fps = [fingerprint("policy", pdata.fingerprint, mfp, tok_fp, fields, ref_fp) for mfp in pol_model_fps]
 
     n_chunks = max(1, -(-len(pairs) // chunk_size))
     chunks_computed = 0
@@ -193,10 +194,10 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": chunk_size,
               "n_chunks": n_chunks, "tokenizer": tok_fp}
     ref_store = ws.score_store(ref_fp, common | {"model": asdict(ref_spec), "reference_score": None,
-                                                 "model_fingerprint": model_fingerprint(ref_spec.path)})
+                                                 "model_fingerprint": ref_model_fp})
     pol_stores = [ws.score_store(fp, common | {"model": asdict(s), "reference_score": ref_fp,
-                                               "model_fingerprint": model_fingerprint(s.path)})
-                  for fp, s in zip(pol_fps, specs, strict=True)]
+                                               "model_fingerprint": mfp})
+                  for fp, s, mfp in zip(pol_fps, specs, pol_model_fps, strict=True)]
     pieces = _token_strings(tokenizer, pairs)
     device = resolve_device(settings)
     dtype = getattr(torch, settings.resolved_dtype)
