@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -15,23 +14,18 @@ from did_core import engine
 from did_core.engine import PairScores, score_batch_models
 from did_core.logprobs import did_entropy, did_entropy_from_logits, segment_sums, token_logprobs
 from did_core.tiny import tiny_gpt2, tiny_llama
+from did_core.tokenization import TokenizedPair
 
 TOL = 1e-4  # nats per sequence
 
 
-@dataclass(frozen=True)
-class Pair:
-    """Stand-in with TokenizedPair's fields (the engine duck-types it)."""
-
-    pair_id: str
-    prompt_ids: tuple[int, ...]
-    chosen_ids: tuple[int, ...]
-    rejected_ids: tuple[int, ...]
-    chosen_dropped: int = 0
-    rejected_dropped: int = 0
+def Pair(pair_id: str, prompt_ids: tuple[int, ...], chosen_ids: tuple[int, ...], rejected_ids: tuple[int, ...],
+         chosen_dropped: int = 0, rejected_dropped: int = 0) -> TokenizedPair:  # noqa: N802 - reads as a type
+    """The real TokenizedPair, with nothing truncated unless said."""
+    return TokenizedPair(pair_id, prompt_ids, chosen_ids, rejected_ids, chosen_dropped, rejected_dropped)
 
 
-def make_pairs(tokenizer, n_random: int = 14, seed: int = 0) -> list[Pair]:
+def make_pairs(tokenizer, n_random: int = 14, seed: int = 0) -> list[TokenizedPair]:
     """Text pairs through the local tokenizer, plus random-length edge cases."""
     enc = tokenizer.encode
     eos = tokenizer.eos_token_id
