@@ -44,18 +44,19 @@ def ensure_router() -> None:
 
     Streamlit 1.67 treats a `pages/` folder beside the entrypoint as a v1 multipage app until the
     entrypoint calls `st.navigation`: a server's first visit straight to `/example?...` would run
-    pages/example.py alone (no page config, a file-name menu). Each page calls this first. On a
-    session's first run (a page load, so no button press can be lost) it switches to v2 and
-    reruns, which runs app.py and then this page again (url paths equal the file names). AppTest
-    resets the flag before every run; there the session has been routed already, so the page
-    just runs (a rerun would drop the button press being tested).
+    pages/example.py alone (no page config, a file-name menu). Each page calls this first. The
+    switch is per process, but each session that started under it was sent the v1 menu: so any
+    session not yet through app.py (ROUTED unset: its first run, a page load, so no button press
+    can be lost) reruns, which runs app.py and then this page again (url paths equal the file
+    names), even when another session flipped the switch meanwhile (tests/test_browser.py
+    opens several deep links at once on a fresh server). Under app.py, ROUTED is set before the
+    page runs, so the page just runs.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if not st.session_state.get(ROUTED):
-            st.rerun()
+    PagesManager.uses_pages_directory = False
+    if not st.session_state.get(ROUTED):
+        st.rerun()
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,31 @@ def test_every_page_opens_without_an_exception(server, page):
         _settle(page, title)
         _no_exception(page, path)
         page.screenshot(path=str(ARTIFACTS / f"{path}.png"), full_page=False)
+
+
+def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
+    """Several sessions whose first request is a deep link, at once, on a fresh server: every one ends
+    up under app.py's router (its navigation, not Streamlit's file-name menu of pages/), whichever
+    session flips Streamlit's pages-directory switch first."""
+    from streamlit_server import serve
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    make_synthetic_workspace(tmp_path / "ws", n_pairs=50, n_checkpoints=2, seed=2)
+    browser = page.context.browser  # the module's browser: one Playwright per thread
+    links = ["example?run=synthetic&example=3", "margins", "curves", "example?run=synthetic&example=5", "entropy",
+             "compare"]
+    with serve(tmp_path / "ws") as url:
+        contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in links]
+        pages = [ctx.new_page() for ctx in contexts]
+        for pg, link in zip(pages, links, strict=True):
+            pg.goto(f"{url}/{link}", wait_until="commit")
+        for pg, link in zip(pages, links, strict=True):
+            pg.set_default_timeout(60_000)
+            _settle(pg, PAGES[link.split("?")[0]])
+            _no_exception(pg, link)
+            nav = pg.locator('[data-testid="stSidebarNav"]')
+            nav.get_by_text("Synthetic lab", exact=True).wait_for()
+            assert "Training curves" in nav.inner_text(), f"{link}: {nav.inner_text()}"
+        for ctx in contexts:
+            ctx.close()
