@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -33,6 +34,22 @@ def test_job_runs_in_background_with_progress_and_exit_status(tmp_path):
     assert info.status == "done" and (info.stage, info.done, info.total) == ("score", 3, 4)
     assert "hello" in info.log_tail and info.error is None
     assert [j.id for j in jobs.list_jobs(tmp_path)] == [job_id]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+@pytest.mark.parametrize("nice", [None, "7"])
+def test_job_runs_as_a_background_batch_task(tmp_path, monkeypatch, nice):
+    """The command runs under SCHED_IDLE (it yields whenever the dashboard wants a core), or at the
+    niceness DID_JOB_NICE asks for; the server itself keeps its own priority."""
+    if nice is None:
+        monkeypatch.delenv("DID_JOB_NICE", raising=False)
+    else:
+        monkeypatch.setenv("DID_JOB_NICE", nice)
+    code = "import os; print('sched', os.sched_getscheduler(0), 'nice', os.nice(0))"
+    info = _wait(tmp_path, jobs.start(tmp_path, [sys.executable, "-c", code]))
+    want = f"sched {os.SCHED_IDLE} nice {os.nice(0)}" if nice is None else f"sched {os.SCHED_OTHER} nice {os.nice(0) + 7}"
+    assert info.status == "done" and want in info.log_tail, info.log_tail
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_failed_job_reports_the_error_line(tmp_path):
@@ -129,3 +146,21 @@ def test_names_from_data_are_literal_in_markdown():
     assert md_literal("[x](javascript:alert(1))") == "\\[x\\]\\(javascript\\:alert\\(1\\)\\)"
     assert md_literal("**bold** `code` <b>") == "\\*\\*bold\\*\\* \\`code\\` \\<b\\>"
     assert md_literal("a\nb") == "a b"
+
+
+@pytest.mark.parametrize("n", [10, 2000])
+def test_pair_scatter_draws_every_pair_with_its_id(n):
+    """One point per pair, its id first in customdata (what a selection hands to the inspector); SVG
+    up to figures.SVG_MAX_POINTS points, WebGL above."""
+    from did_ui import figures
+
+    rng = np.random.default_rng(n)
+    rows = pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "m_ref": rng.normal(size=n), "m": rng.normal(size=n),
+                         "reward_margin": rng.normal(size=n)})
+    fig = figures.pair_scatter(rows, "m_ref", "m", "t", "M_ref", "M", colour="reward_margin")
+    points = fig.data[0]
+    assert points.type == ("scatter" if n <= figures.SVG_MAX_POINTS else "scattergl")
+    assert [c[0] for c in points.customdata] == rows["pair_id"].tolist()
+    np.testing.assert_array_equal(points.x, rows["m_ref"])
+    np.testing.assert_array_equal(points.y, rows["m"])
+    assert fig.data[1].name == "y = x"
