@@ -17,7 +17,7 @@ data.warm_up(data.workspace_root())
 st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 
 explore = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs", default=True),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True),  # at "/" (only)
     st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:", url_path="curves"),
     st.Page("pages/margins.py", title="Log-margins", icon=":material/scatter_plot:", url_path="margins"),
     st.Page("pages/entropy.py", title="DID entropy", icon=":material/bar_chart:", url_path="entropy"),
