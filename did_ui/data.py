@@ -28,13 +28,23 @@ def workspace_root() -> str:
 
 
 def version(root: str) -> str:
-    """A cheap token that changes whenever a run is added, removed or rewritten."""
+    """A cheap token that changes whenever a run is added, removed or rewritten (keys the run list)."""
     runs = Path(root) / "runs"
     try:
         parts = sorted(f"{p.name}:{(p / 'run.json').stat().st_mtime_ns}" for p in runs.iterdir() if (p / "run.json").is_file())
     except OSError:
         return "none"
     return "|".join(parts) or "empty"
+
+
+def run_version(root: str, run: str) -> str:
+    """A cheap token that changes whenever this run is rewritten: every writer (score, sample) replaces
+    its run.json last. It keys the run's cached views, so scoring one run leaves every other run's
+    views cached."""
+    try:
+        return str((Path(root) / "runs" / run / "run.json").stat().st_mtime_ns)
+    except OSError:
+        return "none"
 
 
 def core_available() -> bool:
@@ -301,8 +311,8 @@ def warm_up(root: str) -> None:
 
 def _warm(root: str) -> None:
     try:
-        ver = version(root)
-        for run in run_names(root, ver)[:1]:
+        for run in run_names(root, version(root))[:1]:
+            ver = run_version(root, run)
             ckpts = checkpoints(root, run, ver)
             summary(root, run, ver)
             for metric in (*views.CURVE_QUANTITIES, *views.SHARE_QUANTITIES):
@@ -324,8 +334,3 @@ def _warm(root: str) -> None:
         lab(tuple((k, v) for k, v in views.LAB_DEFAULTS.items()))
     except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open
         _warming.discard(root)
-
-
-def clear() -> None:
-    """Forget every cached table (after a job finishes or the workspace changes)."""
-    st.cache_data.clear()

@@ -89,16 +89,17 @@ def view(need_a: bool = False) -> View | None:
     """Resolve run / checkpoint / example from the URL (then the session), draw the sidebar
     pickers, write the choice back to the URL; None (with an empty state drawn) when there are no runs."""
     root = data.workspace_root()
-    ver = data.version(root)
-    runs = data.run_names(root, ver)
+    runs = data.run_names(root, data.version(root))
     if not runs:
         no_runs(root)
         return None
     remembered = st.session_state.setdefault(_REMEMBER, {})
     state = selection.resolve_state(st.query_params.to_dict(), remembered, runs,
-                                    lambda r: data.checkpoints(root, r, ver), lambda r: data.pair_ids(root, r, ver))
+                                    lambda r: data.checkpoints(root, r, data.run_version(root, r)),
+                                    lambda r: data.pair_ids(root, r, data.run_version(root, r)))
     run = _pick("Run", "pick_run", "run", runs, state.run)
     assert run is not None
+    ver = data.run_version(root, run)
     ckpts = data.checkpoints(root, run, ver)
     a = _pick("Compare from checkpoint A", "pick_a", "a", ckpts, state.a) if need_a else None
     ckpt = _pick("Checkpoint" + (" B" if need_a else ""), "pick_ckpt", "ckpt", ckpts, state.ckpt)
@@ -185,8 +186,7 @@ def job_panel(root: str, job_id: str) -> None:
     with st.expander("Log"):
         st.code(job.log_tail or "(no output yet)", language=None)
     seen = st.session_state.setdefault("_did_jobs_seen", {})
-    if seen.get(job.id) == "running" and job.status == "done":
-        data.clear()
+    if seen.get(job.id) == "running" and job.status == "done":  # its run.json is new: the views re-read it
         seen[job.id] = job.status
         st.rerun(scope="app")
     seen[job.id] = job.status

@@ -9,8 +9,7 @@ from did_ui import data, widgets
 widgets.ensure_router()
 st.title("Runs")
 root = data.workspace_root()
-ver = data.version(root)
-runs = data.run_names(root, ver)
+runs = data.run_names(root, data.version(root))
 if not runs:
     widgets.demo_panel(root)
     st.stop()
@@ -20,8 +19,8 @@ assert v is not None
 
 overview = []
 for name in runs:
-    m = data.run_manifest(root, name, ver)
-    s = data.summary(root, name, ver)
+    m = data.run_manifest(root, name, data.run_version(root, name))
+    s = data.summary(root, name, data.run_version(root, name))
     overview.append({
         "run": name, "dataset": m.get("dataset", {}).get("source"), "pairs": m.get("dataset", {}).get("n_pairs"),
         "reference": m.get("reference", {}).get("name"), "β": m.get("beta"), "checkpoints": len(s),
@@ -36,7 +35,7 @@ st.dataframe(overview, hide_index=True, column_config={
 st.subheader(f"Checkpoints of {widgets.md_literal(v.run)}")
 st.caption("Accuracy: share of pairs with M_π > M_ref. Displaced: both d(y_w) < 0 and d(y_l) < 0 "
            "(chosen and rejected likelihoods both fell). DID entropy: token-level estimator, mean over tokens.")
-summary = data.summary(root, v.run, ver)
+summary = data.summary(root, v.run, v.ver)
 pct = st.column_config.ProgressColumn
 st.dataframe(summary, hide_index=True, column_config={
     "accuracy": pct("accuracy", format="%.3f", min_value=0, max_value=1),
