@@ -1,20 +1,31 @@
-"""Load test (issue 6): three headless Chromium sessions open every dashboard page, over and over,
-while a scoring job runs in the same workspace. Target: every page opens in under 2 s.
+"""Load test (issue 6): three headless Chromium sessions work in the dashboard while a scoring job
+runs in the same workspace. Target: every page opens in under 2 s.
 
-    python bench/load_test.py [--sessions 3] [--rounds 4] [--pairs 2000] [--checkpoints 4] [--score-pairs 3000]
+    python bench/load_test.py                      # users: 1-3 s between page opens
+    python bench/load_test.py --think 0 0          # stress: no pause at all
+    python bench/load_test.py --no-job             # control: the same without the scoring job
 
-The workspace holds a synthetic run (`--pairs` pairs × `--checkpoints` checkpoints, through the real
+The workspace holds a synthetic run (`--pairs` pairs x `--checkpoints` checkpoints, through the real
 writers) and a scoring job on tests/cli_world.py's tiny world (`--score-pairs` pairs), started through
-the dashboard's own job launcher so the Score page shows it running; it is restarted on a fresh
-copy of the data if it ends before the sessions do. A page open is timed from `page.goto` until the
-page's title is shown, Streamlit reports the script run finished (`data-test-script-state` is
-`notRunning`) and no exception element is on the page. The first round (cold caches) is reported
-apart; medians and maxima are over the later rounds of all sessions.
+the dashboard's own job launcher (so at its priority, and the Score page shows it running); it is
+restarted on fresh data whenever it ends before the sessions do.
+
+Sessions start `--stagger` s apart. Each loads the app at a deep link to an example (a full page
+load), then, round after round, opens every page in a random order: by a click on its sidebar link
+(how users move between pages), or, for a `--reload-share` of the opens, by a full load of the
+page's address. A pause drawn from `--think LO HI` seconds comes before each open. An open is timed
+from the click (or `page.goto`) until the page is drawn: its title shown, Streamlit's script run
+finished, no lazily loaded element left as a skeleton, every Plotly chart drawn (DRAWN), and then
+checked for exception elements. The target is held on every page opened by a click within a session after
+its first round (the server's caches cold for that view); full page loads, the first visit to the
+freshly started server and each new browser's first load are reported beside it, with medians,
+90th percentiles and maxima. The exit status is 0 when the target holds and nothing failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -28,18 +39,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 CHROMIUM = os.environ.get("DID_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-quic", "--disable-dev-shm-usage"]
 PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", "entropy": "DID entropy",
          "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
-READY = ("() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
-         " return app && app.getAttribute('data-test-script-state') === 'notRunning'; }")
+NAV = {title: title for title in PAGES.values()} | {"Compare checkpoints": "Compare"}  # heading -> sidebar label
+DRAWN = """(title) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (![...document.querySelectorAll('h1')].some(h => h.innerText.trim() === title)) return false;
+  if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+  for (const c of document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+    if (!c.querySelector('.main-svg')) return false;
+  return true; }"""
+"""The page is drawn: the script run has finished, the page's title is shown, no lazily loaded element
+(chart, table) is still a skeleton placeholder, and every Plotly chart has its SVG. Checked every
+POLL_MS, not on every animation frame, so that the measuring does not itself keep the browsers busy."""
+POLL_MS = 50
 
 
-def open_page(page, url: str, title: str) -> float:
-    """Seconds from navigation until the page's script run has finished, its title shown, no exception."""
+def open_page(page, title: str, url: str | None = None) -> float:
+    """Seconds from navigation until the page is drawn (see DRAWN), with no exception on it:
+    `url` given: a full load of that address (the browser reloads the app); otherwise a click on the
+    page's link in the sidebar, as a user moves between pages."""
     t0 = time.perf_counter()
-    page.goto(url, wait_until="commit")
-    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
-    page.wait_for_function(READY, timeout=60_000)
+    if url is not None:
+        page.goto(url, wait_until="commit")
+    else:
+        page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=NAV[title]).first.click()
+    page.wait_for_function(DRAWN, arg=title, polling=POLL_MS, timeout=60_000)
     elapsed = time.perf_counter() - t0
     errors = page.locator('[data-testid="stException"]')
     if errors.count():
@@ -47,52 +75,95 @@ def open_page(page, url: str, title: str) -> float:
     return elapsed
 
 
-def session(k: int, base: str, rounds: int, times: dict, failures: list, seed: int) -> None:
+def session(k: int, base: str, a: argparse.Namespace, times: dict, failures: list) -> None:
+    """One user: load the app at a deep link, then open every page once a round in a random order."""
     from playwright.sync_api import sync_playwright
 
-    rng = random.Random(seed + k)
+    rng = random.Random(a.seed + k)
+    time.sleep(k * a.stagger)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for r in range(rounds):
+
+        def deep_link(name: str) -> str:
+            return f"{base}/{'' if name == 'runs' else name}" + (f"?run=synthetic&ckpt=checkpoint-200&example={rng.randrange(100)}"
+                                       if name == "example" else "")
+
+        def timed(key: tuple, title: str, url: str | None, where: str) -> bool:
+            try:
+                started = time.time()
+                elapsed = open_page(page, title, url)
+                times.setdefault(key, []).append(elapsed)
+                times.setdefault("log", []).append((started, k, key, elapsed))
+                return True
+            except Exception as e:  # noqa: BLE001 — report, keep loading the server
+                shot = Path(tempfile.gettempdir()) / f"did-load-failure-{where.replace(' ', '-')}.png"
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(shot))
+                failures.append(f"{where}: {type(e).__name__}: {str(e)[:300]} (screenshot {shot})")
+                return False
+
+        if not timed(("first visit" if k == 0 else "app load", "full"), "Example", deep_link("example"),
+                     f"session {k} app load"):
+            return
+        for r in range(a.rounds):
             order = list(PAGES)
             rng.shuffle(order)
             for name in order:
-                url = f"{base}/{name}"
-                if name == "example":
-                    url += f"?run=synthetic&ckpt=checkpoint-200&example={rng.randrange(100)}"
-                try:
-                    times.setdefault((name, r == 0), []).append(open_page(page, url, PAGES[name]))
-                except Exception as e:  # noqa: BLE001 — report, keep loading the server
-                    failures.append(f"session {k} round {r} {name}: {type(e).__name__}: {str(e)[:300]}")
+                time.sleep(rng.uniform(*a.think))
+                full = rng.random() < a.reload_share
+                timed((name, "full" if full else "click", r == 0), PAGES[name], deep_link(name) if full else None,
+                      f"session {k} round {r} {name}")
         browser.close()
+
+
+def fresh_pairs(path: Path, n: int, seed: int) -> Path:
+    """New pairs for a restarted job; each prompt ends in '?' so that no prompt can merge whole into its
+    response's first token (tests/cli_world.py's tokenizer merges 't'+'h'+'e'; the scorer rejects such
+    a pair, rightly)."""
+    import json
+
+    from cli_world import write_pairs
+
+    rows = [json.loads(line) for line in write_pairs(path, n, seed=seed).read_text().splitlines()]
+    path.write_text("".join(json.dumps(r | {"prompt": r["prompt"] + "?"}) + "\n" for r in rows))
+    return path
 
 
 def keep_scoring(ws: Path, world_root: Path, score_pairs: int, stop: threading.Event, log: dict) -> None:
     """Keep one scoring job running in `ws` (via did_ui.jobs, as the Score page starts it)."""
-    from cli_world import build_world, write_pairs
+    from cli_world import build_world
 
     from did_ui import jobs
 
     world = build_world(world_root, n_pairs=score_pairs)
     n = 0
     while not stop.is_set():
-        data = world["data"] if n == 0 else write_pairs(world_root / f"pairs{n}.jsonl", score_pairs, seed=n)
+        data = world["data"] if n == 0 else fresh_pairs(world_root / f"pairs{n}.jsonl", score_pairs, seed=n)
         argv = jobs.score_argv(str(data), str(world["ref"]), workspace=str(ws), run_dir=str(world["run"]))
         job_id = jobs.start(ws, argv, kind="score")
         log.setdefault("jobs", []).append(job_id)
+        log.setdefault("starts", []).append(time.time())
         while not stop.is_set():
             info = jobs.info(ws, job_id)
             if info is None or info.status != "running":
                 log.setdefault("ended", []).append((job_id, info.status if info else "?", time.time()))
+                if info is not None and info.status == "failed":
+                    log.setdefault("errors", []).append(f"{job_id}: {info.error}")
                 break
             log["last_progress"] = (info.stage, info.done, info.total)
             time.sleep(0.5)
         n += 1
     for job_id in log.get("jobs", []):
         jobs.cancel(ws, job_id)
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _max(xs: list[float]) -> float:
+    return max(xs) if xs else float("nan")
 
 
 def main() -> int:
@@ -104,6 +175,11 @@ def main() -> int:
     ap.add_argument("--score-pairs", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-job", action="store_true", help="control: no scoring job running")
+    ap.add_argument("--think", type=float, nargs=2, default=[1.0, 3.0], metavar=("LO", "HI"),
+                    help="pause before each page open, drawn uniformly from [LO, HI] seconds")
+    ap.add_argument("--reload-share", type=float, default=0.125,
+                    help="share of page opens done by a full load of the page's address instead of a click")
+    ap.add_argument("--stagger", type=float, default=3.0, help="seconds between the sessions' starts")
     a = ap.parse_args()
     if not Path(CHROMIUM).exists():
         print(f"chromium not found at {CHROMIUM}", file=sys.stderr)
@@ -129,11 +205,12 @@ def main() -> int:
             while not a.no_job and job_log.get("last_progress", (None,))[0] != "score" and time.time() < deadline:
                 time.sleep(0.5)  # start measuring once the job is past its imports
             print(f"scoring job running: {job_log.get('last_progress')}; {a.sessions} sessions x {a.rounds} rounds "
-                  f"x {len(PAGES)} pages")
+                  f"x {len(PAGES)} pages, {a.reload_share:.0%} by full load, pause {a.think[0]:g}-{a.think[1]:g} s, "
+                  f"sessions {a.stagger:g} s apart")
             times: dict = {}
             failures: list[str] = []
             t0 = time.perf_counter()
-            threads = [threading.Thread(target=session, args=(k, base, a.rounds, times, failures, a.seed))
+            threads = [threading.Thread(target=session, args=(k, base, a, times, failures))
                        for k in range(a.sessions)]
             for t in threads:
                 t.start()
@@ -147,22 +224,46 @@ def main() -> int:
     print(f"sessions ran {wall:.0f} s; scoring job last seen at {progress}; jobs started {len(job_log.get('jobs', []))}, "
           f"ended {len(job_log.get('ended', []))} ({', '.join(e[1] for e in job_log.get('ended', [])) or '-'}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'page':<10} {'cold median':>11} {'cold max':>9} {'n':>4} {'median (s)':>10} {'p90 (s)':>8} {'max (s)':>8}  < 2 s")
-    worst = 0.0
+    print(f"{'page':<11} {'open by':<7} {'first round: n':>14} {'median':>7} {'max':>6} | {'later: n':>8} {'median':>7} "
+          f"{'p90':>6} {'max (s)':>7}  < 2 s")
+    for name, note in (("first visit", "a fresh server (imports, cold caches) and a new browser profile"),
+                       ("app load", "a new browser profile: compiles Streamlit's and Plotly's JavaScript")):
+        got = sorted(times.get((name, "full"), []))
+        if got:
+            print(f"{name:<11} {'full':<7} {len(got):>14} {statistics.median(got):>7.2f} {got[-1]:>6.2f} | {note}")
+    later: dict[str, list[float]] = {"click": [], "full": []}
     for name in PAGES:
-        cold, warm = times.get((name, True), []), sorted(times.get((name, False), []))
-        if not warm:
-            print(f"{name:<10} no measurements")
-            continue
-        p90 = warm[min(len(warm) - 1, int(0.9 * len(warm)))]
-        worst = max(worst, warm[-1])
-        print(f"{name:<10} {statistics.median(cold) if cold else float('nan'):>11.2f} {max(cold or [float('nan')]):>9.2f} "
-              f"{len(warm):>4} {statistics.median(warm):>10.2f} {p90:>8.2f} {warm[-1]:>8.2f}  "
-              f"{'yes' if warm[-1] < 2 else 'NO'}")
+        for how in ("click", "full"):
+            cold, warm = sorted(times.get((name, how, True), [])), sorted(times.get((name, how, False), []))
+            if not (cold or warm):
+                continue
+            line = f"{name:<11} {how:<7} {len(cold):>14} {_med(cold):>7.2f} {_max(cold):>6.2f} | {len(warm):>8} "
+            if warm:
+                later[how] += warm
+                p90 = warm[min(len(warm) - 1, int(0.9 * len(warm)))]
+                line += f"{_med(warm):>7.2f} {p90:>6.2f} {warm[-1]:>7.2f}  {'yes' if warm[-1] < 2 else 'NO'}"
+            print(line)
+    t_first = min((e[0] for e in times.get("log", [])), default=0.0)
+    for started, k, key, elapsed in sorted(times.get("log", [])):
+        if elapsed >= 2 and key[0] not in ("first visit", "app load"):
+            since = [started - t for t in job_log.get("starts", []) if t <= started]
+            print(f"slow: at {started - t_first:5.1f} s session {k} {key[0]} by {key[1]} "
+                  f"{'first round' if key[2] else 'later'}: {elapsed:.2f} s"
+                  + (f" ({min(since):.1f} s after a job (re)start)" if since else ""))
     for f in failures:
         print("FAILED", f)
-    ok = worst < 2 and not failures
-    print(f"every page under 2 s (after the cold round): {'yes' if ok else 'NO'} (worst {worst:.2f} s)")
+    for e in job_log.get("errors", []):
+        print("JOB FAILED", e)
+        failures.append(e)
+    for how, label in (("full", "full page loads (address bar, deep link; browser caches warm)"),
+                       ("click", "page opens in a session (sidebar clicks)")):
+        got = sorted(later[how])
+        if got:
+            print(f"{label}, later rounds: {len(got)} opens, median {_med(got):.2f} s, max {got[-1]:.2f} s, "
+                  f"{sum(t < 2 for t in got)}/{len(got)} under 2 s")
+    clicks = later["click"]
+    ok = bool(clicks) and max(clicks) < 2 and not failures
+    print(f"every page opened by a click in a session (later rounds) under 2 s: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 
 
