@@ -19,8 +19,8 @@ assert v is not None
 
 overview = []
 for name in runs:
-    m = data.run_manifest(root, name, data.run_version(root, name))
-    s = data.summary(root, name, data.run_version(root, name))
+    rver = data.run_version(root, name)
+    m, s = data.run_manifest(root, name, rver), data.summary(root, name, rver)
     overview.append({
         "run": name, "dataset": m.get("dataset", {}).get("source"), "pairs": m.get("dataset", {}).get("n_pairs"),
         "reference": m.get("reference", {}).get("name"), "β": m.get("beta"), "checkpoints": len(s),
