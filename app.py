@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, widgets
+from did_ui import data, jobs, widgets
 
 st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
 data.warm_up(data.workspace_root())
@@ -31,4 +31,5 @@ tools = [
 
 page = st.navigation({"Explore": explore, "Tools": tools})
 st.sidebar.caption("DID Explorer · [paper](https://arxiv.org/abs/2505.23761)")
-page.run()
+with jobs.foreground(data.workspace_root()):  # background jobs pause while this page is computed and drawn
+    page.run()

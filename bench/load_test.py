@@ -150,12 +150,21 @@ def keep_scoring(ws: Path, world_root: Path, score_pairs: int, stop: threading.E
                 log.setdefault("ended", []).append((job_id, info.status if info else "?", time.time()))
                 if info is not None and info.status == "failed":
                     log.setdefault("errors", []).append(f"{job_id}: {info.error}")
+                if info is not None and info.status == "done":
+                    log["scored"] = log.get("scored", 0) + (info.total or 0)
+                log["current"] = 0
                 break
             log["last_progress"] = (info.stage, info.done, info.total)
+            log["current"] = info.done if info.stage == "score" and info.done else 0
             time.sleep(0.5)
         n += 1
     for job_id in log.get("jobs", []):
         jobs.cancel(ws, job_id)
+
+
+def _scored(log: dict) -> int:
+    """Pairs the scoring jobs have scored so far: finished jobs' totals plus the running one's count."""
+    return log.get("scored", 0) + log.get("current", 0)
 
 
 def _med(xs: list[float]) -> float:
@@ -210,20 +219,27 @@ def main() -> int:
             times: dict = {}
             failures: list[str] = []
             t0 = time.perf_counter()
+            scored0 = _scored(job_log)
             threads = [threading.Thread(target=session, args=(k, base, a, times, failures))
                        for k in range(a.sessions)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            if not threads:  # --sessions 0: the job's rate on an idle dashboard
+                time.sleep(60)
             wall = time.perf_counter() - t0
             progress = job_log.get("last_progress")
+            scored = _scored(job_log) - scored0
         stop.set()
         if not a.no_job:
             scorer.join()
     print(f"sessions ran {wall:.0f} s; scoring job last seen at {progress}; jobs started {len(job_log.get('jobs', []))}, "
           f"ended {len(job_log.get('ended', []))} ({', '.join(e[1] for e in job_log.get('ended', [])) or '-'}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if not a.no_job:
+        print(f"the job scored {scored} pairs while the sessions ran: {scored / wall:.1f} pairs/s "
+              f"(--sessions 0 gives its rate on an idle dashboard)")
     print(f"{'page':<11} {'open by':<7} {'first round: n':>14} {'median':>7} {'max':>6} | {'later: n':>8} {'median':>7} "
           f"{'p90':>6} {'max (s)':>7}  < 2 s")
     for name, note in (("first visit", "a fresh server (imports, cold caches) and a new browser profile"),

@@ -9,8 +9,16 @@ A job is a folder `<workspace>/jobs/<id>/`:
     cancelled       present when the user pressed Cancel
 
 `start()` launches `python -m did_ui.jobs wrap <dir>` in its own session: that wrapper runs the
-argv (a list, never a shell), waits, and writes `rc`, so the status survives the Streamlit process.
-No streamlit import here: the wrapper runs without it.
+argv (a list, never a shell) in a process group of its own, waits, and writes `rc`, so the status
+survives the Streamlit process. No streamlit import here: the wrapper runs without it.
+
+Jobs yield to the dashboard. They run as background batch tasks (SCHED_IDLE), and on a machine
+without an NVIDIA GPU the wrapper also pauses its command (SIGSTOP/SIGCONT to its process group)
+while a page is being computed and drawn: app.py wraps every script run in `foreground()`, which
+keeps the workspace's `jobs/.drawing` marker's mtime in the future while a run lasts and sets it to
+the end time after; the job waits `yield_s` more (the browser drawing what the run sent). It never
+waits longer than `MAX_PAUSE_S` in one go before running `MIN_RUN_S` again, so browsing without a
+break slows a job but cannot stall it. `DID_JOB_YIELD_S` sets the wait (0: never pause).
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -222,7 +232,8 @@ def list_jobs(workspace: str | Path, kind: str | None = None) -> list[JobInfo]:
 
 
 def cancel(workspace: str | Path, job_id: str) -> bool:
-    """Stop a running job (SIGTERM to its process group). True when a signal was sent."""
+    """Stop a running job (SIGTERM to the wrapper's process group; the wrapper forwards it to the
+    command's, and wakes a paused command). True when a signal was sent."""
     job = info(workspace, job_id)
     if job is None or job.status != "running":
         return False
@@ -244,6 +255,58 @@ def restart(workspace: str | Path, job_id: str) -> str | None:
     return start(workspace, job.argv, kind=job.kind)
 
 
+DRAWING = ".drawing"
+"""`<workspace>/jobs/.drawing`: its mtime is when the dashboard's last script run ended (in the
+future while one runs)."""
+POLL_S = 0.05
+MAX_PAUSE_S = float(os.environ.get("DID_JOB_MAX_PAUSE_S", "5"))
+MIN_RUN_S = 1.0
+_HOLD_S = 60.0  # a script run still going after this long no longer holds jobs back
+_runs = 0
+_runs_lock = threading.Lock()
+
+
+def yield_seconds() -> float:
+    """How long a job waits after a script run before it runs again: `DID_JOB_YIELD_S`, else 1 s,
+    or 0 (never pause) on a machine with an NVIDIA GPU, where jobs keep the GPU busy, not the CPU."""
+    value = os.environ.get("DID_JOB_YIELD_S")
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value))
+    return 0.0 if Path("/dev/nvidiactl").exists() else 1.0
+
+
+@contextlib.contextmanager
+def foreground(workspace: str | Path) -> Iterator[None]:
+    """Around one script run of the dashboard (app.py): running jobs pause from its start until
+    `yield_seconds()` after the last concurrent run ends (see `_supervise`). Costs one utime call."""
+    global _runs
+    marker = jobs_dir(workspace) / DRAWING
+    with _runs_lock:
+        _runs += 1
+        _touch(marker, time.time() + _HOLD_S)
+    try:
+        yield
+    finally:
+        with _runs_lock:
+            _runs -= 1
+            if _runs == 0:
+                _touch(marker, time.time())
+
+
+def pages_running() -> int:
+    """How many of this server's script runs are in progress (see `foreground`)."""
+    return _runs
+
+
+def _touch(marker: Path, when: float) -> None:
+    if not marker.parent.is_dir():  # no job has ever run here: nothing to pause, and no folder to make
+        return
+    with contextlib.suppress(OSError):
+        marker.touch()
+        os.utime(marker, (when, when))
+
+
 def _lower_priority() -> None:
     """Scoring saturates every core. A job runs as a background batch task (Linux SCHED_IDLE, else
     nice 19): it gets every cycle the dashboard leaves idle and yields at once when a page is drawn
@@ -259,20 +322,52 @@ def _lower_priority() -> None:
 
 
 def _wrap(d: Path) -> int:
-    """Run the job's argv, logging to log.txt; write rc when it ends (also on SIGTERM)."""
+    """Run the job's argv in a process group of its own, logging to log.txt; pause it while the
+    dashboard draws (`_supervise`); write rc when it ends (also on SIGTERM, which it forwards)."""
     meta = json.loads((d / "job.json").read_text())
-    _lower_priority()
-    with (d / "log.txt").open("ab", buffering=0) as log:
-        child = subprocess.Popen(meta["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    with (d / "log.txt").open("ab", buffering=0) as log:  # the wrapper keeps its priority: it must act at once
+        child = subprocess.Popen(meta["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 process_group=0, preexec_fn=_lower_priority)  # noqa: PLW1509 — single-threaded here
 
         def forward(signum: int, _frame: object) -> None:
-            child.send_signal(signum)
+            _signal_group(child.pid, signum)
+            _signal_group(child.pid, signal.SIGCONT)  # a paused command must run to act on it
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        rc = child.wait()
+        rc = _supervise(child, d.parent / DRAWING, yield_seconds())
     _write_atomic(d / "rc", str(rc))
     return rc
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float) -> int:
+    """Wait for `child`; while the dashboard draws (`drawing`'s mtime + `yield_s` is in the future),
+    keep its process group stopped, at most MAX_PAUSE_S at a time, then let it run MIN_RUN_S."""
+    paused_at: float | None = None
+    run_until = 0.0
+    while True:
+        try:
+            return child.wait(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if yield_s <= 0:
+            continue
+        now = time.monotonic()
+        try:
+            busy = drawing.stat().st_mtime + yield_s > time.time()
+        except OSError:
+            busy = False
+        if paused_at is None and busy and now >= run_until:
+            _signal_group(child.pid, signal.SIGSTOP)
+            paused_at = now
+        elif paused_at is not None and (not busy or now - paused_at >= MAX_PAUSE_S):
+            _signal_group(child.pid, signal.SIGCONT)
+            paused_at, run_until = None, now + MIN_RUN_S
 
 
 if __name__ == "__main__":
