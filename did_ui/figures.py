@@ -118,6 +118,24 @@ def histogram_overlay(hist: dict, title: str, x_title: str, extra: dict | None =
     return fig
 
 
+def histogram_panels(panels: list[tuple[str, dict]], x_title: str, only: list[str] | None = None) -> go.Figure:
+    """`histogram_overlay` for several pre-binned histograms side by side (title, hist) in one figure,
+    one legend entry per checkpoint toggling it in every panel: one chart for the browser to mount."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _ in panels], horizontal_spacing=0.08)
+    for i, (_, hist) in enumerate(panels):
+        names = [n for n in hist["counts"] if only is None or n in only]
+        for name, colour in zip(names, colours(len(names)), strict=True):
+            fig.add_trace(go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh",
+                                     name=name, legendgroup=name, showlegend=i == 0, line=dict(color=colour)),
+                          row=1, col=i + 1)
+        fig.update_xaxes(title_text=x_title, row=1, col=i + 1)
+    fig.update_yaxes(title_text="pairs", row=1, col=1)
+    fig.update_layout(height=360, **LAYOUT)
+    return fig
+
+
 def pair_scatter(rows: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
                  colour: str | None = None, diagonal: bool = True, slope: float | None = None) -> go.Figure:
     """WebGL scatter, one point per pair; `customdata` = [pair_id] for selection → inspector."""

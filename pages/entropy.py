@@ -24,14 +24,9 @@ st.caption(spec["note"])
 
 ckpts = data.checkpoints(v.root, v.run, v.ver)
 shown = st.multiselect("Checkpoints", ckpts, default=ckpts, key="entropy_ckpts")
-left, right = st.columns(2)
-for col, column, side in ((left, spec["chosen"], "chosen y_w"), (right, spec["rejected"], "rejected y_l")):
-    if column is None:
-        continue
-    with col:
-        hist = data.entropy_histogram(v.root, v.run, v.ver, estimator, column)
-        st.plotly_chart(figures.histogram_overlay(hist, f"{spec['label']}: {side}", "entropy (nats)", only=shown),
-                        key=f"entropy-hist-{column}")
+panels = [(f"{spec['label']}: {side}", data.entropy_histogram(v.root, v.run, v.ver, estimator, column))
+          for column, side in ((spec["chosen"], "chosen y_w"), (spec["rejected"], "rejected y_l")) if column is not None]
+st.plotly_chart(figures.histogram_panels(panels, "entropy (nats)", only=shown), key="entropy-hist")
 
 by_step = data.sequence_entropy_by_step(v.root, v.run, v.ver)
 if by_step.empty:

@@ -185,3 +185,26 @@ def test_rescoring_one_run_leaves_the_other_runs_cached(tmp_path):
     assert data.run_version(root, "b") != before["b"]
     assert data.version(root) != listing  # the run list is re-read too
     assert data.run_version(root, "missing") == "none"
+
+
+def test_histogram_panels_draw_every_panel_s_counts():
+    """The entropy page's chosen/rejected histograms, one figure: each panel's lines are that panel's
+    counts (checked against a naive count per bin), one legend entry per checkpoint for both panels,
+    and the checkpoint filter applies to every panel."""
+    from did_ui import figures
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"model": np.repeat(["c1", "c2", "c3"], 50), "h_w": rng.random(150), "h_l": rng.random(150)})
+    panels = [(col, views.histograms(df, col, bins=7)) for col in ("h_w", "h_l")]
+    fig = figures.histogram_panels(panels, "entropy", only=["c1", "c3"])
+    assert [t.name for t in fig.data] == ["c1", "c3", "c1", "c3"]
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]
+    assert [t.xaxis for t in fig.data] == ["x", "x", "x2", "x2"]
+    for trace, (col, hist) in zip(fig.data, [panels[0], panels[0], panels[1], panels[1]], strict=True):
+        values = df.loc[df["model"] == trace.name, col].to_numpy()
+        lo, hi = df[col].min(), df[col].max()
+        naive = [0] * 7
+        for x in values:
+            naive[min(int((x - lo) / (hi - lo) * 7), 6)] += 1
+        assert list(trace.y) == naive == hist["counts"][trace.name]
+    assert [a.text for a in fig.layout.annotations] == ["h_w", "h_l"]
