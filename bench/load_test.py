@@ -19,7 +19,10 @@ finished, no lazily loaded element left as a skeleton, every Plotly chart drawn 
 checked for exception elements. The target is held on every page opened by a click within a session after
 its first round (the server's caches cold for that view); full page loads, the first visit to the
 freshly started server and each new browser's first load are reported beside it, with medians,
-90th percentiles and maxima. The exit status is 0 when the target holds and nothing failed.
+90th percentiles and maxima, and so is how many pairs per second the job scored meanwhile (it pauses
+while pages are drawn: did_ui/jobs.py; `--sessions 0` gives its rate with no browser, and
+DID_JOB_YIELD_S=0 in the environment turns the pausing off). The exit status is 0 when the target
+holds and nothing failed.
 """
 
 from __future__ import annotations
