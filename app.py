@@ -31,5 +31,7 @@ tools = [
 
 page = st.navigation({"Explore": explore, "Tools": tools})
 st.sidebar.caption("DID Explorer · [paper](https://arxiv.org/abs/2505.23761)")
-with jobs.foreground(data.workspace_root()):  # background jobs pause while this page is computed and drawn
-    page.run()
+first_run = "_did_drawn" not in st.session_state  # a page load: the browser has more to draw after the script
+st.session_state["_did_drawn"] = True
+with jobs.foreground(data.workspace_root(), jobs.NEW_PAGE_SETTLE_S if first_run else 0.0):
+    page.run()  # background jobs pause while this page is computed and drawn

@@ -262,7 +262,11 @@ POLL_S = 0.05
 MAX_PAUSE_S = float(os.environ.get("DID_JOB_MAX_PAUSE_S", "5"))
 MIN_RUN_S = 1.0
 _HOLD_S = 60.0  # a script run still going after this long no longer holds jobs back
+NEW_PAGE_SETTLE_S = 1.0
+"""A page load draws for longer after its script than a click does: the browser also loads and runs
+the Plotly chunk (0.7–1.0 s more, measured on the chart pages with one idle Chromium)."""
 _runs = 0
+_until = 0.0  # the latest end (+ settle) of the runs in progress or just ended
 _runs_lock = threading.Lock()
 
 
@@ -277,10 +281,11 @@ def yield_seconds() -> float:
 
 
 @contextlib.contextmanager
-def foreground(workspace: str | Path) -> Iterator[None]:
+def foreground(workspace: str | Path, settle_s: float = 0.0) -> Iterator[None]:
     """Around one script run of the dashboard (app.py): running jobs pause from its start until
-    `yield_seconds()` after the last concurrent run ends (see `_supervise`). Costs one utime call."""
-    global _runs
+    `yield_seconds()` after the last concurrent run ends, plus `settle_s` for this run (app.py gives
+    a session's first run, a page load, NEW_PAGE_SETTLE_S). See `_supervise`. One utime call."""
+    global _runs, _until
     marker = jobs_dir(workspace) / DRAWING
     with _runs_lock:
         _runs += 1
@@ -290,8 +295,9 @@ def foreground(workspace: str | Path) -> Iterator[None]:
     finally:
         with _runs_lock:
             _runs -= 1
+            _until = max(_until, time.time() + settle_s)
             if _runs == 0:
-                _touch(marker, time.time())
+                _touch(marker, _until)
 
 
 def pages_running() -> int:

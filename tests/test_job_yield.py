@@ -17,6 +17,12 @@ from did_ui import jobs
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
 
+@pytest.fixture(autouse=True)
+def _no_earlier_page(monkeypatch):
+    """Each test starts with no page of an earlier test (in this process) still holding jobs."""
+    monkeypatch.setattr(jobs, "_until", 0.0)
+
+
 COUNTER = ("import os, sys, time\n"
            "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
            "n = 0\n"
@@ -168,3 +174,15 @@ def test_every_script_run_of_the_dashboard_holds_jobs(tmp_path, monkeypatch):
     assert not at.exception
     mtime = (tmp_path / "jobs" / jobs.DRAWING).stat().st_mtime
     assert before - 1 <= mtime <= time.time() + 1
+
+
+def test_a_page_load_holds_jobs_longer_and_a_later_click_does_not_cut_it_short(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    marker = tmp_path / "jobs" / jobs.DRAWING
+    with jobs.foreground(tmp_path, settle_s=5.0):
+        pass
+    end = time.time()
+    assert end + 4 < marker.stat().st_mtime <= end + 5.5
+    with jobs.foreground(tmp_path):  # a click right after: its own end is earlier
+        pass
+    assert end + 4 < marker.stat().st_mtime <= end + 5.5
