@@ -335,13 +335,16 @@ def _wrap(d: Path) -> int:
         child = subprocess.Popen(meta["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  process_group=0, preexec_fn=_lower_priority)  # noqa: PLW1509 — single-threaded here
 
+        ending = threading.Event()
+
         def forward(signum: int, _frame: object) -> None:
+            ending.set()  # no more pauses: a paused command must run to act on the signal
             _signal_group(child.pid, signum)
-            _signal_group(child.pid, signal.SIGCONT)  # a paused command must run to act on it
+            _signal_group(child.pid, signal.SIGCONT)
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        rc = _supervise(child, d.parent / DRAWING, yield_seconds())
+        rc = _supervise(child, d.parent / DRAWING, yield_seconds(), ending)
     _write_atomic(d / "rc", str(rc))
     return rc
 
@@ -351,9 +354,12 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float) -> int:
+def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: threading.Event) -> int:
     """Wait for `child`; while the dashboard draws (`drawing`'s mtime + `yield_s` is in the future),
-    keep its process group stopped, at most MAX_PAUSE_S at a time, then let it run MIN_RUN_S."""
+    keep its process group stopped, at most MAX_PAUSE_S at a time, then let it run MIN_RUN_S. Once
+    `ending` is set (a forwarded SIGTERM), never stop it again."""
+    if yield_s <= 0:
+        return child.wait()
     paused_at: float | None = None
     run_until = 0.0
     while True:
@@ -361,8 +367,9 @@ def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float) -> int:
             return child.wait(timeout=POLL_S)
         except subprocess.TimeoutExpired:
             pass
-        if yield_s <= 0:
-            continue
+        if ending.is_set():  # (the signal may have come between this check and a SIGSTOP below)
+            _signal_group(child.pid, signal.SIGCONT)
+            return child.wait()
         now = time.monotonic()
         try:
             busy = drawing.stat().st_mtime + yield_s > time.time()
