@@ -16,8 +16,18 @@ st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", l
 data.warm_up(data.workspace_root())
 st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 
+# Runs is the default page, served at "/" only. Streamlit 1.67 still reserves a default page's own
+# path and answers it with a "Page not found" dialog; so that path is an unused one, and /runs (its
+# address before it became the default, and the one a user would guess) is a hidden page that opens it.
+runs = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True, url_path="home")
+
+
+def old_runs_address() -> None:
+    st.switch_page(runs)
+
+
 explore = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True),  # at "/" (only)
+    runs,
     st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:", url_path="curves"),
     st.Page("pages/margins.py", title="Log-margins", icon=":material/scatter_plot:", url_path="margins"),
     st.Page("pages/entropy.py", title="DID entropy", icon=":material/bar_chart:", url_path="entropy"),
@@ -27,6 +37,7 @@ explore = [
 tools = [
     st.Page("pages/score.py", title="Score", icon=":material/play_arrow:", url_path="score"),
     st.Page("pages/lab.py", title="Synthetic lab", icon=":material/science:", url_path="lab"),
+    st.Page(old_runs_address, title="Runs", url_path="runs", visibility="hidden"),
 ]
 
 page = st.navigation({"Explore": explore, "Tools": tools})

@@ -92,6 +92,20 @@ def test_every_page_opens_without_an_exception(server, page):
         page.screenshot(path=str(ARTIFACTS / f"{path}.png"), full_page=False)
 
 
+def test_the_old_runs_address_opens_runs(server, page):
+    """/runs (Runs' address before it became the default page at /) opens Runs on a server already
+    serving others, with no "Page not found" dialog and no second Runs in the navigation."""
+    page.goto(f"{server}/")  # a server already past its first request (that one takes another path)
+    _settle(page, "Runs")
+    page.goto(f"{server}/runs")
+    _settle(page, "Runs")
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the real page: its runs table
+    assert page.get_by_text("Page not found").count() == 0
+    nav = [a.inner_text().strip().splitlines()[-1] for a in page.locator('[data-testid="stSidebarNav"] a').all()]
+    assert nav.count("Runs") == 1, nav
+    _no_exception(page, "/runs")
+
+
 def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
     """Several sessions whose first request is a deep link, at once, on a fresh server: every one ends
     up under app.py's router (its navigation, not Streamlit's file-name menu of pages/), whichever
