@@ -103,14 +103,18 @@ def share_curves(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]], la
     return fig
 
 
+def _hist_lines(hist: dict, only: list[str] | None, legend: bool) -> list[go.Scatter]:
+    """One step line per checkpoint of a pre-binned histogram (those in `only`, when given)."""
+    names = [n for n in hist["counts"] if only is None or n in only]
+    return [go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh", name=name,
+                       legendgroup=name, showlegend=legend, line=dict(color=colour))
+            for name, colour in zip(names, colours(len(names)), strict=True)]
+
+
 def histogram_overlay(hist: dict, title: str, x_title: str, extra: dict | None = None,
                       only: list[str] | None = None) -> go.Figure:
     """Pre-binned histograms drawn as overlaid step lines (one per checkpoint; `extra` dashed)."""
-    names = [n for n in hist["counts"] if only is None or n in only]
-    fig = go.Figure()
-    for name, colour in zip(names, colours(len(names)), strict=True):
-        fig.add_trace(go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh",
-                                 name=name, line=dict(color=colour)))
+    fig = go.Figure(_hist_lines(hist, only, legend=True))
     for name, counts in (extra or {}).get("counts", {}).items():
         fig.add_trace(go.Scatter(x=extra["centers"], y=counts, mode="lines", line_shape="hvh", name=name,
                                  line=dict(color="black", dash="dash")))
@@ -125,11 +129,8 @@ def histogram_panels(panels: list[tuple[str, dict]], x_title: str, only: list[st
 
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _ in panels], horizontal_spacing=0.08)
     for i, (_, hist) in enumerate(panels):
-        names = [n for n in hist["counts"] if only is None or n in only]
-        for name, colour in zip(names, colours(len(names)), strict=True):
-            fig.add_trace(go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh",
-                                     name=name, legendgroup=name, showlegend=i == 0, line=dict(color=colour)),
-                          row=1, col=i + 1)
+        for trace in _hist_lines(hist, only, legend=i == 0):
+            fig.add_trace(trace, row=1, col=i + 1)
         fig.update_xaxes(title_text=x_title, row=1, col=i + 1)
     fig.update_yaxes(title_text="pairs", row=1, col=1)
     fig.update_layout(height=360, **LAYOUT)

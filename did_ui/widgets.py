@@ -48,7 +48,7 @@ def ensure_router() -> None:
     switch is per process, but each session that started under it was sent the v1 menu: so any
     session not yet through app.py (ROUTED unset: its first run, a page load, so no button press
     can be lost) reruns, which runs app.py and then this page again (url paths equal the file
-    names, but for Runs, the default page, at / only), even when another session flipped the
+    names; /runs is a hidden page that opens Runs, the default page at /), even when another session flipped the
     switch meanwhile (tests/test_browser.py opens several deep links at once on a fresh server).
     Under app.py, ROUTED is set before the page runs, so the page just runs.
     """
