@@ -157,7 +157,7 @@ def pair_scatter(rows: pd.DataFrame, x: str, y: str, title: str, x_title: str, y
         lo, hi = float(xs.min()), float(xs.max())
         fig.add_trace(go.Scatter(x=[lo, hi], y=[slope * lo, slope * hi], mode="lines", name=f"fit through 0, slope {slope:.3g}",
                                  line=dict(color="#d62728")))
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=460, dragmode="select", **LAYOUT)
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=460, **LAYOUT)
     return fig
 
 

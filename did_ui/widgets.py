@@ -117,6 +117,31 @@ def view(need_a: bool = False) -> View | None:
     return View(root=root, ver=ver, run=run, ckpt=ckpt, a=a, example=example, manifest=manifest)
 
 
+SCATTER_CONFIG = {"plotGlPixelRatio": 1}
+"""Plotly draws WebGL scatters at twice the screen resolution by default. At 1, a full load of a page
+with a 2,000-point scatter took ~0.25 s less browser CPU (Chromium, software rendering, this
+machine; docs/ARCHITECTURE.md, "Serving"). On a high-DPI screen the markers are drawn at CSS
+resolution and scaled up: slightly softer edges."""
+
+
+def pair_chart(fig, key: str) -> object:
+    """A per-pair scatter (figures.pair_scatter) whose points, box or lasso selection reruns the page:
+    returns the selection event (did_ui.selection reads the pair ids)."""
+    return st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                           config=SCATTER_CONFIG)
+
+
+def drill_down(label: str, key: str):
+    """A collapsed expander whose content the page runs and the browser draws only once it is opened
+    (returns the expander then, else None), and that stays open for the session once opened: heavy
+    per-pair views behind it keep a full page load cheap. Its open state is kept under a second key
+    too, because Streamlit drops a widget's state on pages that do not draw it."""
+    remembered = f"_{key}_open"
+    box = st.expander(label, expanded=st.session_state.get(remembered, False), key=key, on_change="rerun")
+    st.session_state[remembered] = bool(box.open)
+    return box if box.open else None
+
+
 def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:
     """Switch to the inspector for `pair_id` (a validated id of `v.run`)."""
     params = {"run": v.run, "ckpt": ckpt or v.ckpt or "", "example": pair_id}

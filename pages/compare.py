@@ -38,9 +38,8 @@ if stats:
     c3.metric("both fell from A to B", f"{stats['share_both_down']:.3f}")
     c4.metric("mean pair ESS 1/Σq²", f"{stats['mean_pair_ess']:.3f}")
 
-event = st.plotly_chart(figures.pair_scatter(table, "log_margin_a", "log_margin_b", "Log-margin, A against B",
-                                             f"M_A ({a})", f"M_B ({b})", colour="did_entropy_ba"),
-                        key="compare_scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
+event = widgets.pair_chart(figures.pair_scatter(table, "log_margin_a", "log_margin_b", "Log-margin, A against B",
+                                                f"M_A ({a})", f"M_B ({b})", colour="did_entropy_ba"), "compare_scatter")
 picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
 if picked is not None:
     widgets.open_example(v, picked, ckpt=b)

@@ -57,18 +57,23 @@ else:
 
 st.subheader("Relation to displacement")
 st.caption("Displaced pair: d(y_w) < 0 and d(y_l) < 0. Mean entropy of displaced and other pairs per checkpoint, "
-           "and, for the selected checkpoint, each pair's entropy against the chosen response's log-ratio.")
+           "and, for the selected checkpoint, each pair's entropy against the chosen response's log-ratio (below, "
+           "drawn once opened).")
 relation = data.entropy_vs_displacement(v.root, v.run, v.ver, estimator)
 if relation.empty:
     st.info("No entropy values for this estimator.")
 else:
     st.plotly_chart(figures.lines(relation, "step", [c for c in relation.columns if c not in ("step", "checkpoint")],
                                   "Mean DID entropy: displaced vs other pairs", "entropy (nats)"), key="entropy-displacement")
-    rows = data.entropy_rows(v.root, v.run, v.ver, estimator, v.ckpt)
-    event = st.plotly_chart(figures.pair_scatter(rows, "log_ratio_chosen", "entropy", f"{v.ckpt}: entropy vs d(y_w)",
-                                                 "d(y_w) = log π/π_ref (chosen)", "entropy", colour="log_ratio_rejected",
-                                                 diagonal=False),
-                            key="entropy-scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
-    if picked is not None:
-        widgets.open_example(v, picked)
+    pairs = widgets.drill_down(f"Each pair at {widgets.md_literal(v.ckpt)}: entropy against d(y_w); click a point "
+                               "to open that pair", key="entropy_pairs")
+    if pairs is not None:
+        with pairs:
+            rows = data.entropy_rows(v.root, v.run, v.ver, estimator, v.ckpt)
+            event = widgets.pair_chart(figures.pair_scatter(rows, "log_ratio_chosen", "entropy",
+                                                            f"{v.ckpt}: entropy vs d(y_w)", "d(y_w) = log π/π_ref (chosen)",
+                                                            "entropy", colour="log_ratio_rejected", diagonal=False),
+                                       "entropy-scatter")
+            picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
+        if picked is not None:
+            widgets.open_example(v, picked)

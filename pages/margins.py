@@ -21,10 +21,10 @@ st.latex(r"M_\pi = \log \pi(y_w\mid x) - \log \pi(y_l\mid x), \qquad "
 rows = data.checkpoint_rows(v.root, v.run, v.ver, v.ckpt, aggregation)
 colour = st.selectbox("Colour points by", ["reward_margin", "log_ratio_chosen", "log_ratio_rejected",
                                            "did_entropy_chosen", "dpo_loss"], key="margins_colour")
-event = st.plotly_chart(
+event = widgets.pair_chart(
     figures.pair_scatter(rows, "ref_log_margin", "log_margin", f"{v.ckpt}: checkpoint vs reference log-margin "
-                         f"({len(rows):,} pairs; select points to inspect)", "M_ref", f"M_π ({v.ckpt})", colour=colour),
-    key="margin_scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
+                         f"({len(rows):,} pairs; click one, or box-select several, to inspect)", "M_ref", f"M_π ({v.ckpt})", colour=colour),
+    "margin_scatter")
 picked = selection.pair_ids_from_selection(event)
 valid = data.pair_ids(v.root, v.run, v.ver)
 picked = [p for p in picked if p in valid]
@@ -69,4 +69,4 @@ else:
     c4.metric("ordered share M_π > M_ref > M_l", f"{fit['ordered_share']:.3f}")
     st.plotly_chart(figures.pair_scatter(result["rows"], "x", "y", f"Power-law condition: π* = {v.ckpt}, π_l = {pi_l}",
                                          "M_π − M_ref", "M_ref − M_l", colour="residual", diagonal=False,
-                                         slope=fit["beta_hat"]), key="power_law")
+                                         slope=fit["beta_hat"]), key="power_law", config=widgets.SCATTER_CONFIG)

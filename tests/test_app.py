@@ -160,3 +160,53 @@ def test_every_page_renders_on_the_demo_workspace(monkeypatch, demo_workspace):
         assert at.query_params["run"] == run
     _open(at, "entropy")
     assert any("whole response space" in s.value for s in at.subheader)  # the exact + K-sample estimators
+
+
+def test_scatters_draw_webgl_at_screen_resolution_and_select_pairs(monkeypatch, synthetic_ws):
+    """Every per-pair scatter goes through widgets.pair_chart (or its config): WebGL at pixel ratio 1,
+    the cheaper full page load (widgets.SCATTER_CONFIG); points, box and lasso selection."""
+    import json
+
+    at = _app(monkeypatch, synthetic_ws)
+    seen = {}
+    for page in ("margins", "entropy", "compare"):
+        _open(at, page)
+        if page == "margins":  # with a π_l, the page adds the power-law scatter
+            at.selectbox(key="margins_pi_l").set_value("checkpoint-100").run()
+        if page == "entropy":  # its per-pair scatter is drawn once its expander is opened
+            at.session_state["entropy_pairs"] = True
+            at.run()
+        for chart in at.get("plotly_chart"):
+            spec = json.loads(chart.proto.spec)
+            if any(t.get("mode") == "markers" for t in spec["data"]):
+                seen[(page, chart.proto.id)] = chart.proto
+    assert len(seen) == 4, seen.keys()
+    for proto in seen.values():
+        assert json.loads(proto.config)["plotGlPixelRatio"] == 1
+    selectable = [p for p in seen.values() if p.selection_mode]
+    assert len(selectable) == 3
+    assert all(set(p.selection_mode) == set(selectable[0].selection_mode) and len(p.selection_mode) == 3 for p in selectable)
+
+
+def test_the_entropy_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypatch, synthetic_ws):
+    """widgets.drill_down: closed, the page sends no per-pair scatter; opened, it does, with one point
+    per pair of the selected checkpoint, and it is still open after a visit to another page."""
+    import base64
+
+    import numpy as np
+    import plotly.io
+
+    def scatter(at):
+        charts = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart")]
+        return [t for fig in charts for t in fig.data if t.mode == "markers"]
+
+    at = _open(_app(monkeypatch, synthetic_ws), "entropy")
+    assert not scatter(at) and [e.label for e in at.expander][-1].startswith("Each pair at checkpoint")
+    at.session_state["entropy_pairs"] = True
+    at.run()
+    (points,) = scatter(at)
+    x = np.frombuffer(base64.b64decode(points.x["bdata"]), points.x["dtype"]) if isinstance(points.x, dict) else points.x
+    assert len(x) == 60 and sorted(int(c[0]) for c in points.customdata) == list(range(60))
+    _open(at, "runs")
+    _open(at, "entropy")
+    assert len(scatter(at)) == 1

@@ -106,6 +106,52 @@ def test_the_old_runs_address_opens_runs(server, page):
     _no_exception(page, "/runs")
 
 
+def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(server, page):
+    """DID entropy draws its per-pair scatter only once its expander is opened; it is still open after
+    a visit to another page; a click on a point opens that pair on the Example page."""
+    page.goto(f"{server}/entropy")
+    _settle(page, "DID entropy")
+    points = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point')
+    assert points.count() == 0
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair at").click()
+    points.first.wait_for()
+    _settle(page, "DID entropy")
+    assert points.count() == 300
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text="Runs").first.click()
+    _settle(page, "Runs")
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text="DID entropy").first.click()
+    _settle(page, "DID entropy")
+    points.first.wait_for()
+    points.nth(7).scroll_into_view_if_needed()
+    box = points.nth(7).bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y - 20)
+    page.mouse.move(x, y, steps=5)  # Plotly picks the point under the hover, then the click selects it
+    page.wait_for_timeout(200)
+    page.mouse.click(x, y)
+    _settle(page, "Example")
+    assert "example=" in page.url
+    _no_exception(page, "entropy scatter → example")
+
+
+def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
+    """The scatter's default drag pans and a click selects one point; the mode bar's box select picks
+    several pairs, which the page lists for the inspector."""
+    page.goto(f"{server}/margins")
+    _settle(page, "Log-margins")
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Box Select"]').click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + 5, area["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] - 5, area["y"] + area["height"] - 5, steps=8)
+    page.mouse.up()
+    page.get_by_text("300 pair(s) selected.").wait_for()
+    _no_exception(page, "margins box selection")
+
+
 def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
     """Several sessions whose first request is a deep link, at once, on a fresh server: every one ends
     up under app.py's router (its navigation, not Streamlit's file-name menu of pages/), whichever
