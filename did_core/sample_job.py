@@ -77,6 +77,7 @@ def run_sample(workspace: str | Path, run: str, *, models: list[str] | None = No
     settings = settings or ScoreSettings()
     say = progress or (lambda stage, done, total: None)
     ws = Workspace(workspace)
+    ws.remove_orphaned_temps()  # what a killed job left mid-write
     manifest = ws.run(run)
     by_name = {c["name"]: c for c in manifest.get("checkpoints", [])}
     if not by_name:

@@ -190,6 +190,7 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     run_name = name or default_run_name(ref_spec, specs, run_dir, data)
     validate_name(run_name)
     if rank == 0:
+        ws.remove_orphaned_temps()  # what a killed job left mid-write
         ws.write_dataset(pdata)
     common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": chunk_size,
               "n_chunks": n_chunks, "tokenizer": tok_fp}

@@ -8,7 +8,8 @@ Layout of one score (see docs/ARCHITECTURE.md):
     scores/<score_fp>/pairs.parquet             merged pairs of a complete score (a cache, rebuilt on demand)
 
 Every file is written to a unique `*.tmp` in the same directory, fsynced, then `os.replace`d, so a
-reader never sees a half-written file and a `kill -9` leaves only stray `*.tmp` files behind. A chunk
+reader never sees a half-written file and a `kill -9` leaves only a stray `*.tmp` file behind, which
+the next scoring or sampling job removes (`remove_orphaned_temps`: its writer's pid is gone). A chunk
 counts as done only once both of its files are in place *and* listed in meta.json with their sha256;
 meta.json is updated under an exclusive `flock`, so several ranks may write chunks of one score.
 Readers verify the sha256 of every file they read and raise `CorruptStoreError` on a mismatch;
@@ -179,6 +180,31 @@ def read_verified(path: Path, sha: str | None, chunk: int | None, columns: list[
         return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise CorruptStoreError(path, chunk) from e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_orphaned_temps(directory: str | Path) -> list[Path]:
+    """Remove the temp files of `atomic_write_bytes` (`.<name>.<pid>.<hex>.tmp`) in `directory` whose
+    writing process no longer exists: what a `kill -9` mid-write leaves. Temp files of live processes
+    (another rank writing now) and every other file are kept. Returns the removed paths."""
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp") if Path(directory).is_dir() else []:
+        parts = tmp.name.rsplit(".", 3)  # ['.<name>', '<pid>', '<hex>', 'tmp']
+        if len(parts) != 4 or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 class ScoreStore:

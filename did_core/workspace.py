@@ -28,6 +28,7 @@ from did_core.store import (
     atomic_write_bytes,
     atomic_write_json,
     fingerprint,
+    remove_orphaned_temps,
     table_to_parquet_bytes,
 )
 
@@ -124,6 +125,14 @@ class Workspace:
         return self._inside("datasets", f"{dataset_fp}.parquet")
 
     # -- writers ----------------------------------------------------------------------------------------
+    def remove_orphaned_temps(self) -> list[Path]:
+        """Remove the temp files that writers killed mid-write left anywhere in the workspace's stores
+        (datasets/, samples/, runs/*/, scores/*/); those of live processes stay. A job calls this first."""
+        dirs = [self.root / "datasets", self.root / "samples"]
+        for sub in ("runs", "scores"):
+            dirs += [d for d in (self.root / sub).glob("*") if d.is_dir()] if (self.root / sub).is_dir() else []
+        return [p for d in dirs for p in remove_orphaned_temps(d)]
+
     def write_dataset(self, data: PreferenceDataLike) -> str:
         """Store the normalized pairs once under datasets/<fingerprint>.parquet; return the fingerprint."""
         path = self.dataset_path(data.fingerprint)

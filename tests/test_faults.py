@@ -99,10 +99,37 @@ def test_kill_9_at_random_moments_then_rerun_is_identical(world, baseline, tmp_p
         ref_kept = min(kept.values()) if kept else 0
         out = _score_in_process(world, ws, capsys)
         assert chunks_computed(out) == n_chunks - ref_kept, (kept, out)
+        assert not list(ws.rglob(".*.tmp")), "the rerun left the killed job's temp files"
         assert identical(results(ws), baseline["results"]), f"kill at {kill['kill_s']:.2f} s"
         survived.append(ref_kept)
     assert " 0/" in _score_in_process(world, tmp_path / "ws0", capsys)  # finished: nothing recomputed
     assert max(survived) > 0, survived  # at least one kill landed after some chunks were stored
+
+
+def test_a_job_removes_the_temp_files_of_killed_writers_only(world, tmp_path, capsys):
+    """Workspace.remove_orphaned_temps (a score or sample job calls it first): temp files whose writer
+    pid is gone are removed, everywhere a writer writes; a live writer's temp file and every other
+    file (results, the lock) stay. (tests/test_sample_job.py checks that sampling calls it.)"""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ws = Workspace(tmp_path / "ws")
+    dirs = [ws.root / "datasets", ws.root / "samples", ws.root / "runs" / "r", ws.root / "scores" / ("a" * 16)]
+    dead, live, kept = [], [], []
+    for d in dirs:
+        d.mkdir(parents=True)
+        dead.append(d / f".chunk-00003.pairs.parquet.{gone.pid}.0a1b2c3d.tmp")
+        live.append(d / f".meta.json.{os.getpid()}.4e5f6a7b.tmp")
+        kept += [d / "chunk-00003.pairs.parquet", d / ".lock", d / "notes.tmp", d / f".x.{gone.pid}.tmp"]
+    for f in dead + live + kept:
+        f.write_bytes(b"x")
+    assert sorted(ws.remove_orphaned_temps()) == sorted(dead)
+    assert not any(f.exists() for f in dead) and all(f.exists() for f in live + kept)
+    assert ws.remove_orphaned_temps() == []
+    assert Workspace(tmp_path / "empty").remove_orphaned_temps() == []
+    for f in dead:
+        f.write_bytes(b"x")
+    _score_in_process(world, ws.root, capsys)  # a scoring job sweeps before it writes
+    assert not any(f.exists() for f in dead) and all(f.exists() for f in live + kept)
 
 
 def _read_everything(workspaces: list[Path], reads: dict[str, int], errors: list[str]) -> None:

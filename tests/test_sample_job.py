@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 
 import torch
 from cli_world import build_world
@@ -25,7 +26,13 @@ def test_sample_store_reuse_and_naive_parity(tmp_path):
     assert main(["score", "--data", str(w["data"]), "--ref", str(w["ref"]), "--run", str(w["run"]),
                  "--workspace", str(ws), "--name", "r", "--no-token-level"]) == 0
     args = ["sample", "--workspace", str(ws), "--run", "r", "--k", "4", "--limit", "3", "--max-new-tokens", "5"]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (ws / "samples").mkdir()
+    orphan = ws / "samples" / f".x.parquet.{gone.pid}.0a1b2c3d.tmp"  # what a job killed mid-write leaves
+    orphan.write_bytes(b"x")
     assert main(args) == 0
+    assert not orphan.exists()
     files = sorted((ws / "samples").glob("*.parquet"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
