@@ -152,6 +152,20 @@ def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     _no_exception(page, "margins box selection")
 
 
+def test_a_click_on_a_compare_table_row_opens_that_pair(server, page):
+    """Compare's top-movers table: a click on a row's selection cell opens that pair on Example."""
+    page.goto(f"{server}/compare")
+    _settle(page, "Compare checkpoints")
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the first row's selection cell, under the header
+    _settle(page, "Example")
+    page.get_by_text("Run synthetic · pair ").first.wait_for()
+    _no_exception(page, "compare table row → example")
+
+
 def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
     """Several sessions whose first request is a deep link, at once, on a fresh server: every one ends
     up under app.py's router (its navigation, not Streamlit's file-name menu of pages/), whichever
