@@ -166,6 +166,49 @@ def test_a_click_on_a_compare_table_row_opens_that_pair(server, page):
     _no_exception(page, "compare table row → example")
 
 
+def test_the_runs_page_downloads_equal_the_cli_export(server, page, tmp_path):
+    """Runs' "Pairs CSV" button (its data built when pressed) hands the browser the bytes that
+    did_core.export writes for the run (tests/test_export.py checks those against a naive loop)."""
+    from urllib.parse import parse_qs, urlparse
+
+    from did_core.export import pairs_table, write_table
+
+    page.goto(f"{server}/")
+    _settle(page, "Runs")
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Pairs CSV").click()
+    download = got.value
+    run = parse_qs(urlparse(page.url).query)["run"][0]
+    assert download.suggested_filename == f"{run}-pairs.csv"
+    root = Path(page.evaluate("() => document.body.innerText").split("Workspace ")[1].split(" ·")[0])
+    expected = write_table(pairs_table(root, run), tmp_path / "cli.csv").read_bytes()
+    assert Path(download.path()).read_bytes() == expected
+
+
+def test_upload_and_score_in_the_browser(page, tmp_path):
+    """Score page in a real browser: upload a JSONL, give a reference and a TRL run folder, start;
+    the background job finishes and its run opens on Runs."""
+    from cli_world import build_world
+    from streamlit_server import serve
+
+    world = build_world(tmp_path / "w", n_pairs=12)
+    with serve(tmp_path / "ws") as url:
+        pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(f"{url}/score")
+        _settle(pg, "Score")
+        pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(world["data"]))
+        pg.get_by_text("pairs.jsonl").first.wait_for()
+        pg.get_by_label("Reference model (SFT)").fill(str(world["ref"]))
+        pg.get_by_label("TRL output folder (checkpoint-* inside)").fill(str(world["run"]))
+        pg.get_by_role("button", name="Start scoring").click()
+        pg.get_by_text("done · done · 12/12").wait_for(timeout=120_000)
+        _no_exception(pg, "score job")
+        pg.locator('[data-testid="stSidebarNavLink"]').filter(has_text="Runs").first.click()
+        _settle(pg, "Runs")
+        assert "run=" in pg.url and pg.get_by_text("12 pairs").count() > 0
+        pg.close()
+
+
 def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
     """Several sessions whose first request is a deep link, at once, on a fresh server: every one ends
     up under app.py's router (its navigation, not Streamlit's file-name menu of pages/), whichever
