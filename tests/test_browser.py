@@ -168,7 +168,7 @@ def test_a_click_on_a_compare_table_row_opens_that_pair(server, page):
 
 def test_the_runs_page_downloads_equal_the_cli_export(server, page, tmp_path):
     """Runs' "Pairs CSV" button (its data built when pressed) hands the browser the bytes that
-    did_core.export writes for the run (tests/test_export.py checks those against a naive loop)."""
+    did_core.export writes for the run (tests/test_cli.py checks its numbers against a naive loop)."""
     from urllib.parse import parse_qs, urlparse
 
     from did_core.export import pairs_table, write_table
