@@ -19,7 +19,8 @@ finished, no lazily loaded element left as a skeleton, every Plotly chart drawn 
 checked for exception elements. The target is held on every page opened by a click within a session after
 its first round (the server's caches cold for that view); full page loads, the first visit to the
 freshly started server and each new browser's first load are reported beside it, with medians,
-90th percentiles and maxima, and so is how many pairs per second the job scored meanwhile (it pauses
+90th percentiles and maxima, and so are the CPU seconds the browsers, the server and the job used
+and how many pairs per second the job scored meanwhile (it pauses
 while pages are drawn: did_ui/jobs.py; `--sessions 0` gives its rate with no browser, and
 DID_JOB_YIELD_S=0 in the environment turns the pausing off). The exit status is 0 when the target
 holds and nothing failed.
@@ -118,6 +119,38 @@ def session(k: int, base: str, a: argparse.Namespace, times: dict, failures: lis
                 timed((name, "full" if full else "click", r == 0), PAGES[name], deep_link(name) if full else None,
                       f"session {k} round {r} {name}")
         browser.close()
+
+
+CPU_GROUPS = (("browsers", ("chromium", "chrome")), ("server", ("streamlit",)), ("job", ("did_core",)))
+"""Process groups whose CPU time the run reports, by words in their command line (first match wins)."""
+
+
+def _cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process in CPU_GROUPS now, from /proc (Linux)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = next((g for g, words in CPU_GROUPS if any(w in cmd for w in words)), None)
+        if group is not None:
+            out[int(entry.name)] = (group, (int(stat[11]) + int(stat[12])) / tick)
+    return out
+
+
+def watch_cpu(stop: threading.Event, totals: dict) -> None:
+    """Until `stop`: CPU seconds used per group since the start, sampled every 0.5 s (a process that
+    ends between two samples loses at most its last 0.5 s)."""
+    first, last = _cpu_by_pid(), {}
+    while not stop.wait(0.5):
+        last.update(_cpu_by_pid())
+    last.update(_cpu_by_pid())
+    for pid, (group, cpu) in last.items():
+        totals[group] = totals.get(group, 0.0) + cpu - (first[pid][1] if pid in first else 0.0)
 
 
 def fresh_pairs(path: Path, n: int, seed: int) -> Path:
@@ -223,6 +256,10 @@ def main() -> int:
             failures: list[str] = []
             t0 = time.perf_counter()
             scored0 = _scored(job_log)
+            cpu: dict[str, float] = {}
+            cpu_stop = threading.Event()
+            watcher = threading.Thread(target=watch_cpu, args=(cpu_stop, cpu))
+            watcher.start()
             threads = [threading.Thread(target=session, args=(k, base, a, times, failures))
                        for k in range(a.sessions)]
             for t in threads:
@@ -232,6 +269,8 @@ def main() -> int:
             if not threads:  # --sessions 0: the job's rate on an idle dashboard
                 time.sleep(60)
             wall = time.perf_counter() - t0
+            cpu_stop.set()
+            watcher.join()
             progress = job_log.get("last_progress")
             scored = _scored(job_log) - scored0
         stop.set()
@@ -240,6 +279,10 @@ def main() -> int:
     print(f"sessions ran {wall:.0f} s; scoring job last seen at {progress}; jobs started {len(job_log.get('jobs', []))}, "
           f"ended {len(job_log.get('ended', []))} ({', '.join(e[1] for e in job_log.get('ended', [])) or '-'}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    opens = len(times.get("log", []))
+    print(f"CPU used while the sessions ran ({wall:.0f} s x {os.cpu_count()} cores): "
+          + ", ".join(f"{g} {cpu.get(g, 0.0):.0f} s" + (f" ({cpu.get(g, 0.0) / opens:.2f} s per page open)" if opens
+                                                          and g != "job" else "") for g, _ in CPU_GROUPS))
     if not a.no_job:
         print(f"the job scored {scored} pairs while the sessions ran: {scored / wall:.1f} pairs/s "
               f"(--sessions 0 gives its rate on an idle dashboard)")
