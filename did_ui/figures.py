@@ -139,7 +139,8 @@ def histogram_panels(panels: list[tuple[str, dict]], x_title: str, only: list[st
 
 def pair_scatter(rows: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str,
                  colour: str | None = None, diagonal: bool = True, slope: float | None = None) -> go.Figure:
-    """WebGL scatter, one point per pair; `customdata` = [pair_id] for selection → inspector."""
+    """One point per pair (WebGL above SVG_MAX_POINTS points, SVG below); `customdata` = [pair_id] for
+    selection → inspector. No drag mode is set: Streamlit then makes a click select (see widgets.pair_chart)."""
     marker: dict = dict(size=5, opacity=0.6)
     if colour is not None and colour in rows:
         marker |= dict(color=rows[colour], colorscale="RdBu", showscale=True, colorbar=dict(title=colour))
