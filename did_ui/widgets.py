@@ -131,15 +131,29 @@ def pair_chart(fig, key: str) -> object:
                            config=SCATTER_CONFIG)
 
 
-def drill_down(label: str, key: str):
-    """A collapsed expander whose content the page runs and the browser draws only once it is opened
-    (returns the expander then, else None), and that stays open for the session once opened: heavy
-    per-pair views behind it keep a full page load cheap. Its open state is kept under a second key
-    too, because Streamlit drops a widget's state on pages that do not draw it."""
+INLINE_PAIRS = int(os.environ.get("DID_INLINE_PAIRS", "1000"))
+"""Per-pair scatters of runs with up to this many pairs are drawn when the page opens; above it they
+wait in a closed drill-down (DID_INLINE_PAIRS in the environment overrides). A full page load's browser CPU grows with the points drawn (Chromium,
+software rendering, this machine: ~0.8 s of 1.8 s for Compare at 2,000 pairs; docs/ARCHITECTURE.md,
+"Serving")."""
+
+
+def drill_down(label: str, key: str, expanded: bool = False):
+    """An expander whose content the page runs and the browser draws only while it is open (returns
+    the expander then, else None). It starts `expanded` and then keeps the user's choice for the
+    session: heavy per-pair views behind it keep a full page load cheap. The choice is kept under a
+    second key too, because Streamlit drops a widget's state on pages that do not draw it."""
     remembered = f"_{key}_open"
-    box = st.expander(label, expanded=st.session_state.get(remembered, False), key=key, on_change="rerun")
+    box = st.expander(label, expanded=st.session_state.get(remembered, expanded), key=key, on_change="rerun")
     st.session_state[remembered] = bool(box.open)
     return box if box.open else None
+
+
+def pair_drill_down(v: View, what: str, key: str):
+    """drill_down for a per-pair scatter of `v.run` ("Each pair (N): `what`"), open at first for runs
+    of up to INLINE_PAIRS pairs."""
+    n = len(data.pair_ids(v.root, v.run, v.ver))
+    return drill_down(f"Each pair ({n:,}): {what}", key, expanded=n <= INLINE_PAIRS)
 
 
 def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:

@@ -38,11 +38,15 @@ if stats:
     c3.metric("both fell from A to B", f"{stats['share_both_down']:.3f}")
     c4.metric("mean pair ESS 1/Σq²", f"{stats['mean_pair_ess']:.3f}")
 
-event = widgets.pair_chart(figures.pair_scatter(table, "log_margin_a", "log_margin_b", "Log-margin, A against B",
-                                                f"M_A ({a})", f"M_B ({b})", colour="did_entropy_ba"), "compare_scatter")
-picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
-if picked is not None:
-    widgets.open_example(v, picked, ckpt=b)
+pairs = widgets.pair_drill_down(v, "log-margin under A against under B, coloured by H(q_B/A); click a point to "
+                                   "open that pair", "compare_pairs")
+if pairs is not None:
+    with pairs:
+        event = widgets.pair_chart(figures.pair_scatter(table, "log_margin_a", "log_margin_b", "Log-margin, A against B",
+                                                        f"M_A ({a})", f"M_B ({b})", colour="did_entropy_ba"), "compare_scatter")
+        picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
+    if picked is not None:
+        widgets.open_example(v, picked, ckpt=b)
 
 st.subheader("Per-example deltas (B − A): top movers")
 c1, c2, c3 = st.columns([2, 1, 1])

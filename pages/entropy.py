@@ -65,8 +65,8 @@ if relation.empty:
 else:
     st.plotly_chart(figures.lines(relation, "step", [c for c in relation.columns if c not in ("step", "checkpoint")],
                                   "Mean DID entropy: displaced vs other pairs", "entropy (nats)"), key="entropy-displacement")
-    pairs = widgets.drill_down(f"Each pair at {widgets.md_literal(v.ckpt)}: entropy against d(y_w); click a point "
-                               "to open that pair", key="entropy_pairs")
+    pairs = widgets.pair_drill_down(v, f"entropy against d(y_w) at {widgets.md_literal(v.ckpt)}; click a point to "
+                                       "open that pair", "entropy_pairs")
     if pairs is not None:
         with pairs:
             rows = data.entropy_rows(v.root, v.run, v.ver, estimator, v.ckpt)

@@ -18,30 +18,32 @@ aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum"
 st.latex(r"M_\pi = \log \pi(y_w\mid x) - \log \pi(y_l\mid x), \qquad "
          r"\text{accuracy} = \Pr[M_\pi > M_{\mathrm{ref}}]")
 
-rows = data.checkpoint_rows(v.root, v.run, v.ver, v.ckpt, aggregation)
-colour = st.selectbox("Colour points by", ["reward_margin", "log_ratio_chosen", "log_ratio_rejected",
-                                           "did_entropy_chosen", "dpo_loss"], key="margins_colour")
-event = widgets.pair_chart(
-    figures.pair_scatter(rows, "ref_log_margin", "log_margin", f"{v.ckpt}: checkpoint vs reference log-margin "
-                         f"({len(rows):,} pairs; click one, or box-select several, to inspect)", "M_ref", f"M_π ({v.ckpt})", colour=colour),
-    "margin_scatter")
-picked = selection.pair_ids_from_selection(event)
-valid = data.pair_ids(v.root, v.run, v.ver)
-picked = [p for p in picked if p in valid]
-if picked:
-    st.write(f"{len(picked)} pair(s) selected.")
-    if len(picked) == 1:
-        widgets.open_example(v, picked[0])
-    choice = st.selectbox("Open one in the inspector", picked[:500], key="margins_pick")
-    if st.button("Open example", type="primary"):
-        widgets.open_example(v, choice)
-
 hist = data.histograms(v.root, v.run, v.ver, "log_margin", aggregation)
 ref = data.ref_margin_histogram(v.root, v.run, v.ver, aggregation)
 ckpts = data.checkpoints(v.root, v.run, v.ver)
 shown = st.multiselect("Checkpoints in the histogram", ckpts, default=ckpts, key="margins_hist_ckpts")
 st.plotly_chart(figures.histogram_overlay(hist, "Log-margin distribution per checkpoint (reference dashed)", "log-margin",
                                           extra=ref, only=shown), key="margin_hist")
+
+pairs = widgets.pair_drill_down(v, f"M_π at {widgets.md_literal(v.ckpt)} against M_ref; click a point, or box-select "
+                                   "several, to inspect them", "margins_pairs")
+if pairs is not None:
+    with pairs:
+        rows = data.checkpoint_rows(v.root, v.run, v.ver, v.ckpt, aggregation)
+        colour = st.selectbox("Colour points by", ["reward_margin", "log_ratio_chosen", "log_ratio_rejected",
+                                                   "did_entropy_chosen", "dpo_loss"], key="margins_colour")
+        event = widgets.pair_chart(
+            figures.pair_scatter(rows, "ref_log_margin", "log_margin", f"{v.ckpt}: checkpoint vs reference log-margin",
+                                 "M_ref", f"M_π ({v.ckpt})", colour=colour), "margin_scatter")
+        valid = data.pair_ids(v.root, v.run, v.ver)
+        picked = [p for p in selection.pair_ids_from_selection(event) if p in valid]
+        if picked:
+            st.write(f"{len(picked)} pair(s) selected.")
+            if len(picked) == 1:
+                widgets.open_example(v, picked[0])
+            choice = st.selectbox("Open one in the inspector", picked[:500], key="margins_pick")
+            if st.button("Open example", type="primary"):
+                widgets.open_example(v, choice)
 
 st.subheader("Ordering shares")
 st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "

@@ -188,25 +188,34 @@ def test_scatters_draw_webgl_at_screen_resolution_and_select_pairs(monkeypatch, 
     assert all(set(p.selection_mode) == set(selectable[0].selection_mode) and len(p.selection_mode) == 3 for p in selectable)
 
 
-def test_the_entropy_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypatch, synthetic_ws):
-    """widgets.drill_down: closed, the page sends no per-pair scatter; opened, it does, with one point
-    per pair of the selected checkpoint, and it is still open after a visit to another page."""
+@pytest.mark.parametrize(("page", "key"), [("margins", "margins_pairs"), ("entropy", "entropy_pairs"),
+                                         ("compare", "compare_pairs")])
+def test_a_large_runs_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypatch, synthetic_ws, page, key):
+    """widgets.pair_drill_down: above INLINE_PAIRS pairs the page sends no per-pair scatter until its
+    drill-down is opened; opened, it sends one point per pair of the run, and it is still open after
+    a visit to another page. At or below INLINE_PAIRS it is open from the start."""
     import base64
 
     import numpy as np
     import plotly.io
 
+    from did_ui import widgets
+
     def scatter(at):
         charts = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart")]
         return [t for fig in charts for t in fig.data if t.mode == "markers"]
 
-    at = _open(_app(monkeypatch, synthetic_ws), "entropy")
-    assert not scatter(at) and [e.label for e in at.expander][-1].startswith("Each pair at checkpoint")
-    at.session_state["entropy_pairs"] = True
+    at = _open(_app(monkeypatch, synthetic_ws), page)
+    assert len(scatter(at)) == 1  # 60 pairs <= INLINE_PAIRS: drawn at once
+
+    monkeypatch.setattr(widgets, "INLINE_PAIRS", 59)
+    at = _open(_app(monkeypatch, synthetic_ws), page)
+    assert not scatter(at) and any(e.label.startswith("Each pair (60): ") for e in at.expander)
+    at.session_state[key] = True
     at.run()
     (points,) = scatter(at)
     x = np.frombuffer(base64.b64decode(points.x["bdata"]), points.x["dtype"]) if isinstance(points.x, dict) else points.x
     assert len(x) == 60 and sorted(int(c[0]) for c in points.customdata) == list(range(60))
     _open(at, "runs")
-    _open(at, "entropy")
+    _open(at, page)
     assert len(scatter(at)) == 1

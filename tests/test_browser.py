@@ -32,7 +32,7 @@ def server(tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("browser-ws")
     make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True)
-    with serve(ws) as url:
+    with serve(ws, env={"DID_INLINE_PAIRS": "200"}) as url:  # its 300 pairs' scatters start closed
         yield url
 
 
@@ -107,13 +107,14 @@ def test_the_old_runs_address_opens_runs(server, page):
 
 
 def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(server, page):
-    """DID entropy draws its per-pair scatter only once its expander is opened; it is still open after
-    a visit to another page; a click on a point opens that pair on the Example page."""
+    """DID entropy (a run above DID_INLINE_PAIRS) draws its per-pair scatter only once its expander is
+    opened; it is still open after a visit to another page; a click on a point opens that pair on the
+    Example page."""
     page.goto(f"{server}/entropy")
     _settle(page, "DID entropy")
     points = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point')
     assert points.count() == 0
-    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair at").click()
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300)").click()
     points.first.wait_for()
     _settle(page, "DID entropy")
     assert points.count() == 300
@@ -139,7 +140,10 @@ def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     several pairs, which the page lists for the inspector."""
     page.goto(f"{server}/margins")
     _settle(page, "Log-margins")
-    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300)").click()
+    chart = page.locator('[data-testid="stExpander"] [data-testid="stPlotlyChart"]').first
+    chart.wait_for()
+    _settle(page, "Log-margins")
     chart.scroll_into_view_if_needed()
     chart.hover()
     chart.locator('.modebar-btn[data-title="Box Select"]').click()
