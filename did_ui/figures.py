@@ -42,11 +42,10 @@ def _band_traces(scored: pd.DataFrame, trainer: pd.DataFrame | None, legend: boo
     traces: list[go.Scatter] = []
     if {"q10", "q90", "q25", "q75"} <= set(scored.columns):
         for lo, hi, alpha, name in (("q10", "q90", 0.15, "10–90 %"), ("q25", "q75", 0.3, "25–75 %")):
-            traces.append(go.Scatter(x=x, y=scored[hi], mode="lines", line=dict(width=0), showlegend=False,
-                                     hoverinfo="skip", legendgroup=name))
-            traces.append(go.Scatter(x=x, y=scored[lo], mode="lines", line=dict(width=0), fill="tonexty",
-                                     fillcolor=f"rgba(31,119,180,{alpha})", name=name, legendgroup=name,
-                                     showlegend=legend))
+            band = scored[[lo, hi]].dropna()  # one closed outline: hi left to right, then lo back
+            traces.append(go.Scatter(x=[*band.index, *band.index[::-1]], y=[*band[hi], *band[lo][::-1]], mode="lines",
+                                     line=dict(width=0), fill="toself", fillcolor=f"rgba(31,119,180,{alpha})",
+                                     name=name, legendgroup=name, showlegend=legend, hoverinfo="skip"))
         traces.append(go.Scatter(x=x, y=scored["q50"], mode="lines+markers", name="median", legendgroup="median",
                                  line=dict(color="#1f77b4"), showlegend=legend))
     traces.append(go.Scatter(x=x, y=scored["mean"], mode="lines+markers" if "q50" not in scored else "lines",

@@ -34,6 +34,9 @@ CURVE_QUANTITIES: dict[str, str] = {
     "did_entropy_rejected": "DID entropy, rejected (token mean)",
 }
 """Per-pair quantities drawn with quantile bands on Training curves."""
+CURVE_DEFAULTS = ("logp_chosen", "logp_rejected", "log_ratio_chosen", "log_ratio_rejected")
+"""The ones Training curves shows until the user picks others: the likelihoods of the chosen and
+rejected responses and their log-ratios to the reference (displacement)."""
 
 SHARE_QUANTITIES = {"accuracy": "preference accuracy (M_π > M_ref)", "displaced": "displaced (d(y_w) < 0 and d(y_l) < 0)",
                     "chosen_down": "chosen fell (d(y_w) < 0)", "rejected_down": "rejected fell (d(y_l) < 0)"}

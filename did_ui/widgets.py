@@ -149,6 +149,16 @@ def drill_down(label: str, key: str, expanded: bool = False):
     return box if box.open else None
 
 
+def remembered_multiselect(label: str, options: list, default: list, key: str, **kwargs) -> list:
+    """st.multiselect whose choice is kept for the session across pages (Streamlit drops a widget's
+    state on pages that do not draw it); `default` until the user chooses."""
+    remembered = f"_{key}_value"
+    start = [o for o in st.session_state.get(remembered, default) if o in options]
+    value = st.multiselect(label, options, default=start, key=key, **kwargs)
+    st.session_state[remembered] = value
+    return value
+
+
 def pair_drill_down(v: View, what: str, key: str):
     """drill_down for a per-pair scatter of `v.run` ("Each pair (N): `what`"), open at first for runs
     of up to INLINE_PAIRS pairs."""

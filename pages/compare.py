@@ -64,5 +64,6 @@ st.caption("The top 1,000 rows of the sort (click a column header to re-sort the
            "above, to open the example under B. The full per-pair table is in the export on Runs.")
 st.download_button("All per-pair deltas (CSV)", lambda: table.to_csv(index=False).encode(), f"{v.run}-{a}-vs-{b}.csv",
                    "text/csv", on_click="ignore", icon=":material/download:")
-with st.expander("Mean metrics of A and B"):
-    st.dataframe(summary, hide_index=True)
+means = widgets.drill_down("Mean metrics of A and B", key="compare_means")
+if means is not None:
+    means.dataframe(summary, hide_index=True)

@@ -25,17 +25,22 @@ show_trainer = overlay and has_log and aggregation == "sum"
 
 st.caption("Bands: 10–90 % and 25–75 % of pairs at each checkpoint; solid: median; dotted: mean; the reference "
            "at step 0. Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too.")
+chosen = widgets.remembered_multiselect("Quantities", list(views.CURVE_QUANTITIES), list(views.CURVE_DEFAULTS),
+                                        key="curves_quantities", format_func=views.CURVE_QUANTITIES.get)
 panels = []
-for metric, title in views.CURVE_QUANTITIES.items():
+for metric, title in ((m, views.CURVE_QUANTITIES[m]) for m in chosen):
     scored, trainer = data.curve_frame(v.root, v.run, v.ver, aggregation, metric)
     if not (scored.empty or "mean" not in scored or scored["mean"].isna().all()):
         panels.append((title, scored, trainer if show_trainer else None))
 if panels:
     st.plotly_chart(figures.band_grid(panels), key="curves-grid")
+elif not chosen:
+    st.info("Pick one or more quantities to draw.")
 
 shares = {m: data.curve_frame(v.root, v.run, v.ver, aggregation, m) for m in views.SHARE_QUANTITIES}
 shares = {m: (s, t if show_trainer else None) for m, (s, t) in shares.items()}
 st.plotly_chart(figures.share_curves(shares, views.SHARE_QUANTITIES), key="shares")
 
-with st.expander("All curves as a table (long format)"):
-    st.dataframe(data.curves(v.root, v.run, v.ver, aggregation), hide_index=True)
+table = widgets.drill_down("All curves as a table (long format)", key="curves_table")
+if table is not None:
+    table.dataframe(data.curves(v.root, v.run, v.ver, aggregation), hide_index=True)

@@ -52,8 +52,9 @@ else:
                "H over the sample set grows with K and is bounded by log K. The dashed line is the target DID's "
                "entropy.")
     st.plotly_chart(figures.estimator_lines(by_step, views.SEQUENCE_ESTIMATORS), key="entropy-sequence")
-    with st.expander("Per checkpoint (means over prompts)"):
-        st.dataframe(by_step, hide_index=True)
+    means = widgets.drill_down("Per checkpoint (means over prompts)", key="entropy_sequence_table")
+    if means is not None:
+        means.dataframe(by_step, hide_index=True)
 
 st.subheader("Relation to displacement")
 st.caption("Displaced pair: d(y_w) < 0 and d(y_l) < 0. Mean entropy of displaced and other pairs per checkpoint, "

@@ -219,3 +219,44 @@ def test_a_large_runs_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypat
     _open(at, "runs")
     _open(at, page)
     assert len(scatter(at)) == 1
+
+
+def test_training_curves_draw_the_chosen_quantities_and_keep_the_choice(monkeypatch, synthetic_ws):
+    """Training curves: one panel per chosen quantity (the likelihood four by default), with each panel's
+    median the checkpoints' median computed here from the workspace's pairs; the choice is kept
+    after a visit to another page; the long table is sent only once its drill-down is opened."""
+    import base64
+
+    import numpy as np
+    import plotly.io
+
+    from did_core.workspace import Workspace
+    from did_ui import views
+
+    def grid(at):
+        (fig,) = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart") if "curves-grid" in c.proto.id]
+        return fig
+
+    at = _open(_app(monkeypatch, synthetic_ws), "curves")
+    titles = [a.text for a in grid(at).layout.annotations]
+    assert titles == [views.CURVE_QUANTITIES[m] for m in views.CURVE_DEFAULTS]
+    assert not at.dataframe
+    at.multiselect(key="curves_quantities").set_value(["dpo_loss", "logp_chosen"]).run()
+    fig = grid(at)
+    assert [a.text for a in fig.layout.annotations] == [views.CURVE_QUANTITIES["dpo_loss"], views.CURVE_QUANTITIES["logp_chosen"]]
+    ws = Workspace(synthetic_ws)
+    pairs = ws.pairs("synthetic")
+    median = next(t for t in fig.data if t.name == "median" and t.xaxis == "x2")
+    ys = np.frombuffer(base64.b64decode(median.y["bdata"]), median.y["dtype"]) if isinstance(median.y, dict) else median.y
+    assert len(ys) == len(median.x) == 4  # the reference and three checkpoints
+    for step, value in zip(median.x, ys, strict=True):
+        column = "ref_logp_chosen" if step == 0 else "logp_chosen"
+        rows = pairs[pairs["step"] == (pairs["step"].min() if step == 0 else step)]
+        assert value == pytest.approx(float(np.median(rows[column])))
+    _open(at, "runs")
+    _open(at, "curves")
+    assert [a.text for a in grid(at).layout.annotations] == [views.CURVE_QUANTITIES["dpo_loss"],
+                                                            views.CURVE_QUANTITIES["logp_chosen"]]
+    at.session_state["curves_table"] = True
+    at.run()
+    assert len(at.dataframe) == 1

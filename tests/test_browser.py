@@ -141,7 +141,7 @@ def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     page.goto(f"{server}/margins")
     _settle(page, "Log-margins")
     page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300)").click()
-    chart = page.locator('[data-testid="stExpander"] [data-testid="stPlotlyChart"]').first
+    chart = page.locator('[data-testid="stExpander"] details[open] [data-testid="stPlotlyChart"]').first
     chart.wait_for()
     _settle(page, "Log-margins")
     chart.scroll_into_view_if_needed()
@@ -152,7 +152,11 @@ def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     page.mouse.down()
     page.mouse.move(area["x"] + area["width"] - 5, area["y"] + area["height"] - 5, steps=8)
     page.mouse.up()
-    page.get_by_text("300 pair(s) selected.").wait_for()
+    try:
+        page.get_by_text("300 pair(s) selected.").wait_for()
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "margins-box-selection-failed.png"), full_page=True)
+        raise
     _no_exception(page, "margins box selection")
 
 

@@ -208,3 +208,35 @@ def test_histogram_panels_draw_every_panel_s_counts():
             naive[min(int((x - lo) / (hi - lo) * 7), 6)] += 1
         assert list(trace.y) == naive == hist["counts"][trace.name]
     assert [a.text for a in fig.layout.annotations] == ["h_w", "h_l"]
+
+
+def test_curve_bands_outline_the_quantiles_of_each_checkpoint():
+    """Training curves' bands (figures.band_grid via views.curves): each band is one closed outline whose
+    upper edge is the 90 % (75 %) quantile of the pairs at each step and lower edge the 10 % (25 %),
+    computed naively here; steps without values (the reference has no DID entropy) are left out."""
+    from did_ui import figures
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for step in (10, 20, 30):
+        for i in range(40):
+            w, lo = -rng.gamma(3, 5), -rng.gamma(3, 5)
+            rows.append(dict(pair_id=str(i), model=f"checkpoint-{step}", step=step, logp_chosen=w - step / 10 + rng.normal(),
+                             logp_rejected=lo - step / 5 + rng.normal(), ref_logp_chosen=w, ref_logp_rejected=lo,
+                             n_tokens_chosen=5, n_tokens_rejected=5, did_entropy_chosen=rng.uniform(0, 2),
+                             did_entropy_rejected=rng.uniform(0, 2)))
+    raw = pd.DataFrame(rows)
+    long = views.curves(raw, None, 0.1)
+    panels = [(m, *views.curve_frame(long, m)) for m in ("logp_chosen", "did_entropy_chosen")]
+    fig = figures.band_grid(panels)
+    for axis, (metric, _, _) in zip(("x", "x2"), panels, strict=True):
+        bands = {t.name: t for t in fig.data if t.xaxis == axis and t.fill == "toself"}
+        assert set(bands) == {"10–90 %", "25–75 %"}
+        steps = ([0] if metric == "logp_chosen" else []) + [10, 20, 30]
+        for name, (q_lo, q_hi) in (("10–90 %", (0.1, 0.9)), ("25–75 %", (0.25, 0.75))):
+            x, y = list(bands[name].x), list(bands[name].y)
+            assert x == steps + steps[::-1]
+            for k, step in enumerate(steps):
+                values = (raw[raw.step == 10].ref_logp_chosen if step == 0 else raw[raw.step == step][metric]).to_numpy()
+                assert y[k] == pytest.approx(np.quantile(values, q_hi))
+                assert y[-1 - k] == pytest.approx(np.quantile(values, q_lo))
