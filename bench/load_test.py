@@ -61,6 +61,16 @@ DRAWN = """(title) => {
 POLL_MS, not on every animation frame, so that the measuring does not itself keep the browsers busy."""
 POLL_MS = 50
 
+DRILLED = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+  const charts = [...document.querySelectorAll('[data-testid="stExpander"] details[open] [data-testid="stPlotlyChart"]')];
+  return charts.length > 0 && charts.every(c => c.querySelector('.main-svg')); }"""
+"""A drill-down is drawn: an open expander holds a Plotly chart that has drawn, and the rerun has ended."""
+CLOSED_DRILL_DOWN = '[data-testid="stExpander"] details:not([open]) summary'
+"""A closed per-pair drill-down (widgets.pair_drill_down: "Each pair (N): ...")."""
+
 
 def open_page(page, title: str, url: str | None = None) -> float:
     """Seconds from navigation until the page is drawn (see DRAWN), with no exception on it:
@@ -79,6 +89,22 @@ def open_page(page, title: str, url: str | None = None) -> float:
     return elapsed
 
 
+def open_drill_down(page) -> float | None:
+    """Seconds from a click on the page's closed per-pair drill-down until its scatter is drawn (see
+    DRILLED), or None when the page has no closed drill-down."""
+    summary = page.locator(CLOSED_DRILL_DOWN).filter(has_text="Each pair (")
+    if not summary.count():
+        return None
+    t0 = time.perf_counter()
+    summary.first.click()
+    page.wait_for_function(DRILLED, polling=POLL_MS, timeout=60_000)
+    elapsed = time.perf_counter() - t0
+    errors = page.locator('[data-testid="stException"]')
+    if errors.count():
+        raise AssertionError(f"drill-down: {errors.first.inner_text()[:500]}")
+    return elapsed
+
+
 def session(k: int, base: str, a: argparse.Namespace, times: dict, failures: list) -> None:
     """One user: load the app at a deep link, then open every page once a round in a random order."""
     from playwright.sync_api import sync_playwright
@@ -93,12 +119,14 @@ def session(k: int, base: str, a: argparse.Namespace, times: dict, failures: lis
             return f"{base}/{'' if name == 'runs' else name}" + (f"?run=synthetic&ckpt=checkpoint-200&example={rng.randrange(100)}"
                                        if name == "example" else "")
 
-        def timed(key: tuple, title: str, url: str | None, where: str) -> bool:
+        def timed(key: tuple, title: str | None, url: str | None, where: str) -> bool:
+            """Open a page (or, `title` None, the page's closed drill-down, if any) and log the time."""
             try:
                 started = time.time()
-                elapsed = open_page(page, title, url)
-                times.setdefault(key, []).append(elapsed)
-                times.setdefault("log", []).append((started, k, key, elapsed))
+                elapsed = open_page(page, title, url) if title is not None else open_drill_down(page)
+                if elapsed is not None:
+                    times.setdefault(key, []).append(elapsed)
+                    times.setdefault("log", []).append((started, k, key, elapsed))
                 return True
             except Exception as e:  # noqa: BLE001 — report, keep loading the server
                 shot = Path(tempfile.gettempdir()) / f"did-load-failure-{where.replace(' ', '-')}.png"
@@ -116,8 +144,10 @@ def session(k: int, base: str, a: argparse.Namespace, times: dict, failures: lis
             for name in order:
                 time.sleep(rng.uniform(*a.think))
                 full = rng.random() < a.reload_share
-                timed((name, "full" if full else "click", r == 0), PAGES[name], deep_link(name) if full else None,
-                      f"session {k} round {r} {name}")
+                if (timed((name, "full" if full else "click", r == 0), PAGES[name], deep_link(name) if full else None,
+                          f"session {k} round {r} {name}") and rng.random() < a.drill_share):
+                    time.sleep(rng.uniform(*a.think) / 2)
+                    timed((name, "drill", r == 0), None, None, f"session {k} round {r} {name} drill-down")
         browser.close()
 
 
@@ -211,6 +241,26 @@ def _max(xs: list[float]) -> float:
     return max(xs) if xs else float("nan")
 
 
+APP_LOADS = ("first visit", "app load")
+"""Each session's first load of the app: a new browser profile compiling the frontend's JavaScript."""
+
+
+def by_phase(log: list[tuple[float, int, tuple, float]]) -> dict[tuple[str, str], list[float]]:
+    """Open times (log rows: start time, session, (page, how, first round?), seconds), grouped by
+    (how, phase). Phase "start-up": the open overlapped another session's first load of the app (a
+    new browser compiling ~9 MB of JavaScript on these same two cores); else "first round" (the
+    server's caches cold for that view) or "later". App loads themselves are left out."""
+    boots = [(k, t, t + e) for t, k, key, e in log if key[0] in APP_LOADS]
+    out: dict[tuple[str, str], list[float]] = {}
+    for t, k, key, e in log:
+        if key[0] in APP_LOADS:
+            continue
+        booting = any(k2 != k and t2 < t + e and end > t for k2, t2, end in boots)
+        phase = "start-up" if booting else "first round" if key[2] else "later"
+        out.setdefault((key[1], phase), []).append(e)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=3)
@@ -224,6 +274,9 @@ def main() -> int:
                     help="pause before each page open, drawn uniformly from [LO, HI] seconds")
     ap.add_argument("--reload-share", type=float, default=0.125,
                     help="share of page opens done by a full load of the page's address instead of a click")
+    ap.add_argument("--drill-share", type=float, default=0.25,
+                    help="chance that a session opens a page's closed per-pair drill-down after opening the page "
+                         "(it then stays open for that session's later clicks, until a full load)")
     ap.add_argument("--stagger", type=float, default=3.0, help="seconds between the sessions' starts")
     a = ap.parse_args()
     if not Path(CHROMIUM).exists():
@@ -293,39 +346,47 @@ def main() -> int:
         got = sorted(times.get((name, "full"), []))
         if got:
             print(f"{name:<11} {'full':<7} {len(got):>14} {statistics.median(got):>7.2f} {got[-1]:>6.2f} | {note}")
-    later: dict[str, list[float]] = {"click": [], "full": []}
     for name in PAGES:
-        for how in ("click", "full"):
+        for how in ("click", "full", "drill"):
             cold, warm = sorted(times.get((name, how, True), [])), sorted(times.get((name, how, False), []))
             if not (cold or warm):
                 continue
             line = f"{name:<11} {how:<7} {len(cold):>14} {_med(cold):>7.2f} {_max(cold):>6.2f} | {len(warm):>8} "
             if warm:
-                later[how] += warm
                 p90 = warm[min(len(warm) - 1, int(0.9 * len(warm)))]
                 line += f"{_med(warm):>7.2f} {p90:>6.2f} {warm[-1]:>7.2f}  {'yes' if warm[-1] < 2 else 'NO'}"
             print(line)
-    t_first = min((e[0] for e in times.get("log", [])), default=0.0)
-    for started, k, key, elapsed in sorted(times.get("log", [])):
-        if elapsed >= 2 and key[0] not in ("first visit", "app load"):
+    log = sorted(times.get("log", []))
+    t_first = min((e[0] for e in log), default=0.0)
+    for started, k, key, elapsed in log:
+        if elapsed >= 2 and key[0] not in APP_LOADS:
             since = [started - t for t in job_log.get("starts", []) if t <= started]
+            during = [f"session {k2} {key2[0]} {key2[1]} ({t2 - t_first:.1f}-{t2 + e2 - t_first:.1f} s)"
+                      for t2, k2, key2, e2 in log if k2 != k and t2 < started + elapsed and t2 + e2 > started]
             print(f"slow: at {started - t_first:5.1f} s session {k} {key[0]} by {key[1]} "
                   f"{'first round' if key[2] else 'later'}: {elapsed:.2f} s"
-                  + (f" ({min(since):.1f} s after a job (re)start)" if since else ""))
+                  + (f" ({min(since):.1f} s after a job (re)start)" if since else "")
+                  + f"; meanwhile: {', '.join(during) or 'no other open'}")
     for f in failures:
         print("FAILED", f)
     for e in job_log.get("errors", []):
         print("JOB FAILED", e)
         failures.append(e)
-    for how, label in (("full", "full page loads (address bar, deep link; browser caches warm)"),
-                       ("click", "page opens in a session (sidebar clicks)")):
-        got = sorted(later[how])
-        if got:
-            print(f"{label}, later rounds: {len(got)} opens, median {_med(got):.2f} s, max {got[-1]:.2f} s, "
-                  f"{sum(t < 2 for t in got)}/{len(got)} under 2 s")
-    clicks = later["click"]
-    ok = bool(clicks) and max(clicks) < 2 and not failures
-    print(f"every page opened by a click in a session (later rounds) under 2 s: {'yes' if ok else 'NO'}")
+    rows = (("click", "page opens in a session (sidebar clicks)"),
+            ("full", "full page loads (address bar, deep link; browser caches warm)"),
+            ("drill", "per-pair drill-downs opened (a click on the closed expander)"))
+    groups = by_phase(log)
+    for phase, note in (("first round", "the server's caches cold for the view"), ("later", ""),
+                        ("start-up", "while another session's new browser loaded the app")):
+        for how, label in rows:
+            got = sorted(groups.get((how, phase), []))
+            if got:
+                print(f"{label}, {phase}{f' ({note})' if note else ''}: {len(got)}, median {_med(got):.2f} s, "
+                      f"max {got[-1]:.2f} s, {sum(t < 2 for t in got)}/{len(got)} under 2 s")
+    every = [t for (_, phase), got in groups.items() if phase != "start-up" for t in got]
+    ok = bool(every) and max(every) < 2 and not failures
+    print(f"every page open and drill-down once all sessions are working under 2 s: {'yes' if ok else 'NO'} "
+          f"({sum(t < 2 for t in every)}/{len(every)}; start-up overlaps and app loads reported above)")
     return 0 if ok else 1
 
 

@@ -30,3 +30,20 @@ def test_watch_cpu_counts_a_burning_process_in_its_group(monkeypatch):
     stop.set()
     watcher.join()
     assert 0.9 <= totals.get("probe", 0.0) <= 1.3, totals  # 1 s of burning plus the interpreter's start
+
+
+def test_opens_during_another_browser_s_start_up_are_grouped_apart():
+    """by_phase: an open that overlaps another session's app load is "start-up"; one that overlaps
+    only its own session's app load, or none, keeps its round; app loads are not counted."""
+    log = [
+        (0.0, 0, ("first visit", "full"), 4.0),
+        (3.0, 1, ("app load", "full"), 4.0),      # session 1 boots from 3 to 7 s
+        (5.0, 0, ("curves", "click", True), 0.5),  # overlaps session 1's boot
+        (6.9, 0, ("lab", "full", True), 0.2),      # overlaps it by 0.1 s
+        (7.5, 0, ("lab", "click", True), 1.0),     # after it
+        (6.0, 1, ("runs", "click", True), 0.3),    # its own boot only (cannot happen, still its round)
+        (20.0, 1, ("margins", "drill", False), 2.5),
+    ]
+    groups = load_test.by_phase(log)
+    assert groups == {("click", "start-up"): [0.5], ("full", "start-up"): [0.2], ("click", "first round"): [1.0, 0.3],
+                      ("drill", "later"): [2.5]}
