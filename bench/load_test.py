@@ -13,17 +13,23 @@ restarted on fresh data whenever it ends before the sessions do.
 Sessions start `--stagger` s apart. Each loads the app at a deep link to an example (a full page
 load), then, round after round, opens every page in a random order: by a click on its sidebar link
 (how users move between pages), or, for a `--reload-share` of the opens, by a full load of the
-page's address. A pause drawn from `--think LO HI` seconds comes before each open. An open is timed
-from the click (or `page.goto`) until the page is drawn: its title shown, Streamlit's script run
-finished, no lazily loaded element left as a skeleton, every Plotly chart drawn (DRAWN), and then
-checked for exception elements. The target is held on every page opened by a click within a session after
-its first round (the server's caches cold for that view); full page loads, the first visit to the
-freshly started server and each new browser's first load are reported beside it, with medians,
-90th percentiles and maxima, and so are the CPU seconds the browsers, the server and the job used
-and how many pairs per second the job scored meanwhile (it pauses
-while pages are drawn: did_ui/jobs.py; `--sessions 0` gives its rate with no browser, and
-DID_JOB_YIELD_S=0 in the environment turns the pausing off). The exit status is 0 when the target
-holds and nothing failed.
+page's address; after an open, with chance `--drill-share`, it opens the page's closed per-pair
+drill-down (widgets.pair_drill_down), which then stays open for its later visits. A pause drawn from
+`--think LO HI` seconds comes before each open. An open is timed from the click (or `page.goto`)
+until the page is drawn: its title shown, Streamlit's script run finished, no lazily loaded element
+left as a skeleton, every Plotly chart drawn (DRAWN; a drill-down: DRILLED), and then checked for
+exception elements.
+
+The target, every page opened in under 2 s, is checked on every open once all sessions are
+working: clicks, full loads and drill-downs, in the first round (the server's caches cold for that
+view) and later. Reported beside it: each session's first load of the app (a new browser profile
+compiles ~9 MB of JavaScript), and the opens that overlapped another session's first load
+(`by_phase`: "start-up"), since on this machine that new browser takes the same two cores; with
+medians, 90th percentiles and maxima, what else was opening during each slow open, the CPU seconds
+the browsers, the server and the job used, and how many pairs per second the job scored meanwhile
+(it pauses while pages are drawn: did_ui/jobs.py; `--sessions 0` gives its rate with no browser,
+and DID_JOB_YIELD_S=0 in the environment turns the pausing off). The exit status is 0 when the
+target holds and nothing failed.
 """
 
 from __future__ import annotations

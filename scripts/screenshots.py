@@ -23,12 +23,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SHOTS = [  # (file stem, url path + query, heading to wait for)
     ("runs", "runs", "Runs"),
     ("curves", "curves", "Training curves"),
-    ("margins", "margins", "Log-margins"),
+    ("margins", "margins", "Log-margins"),  # taller: the histogram and the per-pair scatter below it
     ("entropy", "entropy", "DID entropy"),
     ("compare", "compare", "Compare checkpoints"),
     ("example", "example?example=low-03-25&ckpt=checkpoint-60", "Example"),
     ("lab", "lab", "Synthetic lab"),
 ]
+
+TALL = {"margins": 1480}
+"""Pages shot in a viewport taller than 1,000 pixels (Streamlit scrolls inside its main block, so a
+full-page screenshot would not show more)."""
 
 
 def main() -> None:
@@ -61,6 +65,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(60_000)
             for stem, path, heading in SHOTS:
+                page.set_viewport_size({"width": 1440, "height": TALL.get(stem, 1000)})  # Streamlit scrolls inside
                 sep = "&" if "?" in path else "?"
                 page.goto(f"{url}/{path}" + (f"{sep}run={a.run}" if a.run else ""))
                 page.get_by_role("heading", name=heading, exact=True).first.wait_for()
