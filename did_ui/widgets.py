@@ -131,9 +131,15 @@ def pair_chart(fig, key: str) -> object:
                            config=SCATTER_CONFIG)
 
 
-INLINE_PAIRS = int(os.environ.get("DID_INLINE_PAIRS", "1000"))
+def _env_count(name: str, default: int) -> int:
+    """A whole number >= 0 from the environment; `default` when unset or not one."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else default
+
+
+INLINE_PAIRS = _env_count("DID_INLINE_PAIRS", 1000)
 """Per-pair scatters of runs with up to this many pairs are drawn when the page opens; above it they
-wait in a closed drill-down (DID_INLINE_PAIRS in the environment overrides). A full page load's browser CPU grows with the points drawn (Chromium,
+wait in a closed drill-down (DID_INLINE_PAIRS in the environment, a whole number, overrides). A full page load's browser CPU grows with the points drawn (Chromium,
 software rendering, this machine: ~0.8 s of 1.8 s for Compare at 2,000 pairs; docs/ARCHITECTURE.md,
 "Serving")."""
 

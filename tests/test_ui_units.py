@@ -240,3 +240,15 @@ def test_curve_bands_outline_the_quantiles_of_each_checkpoint():
                 values = (raw[raw.step == 10].ref_logp_chosen if step == 0 else raw[raw.step == step][metric]).to_numpy()
                 assert y[k] == pytest.approx(np.quantile(values, q_hi))
                 assert y[-1 - k] == pytest.approx(np.quantile(values, q_lo))
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 1000), ("0", 0), ("250", 250), (" 40 ", 40), ("abc", 1000),
+                                                 ("-5", 1000), ("1e3", 1000)])
+def test_inline_pairs_comes_from_the_environment_or_defaults(monkeypatch, value, expected):
+    from did_ui import widgets
+
+    if value is None:
+        monkeypatch.delenv("DID_INLINE_PAIRS", raising=False)
+    else:
+        monkeypatch.setenv("DID_INLINE_PAIRS", value)
+    assert widgets._env_count("DID_INLINE_PAIRS", 1000) == expected
