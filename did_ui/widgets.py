@@ -139,9 +139,9 @@ def _env_count(name: str, default: int) -> int:
 
 INLINE_PAIRS = _env_count("DID_INLINE_PAIRS", 1000)
 """Per-pair scatters of runs with up to this many pairs are drawn when the page opens; above it they
-wait in a closed drill-down (DID_INLINE_PAIRS in the environment, a whole number, overrides). A full page load's browser CPU grows with the points drawn (Chromium,
-software rendering, this machine: ~0.8 s of 1.8 s for Compare at 2,000 pairs; docs/ARCHITECTURE.md,
-"Serving")."""
+wait in a closed drill-down (DID_INLINE_PAIRS in the environment, a whole number, overrides). What
+a page's full load costs the browser grows with the points drawn: at 2,000 pairs, Compare with its
+scatter 1.77 s of Chromium CPU, without 1.04 s (bench/page_cpu.py; docs/ARCHITECTURE.md, "Serving")."""
 
 
 def drill_down(label: str, key: str, expanded: bool = False):

@@ -69,6 +69,9 @@ else:
     c2.metric("trainer β", f"{fit['trainer_beta']}")
     c3.metric("R² (through 0)", f"{fit['r2']:.3f}", help=f"centred R²: {fit['r2_centered']:.3f}")
     c4.metric("ordered share M_π > M_ref > M_l", f"{fit['ordered_share']:.3f}")
-    st.plotly_chart(figures.pair_scatter(result["rows"], "x", "y", f"Power-law condition: π* = {v.ckpt}, π_l = {pi_l}",
-                                         "M_π − M_ref", "M_ref − M_l", colour="residual", diagonal=False,
-                                         slope=fit["beta_hat"]), key="power_law", config=widgets.SCATTER_CONFIG)
+    fitted = widgets.pair_drill_down(v, "M_ref − M_l against M_π − M_ref, and the fitted line", "margins_power_law")
+    if fitted is not None:
+        fitted.plotly_chart(figures.pair_scatter(result["rows"], "x", "y", f"Power-law condition: π* = {v.ckpt}, "
+                                                 f"π_l = {pi_l}", "M_π − M_ref", "M_ref − M_l", colour="residual",
+                                                 diagonal=False, slope=fit["beta_hat"]),
+                            key="power_law", config=widgets.SCATTER_CONFIG)

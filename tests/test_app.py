@@ -188,8 +188,8 @@ def test_scatters_draw_webgl_at_screen_resolution_and_select_pairs(monkeypatch, 
     assert all(set(p.selection_mode) == set(selectable[0].selection_mode) and len(p.selection_mode) == 3 for p in selectable)
 
 
-@pytest.mark.parametrize(("page", "key"), [("margins", "margins_pairs"), ("entropy", "entropy_pairs"),
-                                         ("compare", "compare_pairs")])
+@pytest.mark.parametrize(("page", "key"), [("margins", "margins_pairs"), ("margins", "margins_power_law"),
+                                         ("entropy", "entropy_pairs"), ("compare", "compare_pairs")])
 def test_a_large_runs_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypatch, synthetic_ws, page, key):
     """widgets.pair_drill_down: above INLINE_PAIRS pairs the page sends no per-pair scatter until its
     drill-down is opened; opened, it sends one point per pair of the run, and it is still open after
@@ -205,11 +205,17 @@ def test_a_large_runs_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypat
         charts = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart")]
         return [t for fig in charts for t in fig.data if t.mode == "markers"]
 
-    at = _open(_app(monkeypatch, synthetic_ws), page)
-    assert len(scatter(at)) == 1  # 60 pairs <= INLINE_PAIRS: drawn at once
+    def visit(at):
+        _open(at, page)
+        if key == "margins_power_law":  # the fit's scatter needs a π_l (the session keeps the choice)
+            at.selectbox(key="margins_pi_l").set_value("checkpoint-100").run()
+        return at
+
+    at = visit(_app(monkeypatch, synthetic_ws))
+    assert len(scatter(at)) == (2 if key == "margins_power_law" else 1)  # 60 pairs <= INLINE_PAIRS: drawn at once
 
     monkeypatch.setattr(widgets, "INLINE_PAIRS", 59)
-    at = _open(_app(monkeypatch, synthetic_ws), page)
+    at = visit(_app(monkeypatch, synthetic_ws))
     assert not scatter(at) and any(e.label.startswith("Each pair (60): ") for e in at.expander)
     at.session_state[key] = True
     at.run()
@@ -217,7 +223,7 @@ def test_a_large_runs_pair_scatter_is_drawn_once_opened_and_stays_open(monkeypat
     x = np.frombuffer(base64.b64decode(points.x["bdata"]), points.x["dtype"]) if isinstance(points.x, dict) else points.x
     assert len(x) == 60 and sorted(int(c[0]) for c in points.customdata) == list(range(60))
     _open(at, "runs")
-    _open(at, page)
+    visit(at)
     assert len(scatter(at)) == 1
 
 
