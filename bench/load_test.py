@@ -78,6 +78,13 @@ CLOSED_DRILL_DOWN = '[data-testid="stExpander"] details:not([open]) summary'
 """A closed per-pair drill-down (widgets.pair_drill_down: "Each pair (N): ...")."""
 
 
+def _fail_on_exception(page, where: str) -> None:
+    """Raise when the page shows a Streamlit exception element."""
+    errors = page.locator('[data-testid="stException"]')
+    if errors.count():
+        raise AssertionError(f"{where}: {errors.first.inner_text()[:500]}")
+
+
 def open_page(page, title: str, url: str | None = None) -> float:
     """Seconds from navigation until the page is drawn (see DRAWN), with no exception on it:
     `url` given: a full load of that address (the browser reloads the app); otherwise a click on the
@@ -89,9 +96,7 @@ def open_page(page, title: str, url: str | None = None) -> float:
         page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=NAV[title]).first.click()
     page.wait_for_function(DRAWN, arg=title, polling=POLL_MS, timeout=60_000)
     elapsed = time.perf_counter() - t0
-    errors = page.locator('[data-testid="stException"]')
-    if errors.count():
-        raise AssertionError(f"{url}: {errors.first.inner_text()[:500]}")
+    _fail_on_exception(page, str(url))
     return elapsed
 
 
@@ -105,9 +110,7 @@ def open_drill_down(page) -> float | None:
     summary.first.click()
     page.wait_for_function(DRILLED, polling=POLL_MS, timeout=60_000)
     elapsed = time.perf_counter() - t0
-    errors = page.locator('[data-testid="stException"]')
-    if errors.count():
-        raise AssertionError(f"drill-down: {errors.first.inner_text()[:500]}")
+    _fail_on_exception(page, "drill-down")
     return elapsed
 
 
