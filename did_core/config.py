@@ -1,8 +1,12 @@
-"""Frozen, validated settings shared by the scoring engine, the store and the CLI."""
+"""Frozen, validated settings of the scoring engine: how we compute (device, dtype, batch size, safety).
+
+What the trainer did (β, max length, loss, precision) is `run_settings.RunSettings`, resolved from
+the run folder; this dataclass holds only what is ours to choose.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -14,12 +18,9 @@ Role = Literal["reference", "policy"]
 class ScoreSettings:
     """How a dataset is scored. Fields that change a score enter the fingerprint."""
 
-    beta: float = 0.1
-    """DPO β: implicit reward = β·(ℓ_π − ℓ_ref). Display only; not in the fingerprint."""
-    max_length: int | None = 1024
-    """Prompt+completion tokens kept per sequence (TRL `keep_start`); None keeps all."""
     dtype: Dtype = "auto"
-    """Compute dtype; `auto` is float32 (see DESIGN.md §5)."""
+    """Weights and compute dtype of the exact numerics; `auto` is float32 (bfloat16 moved per-sequence
+    log-probs by up to several nats on a 135M model: docs/ARCHITECTURE.md, "Numerics")."""
     device: Device = "auto"
     """`auto` picks cuda when available, else cpu."""
     token_level: bool = True
@@ -35,10 +36,6 @@ class ScoreSettings:
     """Pass `trust_remote_code=True` to transformers (unsafe)."""
 
     def __post_init__(self) -> None:
-        if not (self.beta > 0):
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -59,9 +56,8 @@ class ScoreSettings:
         return "float32" if self.dtype == "auto" else self.dtype
 
     def fingerprint_fields(self) -> dict:
-        """The settings that change stored numbers (β, device and batch size do not)."""
-        d = asdict(self)
-        return {k: d[k] for k in ("max_length", "token_level")} | {"dtype": self.resolved_dtype}
+        """The engine settings that change stored exact numbers (device and batch size do not)."""
+        return {"token_level": self.token_level, "dtype": self.resolved_dtype}
 
 
 @dataclass(frozen=True)

@@ -282,7 +282,7 @@ def build_demo(workspace: str | Path, seed: int = 0, progress: Progress | None =
             lap(f"train {kind}")
 
         ws = Workspace(root)
-        settings = ScoreSettings(beta=cfg.beta, token_level=True)
+        settings = ScoreSettings(token_level=True)
         runs = []
         for kind, d in data.items():
             name = RUN_NAMES[kind]

@@ -1,13 +1,20 @@
 """`python -m did_core export`: stored results to CSV, Parquet or JSONL (DESIGN.md §3).
 
-- `kind="pairs"`: one row per (pair, checkpoint); DESIGN.md §3's columns first, in order, then
-  dropped_*, did_entropy_max_* and `run`. did_entropy_* are empty (CSV) / null when not computed.
+- `kind="pairs"`: one row per (pair, checkpoint, numerics); the contract's columns first, in order
+  (docs/REFERENCE.md), then dropped_*, did_entropy_max_*, `accuracy` (1 when the reward margin is
+  > 0, else 0), `loss` (the trainer's own loss type), `numerics` (`exact` or `trainer`) and `run`.
+  did_entropy_* are empty (CSV) / null when not computed (always so in trainer numerics). The
+  reference has no rows of its own: it is step 0 of every curve, and its values are the `ref_*`
+  columns (e.g. `ref_logp_chosen`) of any row.
 - `kind="tokens"`: one row per response token of every checkpoint (pair_id, model, step, side,
   position, token_id, token, logp, ref_logp, log_ratio, did_entropy), then `run`.
 - `export_trl_reference`: the dataset with TRL's `ref_chosen_logps` / `ref_rejected_logps`.
 
 With `run=None`, every run in the workspace is exported, one after another, told apart by the `run`
-column (an error if the workspace has none). The file is written atomically.
+column (an error if the workspace has none). The file is written atomically. Each run's resolved
+settings (value and source: trainer, default or override), its overrides and its approximation notes
+go with the file: in the Parquet schema metadata (key `did_explorer`), and for CSV and JSONL in a
+sidecar `FILE.meta.json`.
 """
 
 from __future__ import annotations
@@ -53,13 +60,23 @@ def _jsonable(v: object) -> object:
     return v
 
 
-def write_table(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write `df` to `out` by extension (.csv, .parquet, .jsonl), atomically. NaN/NA become empty/null."""
+def write_table(df: pd.DataFrame, out: str | Path, metadata: dict | None = None) -> Path:
+    """Write `df` to `out` by extension (.csv, .parquet, .jsonl), atomically. NaN/NA become empty/null.
+
+    `metadata` (JSON-safe) goes into the Parquet schema metadata, or a sidecar `out.meta.json` for CSV/JSONL.
+    """
     fmt = _format(out)
     out = Path(out)
+    if metadata is not None and fmt != ".parquet":
+        atomic_write_bytes(out.with_name(out.name + ".meta.json"),
+                           json.dumps(metadata, indent=1, default=str).encode("utf-8"))
     if fmt == ".parquet":
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if metadata is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   b"did_explorer": json.dumps(metadata, default=str).encode()})
+        pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue()
     elif fmt == ".csv":
         data = df.to_csv(index=False, na_rep="").encode("utf-8")
@@ -74,44 +91,74 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
     return out
 
 
-def pairs_table(workspace: str | Path | Workspace, run: str | None = None) -> pd.DataFrame:
-    """The export-kind pairs rows of one run (or all runs), with a trailing `run` column."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    frames = [ws.pairs(name).assign(run=name) for name in _runs(ws, run)]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def tokens_table(workspace: str | Path | Workspace, run: str | None = None) -> pd.DataFrame:
-    """Every checkpoint's token rows of one run (or all runs), with a trailing `run` column."""
+def pairs_table(workspace: str | Path | Workspace, run: str | None = None,
+                numerics: str | None = None) -> pd.DataFrame:
+    """The export-kind pairs rows of one run (or all runs) in every numerics it has (or only `numerics`),
+    with a trailing `run` column; `accuracy` as 1/0."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     frames = []
     for name in _runs(ws, run):
-        for cp in ws.run(name).get("checkpoints", []):
-            if ws.score_dir(cp["score"]).joinpath("meta.json").is_file():
-                frames.append(ws.tokens(name, cp["name"]).assign(run=name))
+        manifest = ws.run(name)
+        for nm in [numerics] if numerics else ws.numerics(manifest):
+            frames.append(ws.pairs(name, nm).assign(run=name))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df["accuracy"] = df["accuracy"].astype("int8")
+    return df
+
+
+def export_metadata(workspace: str | Path | Workspace, run: str | None = None) -> dict:
+    """What goes with an export, per run: resolved settings with sources, overrides, notes, numerics."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    out = {}
+    for name in _runs(ws, run):
+        m = ws.run(name)
+        out[name] = {"run_settings": ws.run_settings(m).to_manifest(), "overrides": m.get("overrides") or [],
+                     "notes": m.get("notes") or [], "numerics": ws.numerics(m),
+                     "numerics_detail": m.get("numerics_detail") or {"exact": {"dtype": "float32", "sums": "float64"}}}
+    return {"runs": out}
+
+
+def tokens_table(workspace: str | Path | Workspace, run: str | None = None,
+                 numerics: str | None = None) -> pd.DataFrame:
+    """Every checkpoint's token rows of one run (or all runs) in `numerics` (None: each run's primary),
+    with trailing `numerics` and `run` columns."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    frames = []
+    for name in _runs(ws, run):
+        manifest = ws.run(name)
+        nm = numerics or ws.numerics(manifest)[0]
+        for cp in manifest.get("checkpoints", []):
+            if ws.score_dir(ws.score_of(manifest, cp, nm)).joinpath("meta.json").is_file():
+                frames.append(ws.tokens(name, cp["name"], numerics=nm).assign(numerics=nm, run=name))
     if not frames:
         raise InputError(f"workspace {ws.root} has no stored token rows to export")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def export(workspace: str | Path, out: str | Path, kind: str = "pairs", run: str | None = None) -> Path:
-    """Write the `pairs` or `tokens` table of `run` (None: every run) to `out`; return the path written."""
+def export(workspace: str | Path, out: str | Path, kind: str = "pairs", run: str | None = None,
+           numerics: str | None = None) -> Path:
+    """Write the `pairs` or `tokens` table of `run` (None: every run) to `out`; return the path written.
+
+    `numerics`: only that numerics (pairs default: every numerics a run has; tokens: each run's primary).
+    """
     _format(out)
     if kind == "pairs":
-        df = pairs_table(workspace, run)
+        df = pairs_table(workspace, run, numerics)
     elif kind == "tokens":
-        df = tokens_table(workspace, run)
+        df = tokens_table(workspace, run, numerics)
     else:
         raise InputError(f"unknown export kind {kind!r}; use pairs or tokens")
-    return write_table(df, out)
+    return write_table(df, out, export_metadata(workspace, run))
 
 
-def trl_reference_table(workspace: str | Path | Workspace, run: str | None) -> pd.DataFrame:
+def trl_reference_table(workspace: str | Path | Workspace, run: str | None,
+                        numerics: str | None = None) -> pd.DataFrame:
     """The run's dataset (prompt, chosen, rejected as given + extra columns) with TRL's reference columns.
 
     `ref_chosen_logps` / `ref_rejected_logps` are the reference's sequence log-probs (float64, summed
-    over completion tokens, as TRL's `compute_ref_log_probs` does). Pairs the reference did not score
-    are dropped. Conversational rows keep their message lists.
+    over completion tokens, as TRL's `compute_ref_log_probs` does) in `numerics` (None: the trainer numerics
+    when the run has them — what TRL's own precompute would give — else exact). Pairs the reference did
+    not score are dropped. Conversational rows keep their message lists.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if run is None:
@@ -121,14 +168,18 @@ def trl_reference_table(workspace: str | Path | Workspace, run: str | None) -> p
         run = names[0]
     manifest = ws.run(run)
     data = ws.dataset_records(run)
-    ref = ws.open_store(manifest["reference"]["score"]).read_pairs()[["pair_id", "logp_chosen", "logp_rejected"]]
+    have = ws.numerics(manifest)
+    nm = numerics or ("trainer" if "trainer" in have else have[0])
+    ref = ws.open_store(ws.score_of(manifest, manifest["reference"], nm)).read_pairs()[
+        ["pair_id", "logp_chosen", "logp_rejected"]]
     ref = ref.rename(columns={"logp_chosen": "ref_chosen_logps", "logp_rejected": "ref_rejected_logps"})
     df = data.merge(ref, on="pair_id", how="inner", sort=False)
     first = ["prompt", "chosen", "rejected", "ref_chosen_logps", "ref_rejected_logps"]
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def export_trl_reference(workspace: str | Path, run: str | None, out: str | Path) -> Path:
+def export_trl_reference(workspace: str | Path, run: str | None, out: str | Path,
+                         numerics: str | None = None) -> Path:
     """Write the dataset with `ref_chosen_logps` / `ref_rejected_logps` so TRL can skip its reference model.
 
     TRL 1.16's DPOTrainer keeps these columns through tokenization (they are in its signature columns),
@@ -139,4 +190,4 @@ def export_trl_reference(workspace: str | Path, run: str | None, out: str | Path
     already has both columns. CSV cannot hold message lists: they are written as JSON text there.
     """
     _format(out)
-    return write_table(trl_reference_table(workspace, run), out)
+    return write_table(trl_reference_table(workspace, run, numerics), out, export_metadata(workspace, run))

@@ -304,7 +304,9 @@ class RunInfo:
     reference_hint: str | None = None
     """The base/reference model named by the run (adapter_config.json or the model card), if any."""
     training_args: dict = field(default_factory=dict)
-    """Plain scalar fields of the saved training arguments (JSON-safe)."""
+    """Plain fields of the saved training arguments (JSON-safe scalars and lists of them)."""
+    args_source: str | None = None
+    """The file the training arguments came from."""
 
 
 class _Stub:
@@ -340,12 +342,19 @@ class _StubUnpickler(pickle.Unpickler):
         return None
 
 
+def _plain(v: Any) -> bool:
+    """A JSON-safe scalar, or a list of them (TRL's `loss_type` and `loss_weights` are lists)."""
+    scalar = (str, int, float, bool)
+    return v is None or isinstance(v, scalar) or (isinstance(v, list | tuple) and all(isinstance(x, scalar) for x in v))
+
+
 def read_training_args(path: str | Path) -> dict:
-    """Plain scalar fields of a `training_args.bin` (torch.save of TrainingArguments/DPOConfig).
+    """Plain fields of a `training_args.bin` (torch.save of TrainingArguments/DPOConfig): scalars and
+    lists of scalars.
 
     TRL 1.16 keeps β only in this pickled file (trainer_state.json has none). It is parsed with an
     unpickler that maps every global to an inert stub: no class is imported and no code runs, so it is
-    safe without --allow-pickle. Only str/int/float/bool/None fields are returned.
+    safe without --allow-pickle. Only str/int/float/bool/None fields and lists of them are returned.
     """
     path = Path(path)
     if path.stat().st_size > 16 << 20:
@@ -364,8 +373,7 @@ def read_training_args(path: str | Path) -> dict:
             except Exception:
                 break
             if isinstance(obj, _Stub):
-                return {k: v for k, v in vars(obj).items()
-                        if not k.startswith("_") and (v is None or isinstance(v, str | int | float | bool))}
+                return {k: v for k, v in vars(obj).items() if not k.startswith("_") and _plain(v)}
     raise InputError(f"{path}: no training arguments found in this file")
 
 
@@ -429,6 +437,7 @@ def discover_run(run_dir: str) -> RunInfo:
             hint = _read_json(d / "adapter_config.json").get("base_model_name_or_path")
         if hint is None and (d / "README.md").is_file():
             hint = _card_base_model(d / "README.md")
-    scalars = {k: v for k, v in args.items() if v is None or isinstance(v, str | int | float | bool)}
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items() if _plain(v)}
     return RunInfo(run_dir=str(root), checkpoints=specs, beta=beta, beta_source=beta_source if beta else None,
-                   log_history=log_history, reference_hint=hint, training_args=scalars)
+                   log_history=log_history, reference_hint=hint, training_args=plain,
+                   args_source=beta_source if args else None)

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from did_core import losses, run_settings
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.data import PreferenceData, load_preference_data
 from did_core.engine import PairScores, score_batch_models
 from did_core.errors import InputError
 from did_core.models import (
+    RunInfo,
     check_same_tokenizer,
     discover_run,
     load_model,
@@ -32,8 +35,10 @@ from did_core.models import (
     resolve_device,
     tokenizer_fingerprint,
 )
+from did_core.run_settings import ResolvedSettings, RunSettings
 from did_core.store import fingerprint
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
+from did_core.trainer_numerics import empty_scores, precision_supported, score_trainer_batches, trainer_batches
 from did_core.workspace import Workspace, validate_name
 
 Progress = Callable[[str, int, int], None]
@@ -56,11 +61,16 @@ class ScoreStats:
     truncation: dict
     dtype_check: dict | None = None
     """For a reduced-precision run: the largest errors against a float32 re-score of a sample."""
+    numerics: tuple[str, ...] = ("exact",)
+    overrides: tuple[str, ...] = ()
+    """One sentence per setting given instead of the trainer's."""
+    notes: tuple[str, ...] = ()
+    """Approximations and fallbacks, said out loud."""
 
 
 def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None,
-                pi_l: str | None = None) -> tuple[ModelSpec, list[ModelSpec], dict]:
-    """The reference and policy specs, and run metadata (β, trainer log) from a TRL output dir.
+                pi_l: str | None = None) -> tuple[ModelSpec, list[ModelSpec], RunInfo | None]:
+    """The reference and policy specs, and what a TRL output dir records (`models.RunInfo`) when given.
 
     `pi_l` (a model of the rejected-response generator) is scored like a policy, last, without a step.
     """
@@ -68,11 +78,9 @@ def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | N
         raise InputError("give the checkpoints to score: --policy MODEL ... or --run TRL_OUTPUT_DIR")
     ref = ModelSpec(name=str(reference), path=str(reference), role="reference")
     specs: list[ModelSpec] = []
-    meta: dict = {"beta": None, "log_history": []}
-    if run_dir:
-        info = discover_run(run_dir)
+    info = discover_run(run_dir) if run_dir else None
+    if info:
         specs.extend(info.checkpoints)
-        meta = {"beta": info.beta, "log_history": info.log_history}
     for p in policies or []:
         specs.append(ModelSpec(name=str(p), path=str(p), role="policy", step=_step_from_name(p)))
     if pi_l:
@@ -81,7 +89,38 @@ def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | N
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise InputError(f"checkpoint given twice: {sorted(dup)[0]}")
-    return ref, specs, meta
+    return ref, specs, info
+
+
+def resolve_settings(info: RunInfo | None, overrides: Mapping[str, Any] | None,
+                     chat_template: str | None = None) -> ResolvedSettings:
+    """The run's settings: the trainer's (from `info`), replaced by `overrides`; InputError when invalid."""
+    trainer = run_settings.from_training_args(info.training_args) if info else {}
+    try:
+        resolved = run_settings.resolve(trainer, overrides, origin=info.args_source if info else None,
+                                        chat_template=chat_template)
+        losses.check_run_loss(resolved.settings)
+    except ValueError as exc:
+        raise InputError(f"bad setting: {exc}") from None
+    return resolved
+
+
+def resolve_numerics(numerics: Sequence[str] | str | None, rs: RunSettings) -> tuple[str, ...]:
+    """`None` or "auto": both when the trainer ran in reduced precision, else exact; "both": both."""
+    if numerics in (None, "auto"):
+        return rs.default_numerics()
+    if numerics == "both":
+        return ("exact", "trainer")
+    items = (numerics,) if isinstance(numerics, str) else tuple(numerics)
+    bad = [n for n in items if n not in run_settings.NUMERICS]
+    if bad or not items:
+        raise InputError(f"--numerics must be exact, trainer or both, got {bad[0] if bad else numerics!r}")
+    return tuple(n for n in run_settings.NUMERICS if n in items)
+
+
+def _template_hash(tokenizer) -> str | None:
+    template = getattr(tokenizer, "chat_template", None)
+    return fingerprint("chat-template", template)[:12] if template else None
 
 
 def _step_from_name(path: str) -> int | None:
@@ -144,21 +183,37 @@ def _dist() -> tuple[int, int]:
 
 def run_score(data: str, reference: str, *, policies: list[str] | None = None, run_dir: str | None = None,
               workspace: str | Path = "workspace", settings: ScoreSettings | None = None,
+              overrides: Mapping[str, Any] | None = None, numerics: Sequence[str] | str | None = None,
               name: str | None = None, column_map: dict[str, str] | None = None,
-              progress: Progress | None = None, beta_from_run: bool = True,
-              dtype_check_pairs: int = 8, pi_l: str | None = None) -> ScoreStats:
+              progress: Progress | None = None, dtype_check_pairs: int = 8, pi_l: str | None = None) -> ScoreStats:
     """Score `data` with `reference` and every policy; store the results; return what was done.
 
-    β is the trainer's (from the run folder) when `beta_from_run` and the run records one, else
-    `settings.beta`. A run in reduced precision re-scores its first `dtype_check_pairs` pairs in float32
-    and reports the largest error (`ScoreStats.dtype_check`). Raises InputError (before writing anything) for bad data, models or flags.
+    The run's settings (β, max length, loss, precision, …) are the trainer's, read from `run_dir`,
+    except those in `overrides` (RunSettings field → value), which are recorded as overrides beside
+    the trainer's value. `numerics`: "exact", "trainer", "both" or None (both when the trainer ran in
+    reduced precision). A run in reduced `settings.dtype` re-scores its first `dtype_check_pairs` pairs
+    in float32 and reports the largest error (`ScoreStats.dtype_check`). Raises InputError (before
+    writing anything) for bad data, models or settings.
     """
     settings = settings or ScoreSettings()
     say = progress or (lambda stage, done, total: None)
     rank, world = _dist()
     ws = Workspace(workspace)
-    ref_spec, specs, run_meta = plan_models(reference, policies, run_dir, pi_l)
-    beta = float(run_meta["beta"]) if beta_from_run and run_meta.get("beta") is not None else settings.beta
+    ref_spec, specs, info = plan_models(reference, policies, run_dir, pi_l)
+    resolved = resolve_settings(info, overrides)
+    rs = resolved.settings
+    wanted = resolve_numerics(numerics, rs)
+    run_name = name or default_run_name(ref_spec, specs, run_dir, data)
+    validate_name(run_name)
+    device = resolve_device(settings)
+    notes = _approximation_notes(rs)
+    if "trainer" in wanted:
+        ok, why = precision_supported(device, rs.precision)
+        if not ok and numerics not in (None, "auto"):
+            raise InputError(f"--numerics trainer needs {rs.precision} autocast, but {why}")
+        if not ok:
+            wanted = tuple(n for n in wanted if n != "trainer")
+            notes.append(f"trainer numerics not computed: the trainer used {rs.precision} autocast and {why}")
 
     say("load", 0, 1 + len(specs))
     pdata: PreferenceData = load_preference_data(data, column_map=column_map, limit=settings.limit)
@@ -169,8 +224,10 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
         check_same_tokenizer(tokenizer, tok, spec.name)
         models.append(m)
         say("load", i + 2, 1 + len(specs))
+    resolved = resolve_settings(info, overrides, _template_hash(tokenizer))
     say("tokenize", 0, len(pdata.pairs))
-    pairs = tokenize_pairs(pdata, tokenizer, settings.max_length)
+    pairs = tokenize_pairs(pdata, tokenizer, rs.max_length)
+    _check_truncation_mode(pairs, rs)
     say("tokenize", len(pairs), len(pdata.pairs))
 
     # Fingerprints: the reference's numbers do not depend on token_level; a policy's entropy does,
@@ -178,34 +235,42 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
     tok_fp = tokenizer_fingerprint(tokenizer)
     chunk_size = _chunk_size()
     # The chunk size fixes which pairs form chunk c, so resuming needs the same one: key on it too.
-    fields = settings.fingerprint_fields() | {"chunk_size": chunk_size}
+    fields = settings.fingerprint_fields() | {"max_length": rs.max_length, "chunk_size": chunk_size}
+    if rs.truncation_mode != "keep_start":  # (keep_start is left out so older fingerprints stay valid)
+        fields["truncation_mode"] = rs.truncation_mode
+    trainer_fields = {k: v for k, v in fields.items() if k != "token_level"} | rs.trainer_numerics_fields() | {
+        "numerics": "trainer", "device": device.type}
     ref_model_fp = model_fingerprint(ref_spec.path)
     pol_model_fps = [model_fingerprint(s.path) for s in specs]
-    ref_fp = fingerprint("reference", pdata.fingerprint, ref_model_fp, tok_fp,
-                         {k: v for k, v in fields.items() if k != "token_level"})
-    pol_fps = [fingerprint("policy", pdata.fingerprint, mfp, tok_fp, fields, ref_fp) for mfp in pol_model_fps]
+    ref_fp = {"exact": fingerprint("reference", pdata.fingerprint, ref_model_fp, tok_fp,
+                                   {k: v for k, v in fields.items() if k != "token_level"}),
+              "trainer": fingerprint("reference", pdata.fingerprint, ref_model_fp, tok_fp, trainer_fields)}
+    pol_fps = [{"exact": fingerprint("policy", pdata.fingerprint, mfp, tok_fp, fields, ref_fp["exact"]),
+                "trainer": fingerprint("policy", pdata.fingerprint, mfp, tok_fp, trainer_fields, ref_fp["trainer"])}
+               for mfp in pol_model_fps]
 
     n_chunks = max(1, -(-len(pairs) // chunk_size))
     chunks_computed = 0
-    run_name = name or default_run_name(ref_spec, specs, run_dir, data)
-    validate_name(run_name)
     if rank == 0:
         ws.remove_orphaned_temps()  # what a killed job left mid-write
         ws.write_dataset(pdata)
-    common = {"dataset": pdata.fingerprint, "settings": fields, "n_pairs": len(pairs), "chunk_size": chunk_size,
+    common = {"dataset": pdata.fingerprint, "n_pairs": len(pairs), "chunk_size": chunk_size,
               "n_chunks": n_chunks, "tokenizer": tok_fp}
-    ref_store = ws.score_store(ref_fp, common | {"model": asdict(ref_spec), "reference_score": None,
-                                                 "model_fingerprint": ref_model_fp})
-    pol_stores = [ws.score_store(fp, common | {"model": asdict(s), "reference_score": ref_fp,
-                                               "model_fingerprint": mfp})
-                  for fp, s, mfp in zip(pol_fps, specs, pol_model_fps, strict=True)]
+    stores: list[_Target] = []
+    for nm in wanted:
+        meta = common | {"settings": fields if nm == "exact" else trainer_fields, "numerics": nm}
+        stores.append(_Target(nm, None, ws.score_store(ref_fp[nm], meta | {
+            "model": asdict(ref_spec), "reference_score": None, "model_fingerprint": ref_model_fp})))
+        for i, (fp, s, mfp) in enumerate(zip(pol_fps, specs, pol_model_fps, strict=True)):
+            stores.append(_Target(nm, i, ws.score_store(fp[nm], meta | {
+                "model": asdict(s), "reference_score": ref_fp[nm], "model_fingerprint": mfp})))
     pieces = _token_strings(tokenizer, pairs)
-    device = resolve_device(settings)
     dtype = getattr(torch, settings.resolved_dtype)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches = trainer_batches(pairs, rs.eval_batch_size, rs.max_length, rs.truncation_mode)
 
-    ref_done = ref_store.done_chunks()
-    pol_done = [s.done_chunks() for s in pol_stores]
-    todo = [c for c in range(n_chunks) if c not in ref_done or any(c not in d for d in pol_done)]
+    done = [t.store.done_chunks() for t in stores]
+    todo = [c for c in range(n_chunks) if any(c not in d for d in done)]
     total_pairs = len(pairs)
     finished = total_pairs - sum(len(_chunk(pairs, c, chunk_size)) for c in todo)
     say("score", finished, total_pairs)
@@ -215,57 +280,126 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
         mine = todo[round_start + rank] if round_start + rank < len(todo) else None
         result = None
         if mine is not None:
-            chunk_pairs = _chunk(pairs, mine, chunk_size)
-            need = [i for i, d in enumerate(pol_done) if mine not in d]
-            score_ref = mine not in ref_done
+            need = [k for k, d in enumerate(done) if mine not in d]
             base = finished
-            ref_scores, pol_scores = score_batch_models(
-                ref_model, [models[i] for i in need], chunk_pairs, token_level=settings.token_level,
-                score_reference=score_ref, token_budget=settings.budget_for(device.type), device=device, dtype=dtype,
-                progress=(lambda n, base=base: say("score", base + n, total_pairs)) if world == 1 else None)
-            result = (mine, score_ref, ref_scores, need, pol_scores)
+            result = (mine, _score_chunk(
+                [stores[k] for k in need], need, ref_model, models, pairs, mine, chunk_size, batches, settings, rs,
+                device, dtype, pad_id,
+                progress=(lambda n, base=base: say("score", base + n, total_pairs)) if world == 1 else None))
         results = _gather(result, rank, world)
         if rank == 0:
             for res in results:
                 if res is None:
                     continue
-                c, score_ref, ref_scores, need, pol_scores = res
+                c, scored = res
                 chunk_pairs = _chunk(pairs, c, chunk_size)
-                if score_ref:
-                    ref_store.write_chunk(c, *_chunk_frames(chunk_pairs, ref_scores, pieces, False))
-                for i, sc in zip(need, pol_scores, strict=True):
-                    pol_stores[i].write_chunk(c, *_chunk_frames(chunk_pairs, sc, pieces, settings.token_level))
+                for k, sc in scored.items():
+                    entropy = settings.token_level and stores[k].numerics == "exact" and stores[k].policy is not None
+                    stores[k].store.write_chunk(c, *_chunk_frames(chunk_pairs, sc, pieces, entropy))
                 chunks_computed += 1
                 finished += len(chunk_pairs)
                 if os.environ.get("DID_TEST_CHUNK_DELAY"):  # lets fault tests kill -9 between chunks
                     time.sleep(float(os.environ["DID_TEST_CHUNK_DELAY"]))
         say("score", finished, total_pairs)
+    exact_stores = [t.store for t in stores if t.numerics == "exact"]
     dtype_report = None
-    if rank == 0 and settings.resolved_dtype != "float32" and specs and dtype_check_pairs > 0:
+    if rank == 0 and settings.resolved_dtype != "float32" and specs and dtype_check_pairs > 0 and exact_stores:
         say("check", 0, 1)
-        dtype_report = reduced_precision_error(ref_spec, specs[0], pairs[:dtype_check_pairs], ref_store,
-                                               pol_stores[0], settings)
+        dtype_report = reduced_precision_error(ref_spec, specs[0], pairs[:dtype_check_pairs], exact_stores[0],
+                                               exact_stores[1], settings)
         say("check", 1, 1)
     if rank == 0:
-        for store in (ref_store, *pol_stores):
-            if chunks_computed or not store.meta().get("complete"):
-                store.mark_complete()
+        for t in stores:
+            if chunks_computed or not t.store.meta().get("complete"):
+                t.store.mark_complete()
+
+        def scores(fps: dict) -> dict:
+            return {nm: fps[nm] for nm in wanted}
+        primary = wanted[0]
         ws.write_run({
             "name": run_name, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": {"fingerprint": pdata.fingerprint, "source": str(data), "n_pairs": len(pairs),
                         "conversational": pdata.conversational},
-            "beta": beta, "settings": fields,
-            "reference": {"name": ref_spec.name, "path": ref_spec.path, "step": None, "score": ref_fp},
-            "checkpoints": [{"name": s.name, "path": s.path, "step": s.step, "score": fp}
+            "beta": rs.beta, "settings": fields, "run_settings": resolved.to_manifest(),
+            "settings_origin": resolved.origin, "overrides": resolved.notes(), "notes": notes,
+            "numerics": list(wanted),
+            "numerics_detail": {"exact": {"dtype": settings.resolved_dtype, "sums": "float64"},
+                                "trainer": {"precision": rs.precision, "device": device.type,
+                                            "eval_batch_size": rs.eval_batch_size, "sums": "float32"}},
+            "reference": {"name": ref_spec.name, "path": ref_spec.path, "step": None, "score": ref_fp[primary],
+                          "scores": scores(ref_fp)},
+            "checkpoints": [{"name": s.name, "path": s.path, "step": s.step, "score": fp[primary], "scores": scores(fp)}
                             for s, fp in zip(specs, pol_fps, strict=True)],
-            "trainer_log_history": run_meta.get("log_history") or [],
+            "trainer_log_history": info.log_history if info else [],
             "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0,
                       "dtype_check": dtype_report, "pi_l": str(pi_l) if pi_l else None},
         })
     _barrier(world)
     say("done", total_pairs, total_pairs)
     return ScoreStats(run=run_name, n_pairs=len(pairs), chunks_total=n_chunks, chunks_computed=chunks_computed,
-                      truncation=truncation_report(pairs), dtype_check=dtype_report)
+                      truncation=truncation_report(pairs), dtype_check=dtype_report, numerics=wanted,
+                      overrides=tuple(resolved.notes()), notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One store a job fills: the reference (`policy` None) or policy i, in one numerics."""
+
+    numerics: str
+    policy: int | None
+    store: Any
+
+
+def _score_chunk(targets: Sequence[_Target], keys: Sequence[int], ref_model, models, pairs, c: int, chunk_size: int,
+                 batches: Sequence[Sequence[int]], settings: ScoreSettings, rs: RunSettings, device, dtype, pad_id: int,
+                 progress=None) -> dict[int, list[PairScores]]:
+    """Scores of chunk `c` for every target that lacks it: {target key: one PairScores per chunk pair}."""
+    chunk_pairs = _chunk(pairs, c, chunk_size)
+    out: dict[int, list[PairScores]] = {}
+    exact = [(k, t) for k, t in zip(keys, targets, strict=True) if t.numerics == "exact"]
+    if exact:
+        need = [t.policy for _, t in exact if t.policy is not None]
+        score_ref = any(t.policy is None for _, t in exact)
+        ref_scores, pol_scores = score_batch_models(
+            ref_model, [models[i] for i in need], chunk_pairs, token_level=settings.token_level,
+            score_reference=score_ref, token_budget=settings.budget_for(device.type), device=device, dtype=dtype,
+            progress=progress)
+        by_policy = dict(zip(need, pol_scores, strict=True))
+        for k, t in exact:
+            out[k] = ref_scores if t.policy is None else by_policy[t.policy]  # type: ignore[assignment]
+    trainer = [(k, t) for k, t in zip(keys, targets, strict=True) if t.numerics == "trainer"]
+    if trainer:
+        lo, hi = c * chunk_size, c * chunk_size + len(chunk_pairs)
+        mine = [b for b in batches if any(lo <= i < hi for i in b)]  # a batch across two chunks runs in both
+        scored = score_trainer_batches(
+            [ref_model if t.policy is None else models[t.policy] for _, t in trainer], pairs, mine,
+            precision=rs.precision, max_length=rs.max_length, truncation_mode=rs.truncation_mode,
+            pad_to_multiple_of=rs.pad_to_multiple_of, pad_token_id=pad_id, device=device)
+        for (k, _), per_pair in zip(trainer, scored, strict=True):
+            out[k] = [per_pair.get(i) or empty_scores() for i in range(lo, hi)]
+    return out
+
+
+def _approximation_notes(rs: RunSettings) -> list[str]:
+    """What the product cannot reproduce of this run, said where the numbers are shown."""
+    notes = []
+    if rs.sync_ref_model:
+        notes.append("the trainer moved its reference during training (TR-DPO, sync_ref_model); "
+                     "rewards and losses here are against the fixed reference given")
+    why = losses.check_run_loss(rs)
+    if why:
+        notes.append(f"the trainer's loss ({rs.loss_label()}) is not shown per pair: {why}")
+    return notes
+
+
+def _check_truncation_mode(pairs: Sequence[TokenizedPair], rs: RunSettings) -> None:
+    """keep_end (deprecated in TRL 1.16) cuts chosen and rejected prompts differently: refuse it when it cuts."""
+    if rs.truncation_mode == "keep_end":
+        cut = sum(1 for p in pairs if p.chosen_dropped or p.rejected_dropped or len(p.prompt_ids) >= (rs.max_length or 0))
+        if cut:
+            raise InputError(f"truncation_mode keep_end is not supported: {cut} pairs are longer than max length "
+                             f"{rs.max_length}; give --max-length none, or --truncation-mode keep_start to score them "
+                             "differently from the trainer")
 
 
 def reduced_precision_error(ref_spec: ModelSpec, spec: ModelSpec, sample: Sequence[TokenizedPair], ref_store,

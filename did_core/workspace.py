@@ -100,9 +100,26 @@ class Workspace:
     """One workspace directory. Cheap to construct; creates directories only when writing."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_workspace()
+        self.root = self.check_root(root if root is not None else default_workspace())
 
     validate_name = staticmethod(validate_name)
+
+    @staticmethod
+    def check_root(root: str | Path) -> Path:
+        """`root` as a Path, if it is (or can become) a folder; else InputError.
+
+        An existing file, or a path below one, would end in NotADirectoryError at the first write,
+        after the models were loaded and the pairs scored. One stat per ancestor up to the first
+        that exists; nothing is created.
+        """
+        root = Path(root)
+        for path in (root, *root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    where = "is a file" if path == root else f"is below the file {path}"
+                    raise InputError(f"workspace {root} {where}, not a folder; choose a folder with --workspace")
+                break
+        return root
 
     # -- paths ------------------------------------------------------------------------------------------
     def _inside(self, *parts: str) -> Path:
@@ -223,24 +240,51 @@ class Workspace:
     def _checkpoints(self, manifest: dict) -> list[dict]:
         return list(manifest.get("checkpoints", []))
 
-    def pairs(self, name: str) -> pd.DataFrame:
-        """One row per (pair, checkpoint): PAIRS_COLUMNS, then dropped_* and did_entropy_max_*.
+    @staticmethod
+    def numerics(manifest: dict) -> list[str]:
+        """The numerics a run was scored in, the primary (shown by default) first; runs scored before
+        there were two are "exact"."""
+        return list(manifest.get("numerics") or ["exact"])
 
-        reward_* = β·(ℓ_π − ℓ_ref); log_margin M_π = ℓ_π(y_w) − ℓ_π(y_l); ref_log_margin M_ref;
-        reward_margin = reward_chosen − reward_rejected = β(M_π − M_ref);
-        dpo_loss = −log σ(β(M_π − M_ref)) = softplus(−β(M_π − M_ref)) (np.logaddexp, stable).
+    @staticmethod
+    def score_of(manifest: dict, entry: dict, numerics: str | None = None) -> str:
+        """The score fingerprint of a reference or checkpoint entry in `numerics` (None: the primary)."""
+        have = Workspace.numerics(manifest)
+        numerics = numerics or have[0]
+        if numerics not in have:
+            raise InputError(f"run {manifest.get('name')!r} was not scored in {numerics} numerics "
+                             f"(it has {', '.join(have)})")
+        return (entry.get("scores") or {}).get(numerics) or entry["score"]
+
+    @staticmethod
+    def run_settings(manifest: dict):
+        """The run's resolved settings (`run_settings.ResolvedSettings`) as run.json recorded them."""
+        from did_core import run_settings
+
+        return run_settings.from_manifest(manifest.get("run_settings"), manifest.get("beta"))
+
+    def pairs(self, name: str, numerics: str | None = None) -> pd.DataFrame:
+        """One row per (pair, checkpoint) in `numerics` (None: the run's primary): PAIRS_COLUMNS, then
+        dropped_*, did_entropy_max_*, `accuracy`, `loss` and `numerics`.
+
+        The DPO quantities are `losses.pair_quantities`' (reward_* = β·(ℓ_π − ℓ_ref), margins, dpo_loss =
+        −log σ(reward_margin), accuracy = reward_margin > 0) with the run's β; `loss` is the trainer's own
+        loss (`losses.run_loss`: its loss_type, weights and parameters; NaN when not computable per pair).
         Pairs missing from the reference score get NaN reference columns. Checkpoints without a stored
         score yet are left out.
         """
+        from did_core import losses
+
         manifest = self.run(name)
-        beta = float(manifest.get("beta") or 0.1)
-        ref = self.open_store(manifest["reference"]["score"]).read_pairs_table()
+        numerics = numerics or self.numerics(manifest)[0]
+        rs = self.run_settings(manifest).settings
+        ref = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_pairs_table()
         ref_index = pd.Index(ref["pair_id"].to_numpy(zero_copy_only=False))
         ref_lc = ref["logp_chosen"].to_numpy()
         ref_lr = ref["logp_rejected"].to_numpy()
         parts: dict[str, list[np.ndarray]] = {}
         for cp in self._checkpoints(manifest):
-            store = ScoreStore(self.score_dir(cp["score"]))
+            store = ScoreStore(self.score_dir(self.score_of(manifest, cp, numerics)))
             if not store.exists():
                 continue
             t = store.read_pairs_table()
@@ -263,24 +307,22 @@ class Workspace:
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in PAIRS_COLUMNS})
         c = {k: np.concatenate(v) for k, v in parts.items()}
-        log_margin = c["logp_chosen"] - c["logp_rejected"]
-        ref_log_margin = c["ref_logp_chosen"] - c["ref_logp_rejected"]
+        raw = pd.DataFrame({k: c[k] for k in losses.PAIR_COLUMNS})
+        q = losses.pair_quantities(raw, rs.beta)
         out = {
             "pair_id": pd.array(c["pair_id"], dtype="str"), "model": pd.array(c["model"], dtype="str"),
             "step": pd.array(c["step"], dtype="Float64").astype("Int64"),
-            "logp_chosen": c["logp_chosen"], "logp_rejected": c["logp_rejected"],
-            "ref_logp_chosen": c["ref_logp_chosen"], "ref_logp_rejected": c["ref_logp_rejected"],
-            "n_tokens_chosen": c["n_tokens_chosen"], "n_tokens_rejected": c["n_tokens_rejected"],
-            "reward_chosen": beta * (c["logp_chosen"] - c["ref_logp_chosen"]),
-            "reward_rejected": beta * (c["logp_rejected"] - c["ref_logp_rejected"]),
-            "reward_margin": beta * (log_margin - ref_log_margin),
-            "log_margin": log_margin, "ref_log_margin": ref_log_margin,
-            "dpo_loss": np.logaddexp(0.0, -beta * (log_margin - ref_log_margin)),
+            **{k: c[k] for k in losses.PAIR_COLUMNS},
+            **{k: q[k].to_numpy() for k in ("reward_chosen", "reward_rejected", "reward_margin", "log_margin",
+                                            "ref_log_margin", "dpo_loss")},
         }
         for k in ("did_entropy_chosen", "did_entropy_rejected", "dropped_chosen", "dropped_rejected",
                   "did_entropy_max_chosen", "did_entropy_max_rejected"):
             out[k] = c[k]
-        return pd.DataFrame(out)
+        out["accuracy"] = q["accuracy"].to_numpy()
+        out["loss"] = losses.run_loss(raw, rs)
+        out["numerics"] = numerics
+        return pd.DataFrame(out)[[*PAIRS_COLUMNS, *(k for k in out if k not in PAIRS_COLUMNS)]]
 
     def _model_entry(self, manifest: dict, model: str) -> dict:
         for entry in [*self._checkpoints(manifest), manifest["reference"]]:
@@ -288,18 +330,20 @@ class Workspace:
                 return entry
         raise InputError(f"run {manifest.get('name')!r} has no model {model!r}")
 
-    def tokens(self, name: str, model: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
-        """One row per response token of `model` (a checkpoint name, or the reference's name): TOKENS_COLUMNS.
+    def tokens(self, name: str, model: str, pair_ids: list[str] | None = None,
+               numerics: str | None = None) -> pd.DataFrame:
+        """One row per response token of `model` (a checkpoint name, or the reference's name) in `numerics`
+        (None: the run's primary): TOKENS_COLUMNS.
 
         ref_logp comes from the reference joined on (pair_id, side, position); log_ratio = logp − ref_logp.
         """
         manifest = self.run(name)
         entry = self._model_entry(manifest, model)
-        toks = self.open_store(entry["score"]).read_tokens(pair_ids)
+        toks = self.open_store(self.score_of(manifest, entry, numerics)).read_tokens(pair_ids)
         if entry is manifest["reference"]:
             toks["ref_logp"] = toks["logp"]
         else:
-            ref = self.open_store(manifest["reference"]["score"]).read_tokens(pair_ids)
+            ref = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_tokens(pair_ids)
             ref = ref[["pair_id", "side", "position", "logp"]].rename(columns={"logp": "ref_logp"})
             toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
         toks["log_ratio"] = (toks["logp"] - toks["ref_logp"]).astype("float32")

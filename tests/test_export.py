@@ -47,7 +47,7 @@ def test_pairs_export_each_format(synthetic, tmp_path, ext):
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])
 def test_tokens_export(synthetic, tmp_path, ext):
     got = _read(export(synthetic, tmp_path / f"tokens.{ext}", kind="tokens"))
-    assert list(got.columns) == [*TOKENS_COLUMNS, "run"]
+    assert list(got.columns) == [*TOKENS_COLUMNS, "numerics", "run"]
     pairs = Workspace(synthetic).pairs("synthetic")
     assert len(got) == int(pairs["n_tokens_chosen"].sum() + pairs["n_tokens_rejected"].sum())
     np.testing.assert_allclose(got["log_ratio"], got["logp"] - got["ref_logp"], atol=1e-5)

@@ -166,7 +166,7 @@ class Boom:
 def test_training_args_read_without_running_code(tmp_path):
     torch.save(FakeDPOConfig(0.25, 5e-7, "out", ["sigmoid"]), tmp_path / "training_args.bin")
     args = read_training_args(tmp_path / "training_args.bin")
-    assert args == {"beta": 0.25, "learning_rate": 5e-7, "output_dir": "out"}
+    assert args == {"beta": 0.25, "learning_rate": 5e-7, "output_dir": "out", "loss_type": ["sigmoid"]}
     evil = Boom()
     evil.target = str(tmp_path / "pwned")
     (tmp_path / "evil.bin").write_bytes(pickle.dumps({"x": evil}))
