@@ -1,4 +1,4 @@
-"""How fast each dashboard page opens from stored results (DESIGN.md §7: < 1 s for 10,000 pairs ×
+"""How fast each dashboard page opens from stored results (the target: < 1 s for 10,000 pairs ×
 10 checkpoints, the example inspector < 0.3 s).
 
     python bench/dashboard_bench.py [--pairs 10000] [--checkpoints 10] [--repeats 5] [--workspace DIR]

@@ -1,4 +1,4 @@
-"""Benchmark of the scoring engine (DESIGN.md §7): 64 HH-RLHF harmless pairs, SmolLM2-135M-Instruct
+"""Benchmark of the scoring engine (README, "Figures"): 64 HH-RLHF harmless pairs, SmolLM2-135M-Instruct
 as reference and a DPO checkpoint of it, max length 512, float32, 2 threads.
 
 In one process it times a hand-written loop (one forward per response per model, full logits) and

@@ -1,4 +1,4 @@
-"""Command line: `python -m did_core score | export | demo | sample` (DESIGN.md §3).
+"""Command line: `python -m did_core score | export | demo | sample` (docs/REFERENCE.md §6).
 
 A thin wrapper over the typed functions the dashboard calls. Bad input ends with exit status 2 and
 one `error:` line on stderr, never a traceback.
@@ -14,12 +14,27 @@ import sys
 import time
 from pathlib import Path
 
+from did_core import run_settings
+
 EXIT_INPUT = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: a usage error is one `error:` line on stderr, exit 2.
+
+    argparse's own `error` prints the whole usage block and then `<prog>: error: ...`; a caller (the
+    dashboard's job launcher, a script) reads one line that starts with `error:`, as for bad input.
+    Used for the subcommands too (`parser_class`), so `score --dtype float7` reads the same.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        message = " ".join(message.split())
+        self.exit(EXIT_INPUT, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m did_core", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m did_core", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ws_default = os.environ.get("DID_WORKSPACE", "workspace")
 
     s = sub.add_parser("score", help="score a preference dataset with a reference and checkpoints")
@@ -36,10 +51,16 @@ def _parser() -> argparse.ArgumentParser:
                         "paper's power-law fit")
     s.add_argument("--workspace", default=ws_default, help="results folder (default: $DID_WORKSPACE or ./workspace)")
     s.add_argument("--name", help="run name in the workspace (default: from the run folder and dataset)")
-    s.add_argument("--beta", type=float, default=None, help="DPO β (default: the trainer's, else 0.1)")
     s.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
-    s.add_argument("--max-length", type=int, default=1024, help="prompt+completion tokens kept (TRL keep_start)")
-    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    s.add_argument("--numerics", default="auto", choices=["auto", "exact", "trainer", "both"],
+                   help="exact: float32 forward, float64 sums; trainer: the forward as the trainer ran it "
+                        "(its autocast, batches and sums), which reproduces its logged metrics; both; "
+                        "auto (default): both when the trainer ran in bf16/fp16, else exact")
+    rs = s.add_argument_group("the run's settings (each defaults to the trainer's, from the run folder; "
+                              "a value given here is recorded and shown as an override)")
+    run_settings.add_cli_options(rs)
+    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights and compute dtype of the exact numerics (auto: float32)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--token-level", action=argparse.BooleanOptionalAction, default=True,
                    help="compute per-token DID entropy (default: on)")
@@ -57,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="pairs: one row per (pair, model); tokens: per response token; "
                         "trl: the dataset with TRL's ref_chosen_logps/ref_rejected_logps")
     e.add_argument("--run", default=None, help="run name (default: every run)")
+    e.add_argument("--numerics", default=None, choices=["exact", "trainer"],
+                   help="only these numerics (default: pairs in every numerics a run has, one row each; "
+                        "tokens in the run's primary; trl in the trainer's when scored)")
 
     m = sub.add_parser("sample", help="sample K responses per prompt for sequence-level DID entropy")
     m.add_argument("--workspace", default=ws_default)
@@ -130,10 +154,10 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     from did_core.score import run_score
 
     try:
-        settings = ScoreSettings(beta=a.beta if a.beta is not None else 0.1, max_length=a.max_length,
-                                 dtype=a.dtype, device=a.device, token_level=a.token_level,
+        settings = ScoreSettings(dtype=a.dtype, device=a.device, token_level=a.token_level,
                                  token_budget=a.token_budget, limit=a.limit, allow_pickle=a.allow_pickle,
                                  trust_remote_code=a.trust_remote_code)
+        overrides = run_settings.overrides_from_namespace(a)
     except ValueError as exc:
         raise InputError(f"bad setting: {exc}") from None
     column_map = None
@@ -144,11 +168,15 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
         except (json.JSONDecodeError, AssertionError):
             raise InputError(f"--column-map must be a JSON object of column renames, got {a.column_map!r}") from None
     stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
-                      name=a.name, column_map=column_map, progress=progress, beta_from_run=a.beta is None,
-                      pi_l=a.pi_l)
+                      overrides=overrides, numerics=a.numerics, name=a.name, column_map=column_map,
+                      progress=progress, pi_l=a.pi_l)
     trunc = stats.truncation
     print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
-          f"(the rest were stored), workspace {a.workspace}")
+          f"(the rest were stored), numerics {' + '.join(stats.numerics)}, workspace {a.workspace}")
+    for line in stats.overrides:
+        print(f"override: {line}", file=sys.stderr)
+    for line in stats.notes:
+        print(f"note: {line}", file=sys.stderr)
     if stats.dtype_check:
         c = stats.dtype_check
         print(f"{c['dtype']} check against float32 on {c['pairs']} pairs of {c['model']}: largest log-prob error "
@@ -162,9 +190,9 @@ def _cmd_export(a: argparse.Namespace) -> None:
     from did_core.export import export, export_trl_reference
 
     if a.kind == "trl":
-        path = export_trl_reference(a.workspace, a.run, a.out)
+        path = export_trl_reference(a.workspace, a.run, a.out, numerics=a.numerics)
     else:
-        path = export(a.workspace, a.out, kind=a.kind, run=a.run)
+        path = export(a.workspace, a.out, kind=a.kind, run=a.run, numerics=a.numerics)
     print(f"wrote {path}")
 
 
@@ -207,11 +235,15 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from did_core.errors import InputError
+    from did_core.workspace import Workspace
 
     _quiet_libraries()
 
     progress = _Progress(getattr(args, "progress_json", None))
     try:
+        # Every command reads or writes the workspace: refuse one that cannot be a folder (an
+        # existing file, or a path under one) before any work, not as a traceback after it.
+        Workspace.check_root(args.workspace)
         if args.command == "score":
             _cmd_score(args, progress)
         elif args.command == "export":

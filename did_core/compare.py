@@ -3,7 +3,7 @@
 Pure pandas/numpy over a `ws.pairs` table. Either side may be "reference" (its values are the
 `ref_*` columns). The DID between the two treats A as the reference and B as the policy:
 d_{B/A}(y) = ℓ_B(y) − ℓ_A(y), and over the candidate set S = {y_w, y_l} of each pair
-q_{B/A} = softmax(d_{B/A}(y_w), d_{B/A}(y_l)) — estimator 2 of DESIGN.md §2 with the pair as S —
+q_{B/A} = softmax(d_{B/A}(y_w), d_{B/A}(y_l)) — estimator 2 of docs/REFERENCE.md §3 with the pair as S —
 with entropy H ∈ [0, log 2] (`entropy.pair_did_entropy`). The sample-based estimators of the same
 DID come from `sampling.sample_did_entropy(policy=B, reference=A, ...)`.
 """

@@ -10,8 +10,9 @@ Long format, one row per point: `step` (float; the reference is step 0), `model`
 Metric names are shared between the two sources where TRL 1.16 logs the same quantity
 (`DPOTrainer._compute_loss` / `log`): logps/chosen → logp_chosen, logps/rejected → logp_rejected,
 rewards/chosen → reward_chosen, rewards/rejected → reward_rejected, rewards/margins → reward_margin,
-rewards/accuracies → accuracy, loss → dpo_loss (the trainer's loss is whichever `loss_type` it
-trained with); `eval_`-prefixed keys go to source "trainer_eval". Other numeric keys keep their
+rewards/accuracies → accuracy, loss → loss (the trainer's own loss: its `loss_type`s and weights,
+`losses.run_loss`; `dpo_loss` is always the sigmoid DPO loss); `eval_`-prefixed keys go to source
+"trainer_eval". Other numeric keys keep their
 names (entropy, logits/chosen, mean_token_accuracy, grad_norm, learning_rate, ...). Caveat for the
 reader: the trainer's values are means over its training batches at that step (summed log-probs),
 the scored values are over the user's dataset with the saved checkpoint.
@@ -30,12 +31,12 @@ QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 LONG_COLUMNS = ["step", "model", "metric", "stat", "value", "source"]
 # Distributions summarised by mean, std and quantiles; then shares (mean of a bool).
 DISTRIBUTION_METRICS = ("logp_chosen", "logp_rejected", "log_ratio_chosen", "log_ratio_rejected", "reward_chosen",
-                        "reward_rejected", "reward_margin", "log_margin", "dpo_loss", "did_entropy_chosen",
+                        "reward_rejected", "reward_margin", "log_margin", "dpo_loss", "loss", "did_entropy_chosen",
                         "did_entropy_rejected")
 SHARE_METRICS = ("accuracy", "displaced", "chosen_down", "rejected_down")
 TRAINER_METRICS = {"logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected",
                    "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
-                   "rewards/margins": "reward_margin", "rewards/accuracies": "accuracy", "loss": "dpo_loss"}
+                   "rewards/margins": "reward_margin", "rewards/accuracies": "accuracy", "loss": "loss"}
 
 
 def _stats(values: np.ndarray, quantiles: Sequence[float]) -> dict[str, float]:
@@ -55,6 +56,9 @@ def _per_pair_table(pairs: pd.DataFrame, beta: float, aggregation: Aggregation) 
     q["logp_rejected"] = pairs["logp_rejected"] / div_l
     for c in ("did_entropy_chosen", "did_entropy_rejected"):
         q[c] = pairs[c].astype(float) if c in pairs else np.nan
+    # The trainer's own loss (ws.pairs `loss`, from summed log-probs whatever the aggregation); a table
+    # without it (older callers) falls back to the sigmoid DPO loss.
+    q["loss"] = pairs["loss"].to_numpy(dtype=np.float64) if "loss" in pairs else q["dpo_loss"]
     return q
 
 

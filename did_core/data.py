@@ -1,4 +1,4 @@
-"""Load preference data from any file or folder of DESIGN.md §4 into normalized pairs.
+"""Load preference data from any file or folder of docs/REFERENCE.md §10 into normalized pairs.
 
 Files: JSONL (`.jsonl`, `.ndjson`), JSON (a list of records, `{"data": [...]}`, or columns of equal
 length; a `.json` file that is really JSON Lines is read as such), CSV (a message list may sit in a

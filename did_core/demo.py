@@ -1,7 +1,7 @@
 """The embedded demo workspace: real TRL DPO runs on a small language, scored, with exact DID entropies.
 
 `build_demo(workspace)` (also `python -m did_core demo --workspace DIR`) does, deterministically from
-a seed (DESIGN.md §6):
+a seed (docs/DEMO.md):
 
 1. a small language and tokenizer (`demo_language`), a tiny GPT-2 fitted to samples of a
    prompt-conditional Markov chain: the SFT reference, saved under `demo/models/reference`;

@@ -1,7 +1,7 @@
 """The scoring engine: exact per-token log-probs of chosen and rejected responses under a reference
 and any number of policies, with as little compute as the maths allows.
 
-What makes it fast (DESIGN.md §5), and why each trick keeps the numbers exact:
+What makes it fast (docs/ARCHITECTURE.md, "Engine"), and why each trick keeps the numbers exact:
 
 - Pairs are sorted by length and grouped by a budget of padded tokens, so padding stays small;
   results are put back in input order, and nothing but float rounding depends on the grouping.

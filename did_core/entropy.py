@@ -1,6 +1,6 @@
 r"""Sequence-level DID entropy: over a candidate set, by importance sampling, and exactly (pure numpy).
 
-Notation (DESIGN.md §2): d(y) = ℓ_π(y) − ℓ_ref(y), w(y) = e^{d(y)} = π(y)/π_ref(y), and the
+Notation (docs/REFERENCE.md §1, §3): d(y) = ℓ_π(y) − ℓ_ref(y), w(y) = e^{d(y)} = π(y)/π_ref(y), and the
 Differential Information Distribution q(y) = w(y)/Z with Z = Σ_y w(y), the sum running over every
 response of the world (every finite token sequence the models can emit).
 

@@ -1,7 +1,7 @@
-"""`python -m did_core export`: stored results to CSV, Parquet or JSONL (DESIGN.md §3).
+"""`python -m did_core export`: stored results to CSV, Parquet or JSONL (docs/REFERENCE.md §7).
 
 - `kind="pairs"`: one row per (pair, checkpoint, numerics); the contract's columns first, in order
-  (docs/REFERENCE.md), then dropped_*, did_entropy_max_*, `accuracy` (1 when the reward margin is
+  (docs/REFERENCE.md §7), then dropped_*, did_entropy_max_*, `accuracy` (1 when the reward margin is
   > 0, else 0), `loss` (the trainer's own loss type), `numerics` (`exact` or `trainer`) and `run`.
   did_entropy_* are empty (CSV) / null when not computed (always so in trainer numerics). The
   reference has no rows of its own: it is step 0 of every curve, and its values are the `ref_*`

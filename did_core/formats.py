@@ -1,4 +1,4 @@
-"""Normalize raw preference records (one dict per row) to prompt / chosen / rejected (DESIGN.md §4).
+"""Normalize raw preference records (one dict per row) to prompt / chosen / rejected (docs/REFERENCE.md §10).
 
 The input is what a file reader produced: a list of plain-Python dicts. The output is a list of
 normalized rows. Everything here is pure (no I/O); every bad value raises `InputError` naming the

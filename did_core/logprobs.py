@@ -42,7 +42,7 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def did_entropy(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
-    """Token-level entropy of the Differential Information Distribution (DESIGN.md §2, estimator 1).
+    """Token-level entropy of the Differential Information Distribution (docs/REFERENCE.md §3, estimator 1).
 
     policy_logits, reference_logits: (N, V) next-token scores of π and π_ref at the same N
     positions — raw logits or normalised log-probabilities, either works (see below).

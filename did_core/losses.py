@@ -1,9 +1,9 @@
 """Per-pair DPO quantities and the preference losses a DPO practitioner meets (pure numpy, no I/O).
 
 Everything here works on 1-D float arrays of length N (one entry per preference pair) or on the
-`ws.pairs` DataFrame (one row per (pair, checkpoint); ARCHITECTURE.md). Natural logs throughout.
+`ws.pairs` DataFrame (one row per (pair, checkpoint); docs/ARCHITECTURE.md). Natural logs throughout.
 
-Notation (DESIGN.md §2): `logp_*` are sequence log-probs ℓ_π(y|x) summed over response tokens,
+Notation (docs/REFERENCE.md §1): `logp_*` are sequence log-probs ℓ_π(y|x) summed over response tokens,
 `ref_logp_*` the reference's, `n_tokens_*` the number of scored response tokens.
 `aggregation="mean"` divides each sequence log-prob by its token count (clamped to ≥ 1, as TRL
 does) before anything else, so every quantity below exists in a per-token flavour.

@@ -86,6 +86,12 @@ def _check_weights(directory: Path, settings: ScoreSettings, adapter: bool = Fal
     return False
 
 
+def model_kind(path: str) -> str:
+    """What `path` names: "hf" (a model folder), "peft" (an adapter folder), "gguf" or "hub"; an
+    InputError when it is none of them (checked without loading anything)."""
+    return _model_kind(path)
+
+
 def _model_kind(path: str) -> str:
     p = Path(path).expanduser()
     if p.is_file():

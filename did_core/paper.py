@@ -1,6 +1,6 @@
 """The paper's conditions on the user's data: log-margin ordering and the power-law line (pure numpy/pandas).
 
-DESIGN.md §2: preferences encode the DID that leads from π_ref to π* when
+docs/REFERENCE.md §4: preferences encode the DID that leads from π_ref to π* when
 q_{π_ref/π_l}(y) ∝ q_{π*/π_ref}(y)^β on y ∈ {y_w, y_l}, i.e. in log-margins
 
     M_ref − M_l = β · (M_* − M_ref)          (a line through the origin)

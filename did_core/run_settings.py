@@ -227,10 +227,10 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
         choices = f.choices or None
         parser.add_argument(f.flag, dest=f"rs_{f.name}", default=None, nargs=nargs, choices=choices,
                             metavar=None if choices else f.name.upper(),
-                            help=f"{f.help} (default: the trainer's, else {_default_text(f.name)})")
+                            help=f"{f.help} (default: the trainer's, else {default_text(f.name)})")
 
 
-def _default_text(name: str) -> str:
+def default_text(name: str) -> str:
     v = getattr(RunSettings(), name)
     if isinstance(v, tuple):
         return " ".join(map(str, v))

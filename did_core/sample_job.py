@@ -1,5 +1,5 @@
 """The `sample` job: K responses per prompt from a proposal, scored under a checkpoint and the
-reference, for the sequence-level DID entropy estimators (estimator 2 of DESIGN.md §2).
+reference, for the sequence-level DID entropy estimators (docs/REFERENCE.md §3, estimator 2).
 
 Samples are stored once per (dataset, policy score, reference score, sampling settings) under
 `<workspace>/samples/<fp>.parquet` and registered in the run's manifest (`run.json["samples"]`), so a

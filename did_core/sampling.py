@@ -1,6 +1,6 @@
 """Sample K responses per prompt from a proposal model and score them under a policy and a reference.
 
-Feeds the sequence-level DID entropy estimators of `did_core.entropy` (estimator 2 of DESIGN.md §2).
+Feeds the sequence-level DID entropy estimators of `did_core.entropy` (docs/REFERENCE.md §3, estimator 2).
 The sampler is a plain ancestral loop with a KV cache rather than `model.generate`, because
 `generate` silently applies whatever the checkpoint's `generation_config.json` says (top-k 50,
 repetition penalty, ...), and importance sampling needs the *exact* distribution that produced each

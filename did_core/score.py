@@ -118,6 +118,42 @@ def resolve_numerics(numerics: Sequence[str] | str | None, rs: RunSettings) -> t
     return tuple(n for n in run_settings.NUMERICS if n in items)
 
 
+def preflight(data: str, reference: str, *, policies: Sequence[str] | None = None, run_dir: str | None = None,
+              overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, str], ResolvedSettings | None]:
+    """What a job would refuse, found before it starts and without loading a model: {field: `error:`
+    message} for "data", "reference", "policies", "run_dir", "settings" (empty when all is well), and
+    the run's resolved settings when they could be read."""
+    from did_core.models import _looks_like_hub_id, model_kind
+
+    errors: dict[str, str] = {}
+    if not data:
+        errors["data"] = "error: give a dataset (upload or path)"
+    elif not Path(data).expanduser().exists() and not _looks_like_hub_id(data):
+        errors["data"] = f"error: {data}: no such file or directory"
+    for field_name, paths in (("reference", [reference] if reference else []), ("policies", list(policies or []))):
+        if field_name == "reference" and not reference:
+            errors["reference"] = "error: give a reference model"
+        for p in paths:
+            try:
+                model_kind(p)
+            except InputError as exc:
+                errors.setdefault(field_name, f"error: {exc}")
+    if bool(policies) == bool(run_dir):
+        errors.setdefault("run_dir", "error: give either a TRL output folder or checkpoints, not both or neither")
+        return errors, None
+    resolved = None
+    try:
+        info = discover_run(run_dir) if run_dir else None
+    except InputError as exc:
+        errors["run_dir"] = f"error: {exc}"
+        return errors, None
+    try:
+        resolved = resolve_settings(info, overrides)
+    except InputError as exc:
+        errors["settings"] = f"error: {exc}"
+    return errors, resolved
+
+
 def _template_hash(tokenizer) -> str | None:
     template = getattr(tokenizer, "chat_template", None)
     return fingerprint("chat-template", template)[:12] if template else None

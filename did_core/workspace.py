@@ -38,7 +38,7 @@ __all__ = ["Workspace", "ScoreStore", "CorruptStoreError", "fingerprint", "defau
 PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
                  "n_tokens_chosen", "n_tokens_rejected", "reward_chosen", "reward_rejected", "reward_margin",
                  "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected"]
-"""DESIGN.md §3's export columns, in order; `ws.pairs` appends dropped_* and did_entropy_max_*."""
+"""docs/REFERENCE.md §7's export columns, in order; `ws.pairs` appends dropped_* and did_entropy_max_*."""
 TOKENS_COLUMNS = ["pair_id", "model", "step", "side", "position", "token_id", "token", "logp", "ref_logp",
                   "log_ratio", "did_entropy"]
 _META_KEY = b"did_explorer"

@@ -23,7 +23,7 @@ DEFAULT_WORKSPACE = "workspace"
 
 
 def workspace_root() -> str:
-    """`$DID_WORKSPACE`, else `./workspace` (DESIGN.md §3), as an absolute path."""
+    """`$DID_WORKSPACE`, else `./workspace` (docs/REFERENCE.md §6), as an absolute path."""
     return str(Path(os.environ.get("DID_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve())
 
 
@@ -45,6 +45,22 @@ def run_version(root: str, run: str) -> str:
         return str((Path(root) / "runs" / run / "run.json").stat().st_mtime_ns)
     except OSError:
         return "none"
+
+
+NUMERICS_SEP = "~"
+
+
+def view_version(root: str, run: str, numerics: str | None = None) -> str:
+    """The cache key of a run's views in `numerics`: `run_version`, plus `~numerics` when not the
+    run's primary — so every cached table below is keyed by the numerics it shows without each
+    function taking one more argument."""
+    base = run_version(root, run)
+    return f"{base}{NUMERICS_SEP}{numerics}" if numerics else base
+
+
+def numerics_of(ver: str) -> str | None:
+    """The numerics a cache key asks for (None: the run's primary)."""
+    return ver.partition(NUMERICS_SEP)[2] or None
 
 
 def core_available() -> bool:
@@ -76,10 +92,11 @@ def run_manifest(root: str, run: str, ver: str) -> dict:
     return dict(workspace(root).run(run))
 
 
-@st.cache_data(show_spinner=False, max_entries=2)
+@st.cache_data(show_spinner=False, max_entries=4)
 def raw_pairs(root: str, run: str, ver: str) -> pd.DataFrame:
-    """`ws.pairs(run)`: DESIGN.md §3's export table, one row per (pair, checkpoint)."""
-    return workspace(root).pairs(run)
+    """`ws.pairs(run, numerics)`: the export table, one row per (pair, checkpoint), in the numerics
+    `ver` names (`view_version`)."""
+    return workspace(root).pairs(run, numerics_of(ver))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -95,7 +112,28 @@ def pairs_per_token(root: str, run: str, ver: str) -> pd.DataFrame:
 
 
 def _beta(root: str, run: str, ver: str) -> float:
-    return float(run_manifest(root, run, ver).get("beta") or 0.1)
+    return run_settings(root, run, ver).settings.beta
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def run_settings(root: str, run: str, ver: str):
+    """The run's resolved settings (did_core.run_settings.ResolvedSettings), as run.json recorded them."""
+    return workspace(root).run_settings(run_manifest(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def precision_audit(root: str, run: str, ver: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per pair, per checkpoint) errors of the trainer numerics against the exact ones
+    (did_core.audit); two empty tables when the run was not scored in both."""
+    from did_core import audit
+
+    m = run_manifest(root, run, ver)
+    if set(workspace(root).numerics(m)) != {"exact", "trainer"}:
+        return pd.DataFrame(), pd.DataFrame()
+    base = ver.partition(NUMERICS_SEP)[0]
+    per_pair = audit.audit_pairs(raw_pairs(root, run, f"{base}{NUMERICS_SEP}exact"),
+                                 raw_pairs(root, run, f"{base}{NUMERICS_SEP}trainer"))
+    return per_pair, audit.audit_summary(per_pair)
 
 
 def table(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
@@ -259,7 +297,7 @@ def example_across_checkpoints(root: str, run: str, ver: str, pair_id: str) -> p
 def example_tokens(root: str, run: str, ver: str, ckpt: str, pair_id: str) -> pd.DataFrame:
     """Per-token rows of one pair under one checkpoint (ref_logp and log_ratio included)."""
     try:
-        return workspace(root).tokens(run, ckpt, pair_ids=[pair_id]).reset_index(drop=True)
+        return workspace(root).tokens(run, ckpt, pair_ids=[pair_id], numerics=numerics_of(ver)).reset_index(drop=True)
     except (FileNotFoundError, KeyError, ValueError):
         return pd.DataFrame()
 
@@ -272,7 +310,10 @@ def export_bytes(root: str, run: str, kind: str) -> bytes:
 
     table_ = export.trl_reference_table(root, run) if kind == "trl" else export.pairs_table(root, run)
     with tempfile.TemporaryDirectory() as tmp:
-        out = export.write_table(table_, Path(tmp) / ("export.csv" if kind == "csv" else "export.parquet"))
+        # Parquet carries the run's settings and notes in its metadata; a CSV download has its
+        # `numerics` column (the CLI's CSV export writes the metadata beside it).
+        meta = export.export_metadata(root, run) if kind != "csv" else None
+        out = export.write_table(table_, Path(tmp) / ("export.csv" if kind == "csv" else "export.parquet"), meta)
         return out.read_bytes()
 
 
@@ -350,3 +391,21 @@ def _warm(root: str) -> None:
         lab(tuple((k, v) for k, v in views.LAB_DEFAULTS.items()))
     except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open
         _warming.discard(root)
+
+
+def score_preflight(source: str, reference: str, policies: list[str], run_dir: str | None,
+                    overrides: dict) -> tuple[dict[str, str], object]:
+    """did_core.score.preflight: what a scoring job would refuse, before it starts (not cached: the
+    files may change between two presses)."""
+    from did_core.score import preflight
+
+    return preflight(source, reference, policies=policies, run_dir=run_dir, overrides=overrides)
+
+
+def default_run_name(reference: str, policies: list[str], run_dir: str | None, source: str) -> str:
+    """The name the CLI would give the run (did_core.score.default_run_name)."""
+    from did_core.config import ModelSpec
+    from did_core.score import default_run_name as name
+
+    specs = [ModelSpec(name=p, path=p) for p in policies] or [ModelSpec(name="run", path=run_dir or "run")]
+    return name(ModelSpec(name="ref", path=reference or "ref", role="reference"), specs, run_dir, source or "data")

@@ -15,6 +15,29 @@ LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
               legend=dict(orientation="h", yanchor="top", y=-0.3))
 
 
+TRACE_NAMES: dict[str, str] = {
+    # the synthetic lab's exact trajectory (did_core.lab.trajectory_metrics)
+    "js_target": "JS(π, π*)", "kl_policy_target": "KL(π ‖ π*)", "kl_target_policy": "KL(π* ‖ π)",
+    "unseen_mass": "π's mass on responses in no pair", "policy_entropy": "policy entropy H(π)",
+    "did_entropy": "DID entropy H(q_π/π_ref)", "loss": "training loss",
+    # per-pair columns of the pairs table (views.with_derived, did_core.compare)
+    "logp_chosen": "log π(y_w)", "logp_rejected": "log π(y_l)",
+    "log_ratio_chosen": "d(y_w) = log π/π_ref (chosen)", "log_ratio_rejected": "d(y_l) = log π/π_ref (rejected)",
+    "log_margin": "log-margin M_π", "ref_log_margin": "reference log-margin M_ref",
+    "reward_margin": "reward margin β(M_π − M_ref)", "dpo_loss": "DPO loss",
+    "did_entropy_chosen": "DID entropy, chosen (token mean)", "did_entropy_rejected": "DID entropy, rejected (token mean)",
+    "did_entropy_pair": "DID entropy over {y_w, y_l}", "did_entropy_ba": "H(q_B/A) over {y_w, y_l}",
+    "residual": "residual of the fit",
+}
+"""Human names for the column names the pages pass to the builders: every legend entry and colour
+bar says what a trace is in the paper's words, never a column name (tests/test_app.py checks)."""
+
+
+def human_name(name: str) -> str:
+    """TRACE_NAMES' name for a column, else the name itself (already a label, or a checkpoint's name)."""
+    return TRACE_NAMES.get(name, name)
+
+
 def colours(n: int, scale: str = "Viridis") -> list[str]:
     """`n` colours along a sequential scale (early checkpoints dark, late ones light)."""
     return sample_colorscale(scale, [0.5] if n <= 1 else list(np.linspace(0.0, 0.9, n)))
@@ -103,20 +126,31 @@ def share_curves(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]], la
 
 
 def _hist_lines(hist: dict, only: list[str] | None, legend: bool) -> list[go.Scatter]:
-    """One step line per checkpoint of a pre-binned histogram (those in `only`, when given)."""
+    """One frequency polygon per checkpoint of a pre-binned histogram (those in `only`, when given):
+    a line through the bin centres at the bin counts. Step outlines ("hvh") turn twice per bin, and
+    five or six of them overlaid cross one another everywhere; a polygon turns once per bin."""
     names = [n for n in hist["counts"] if only is None or n in only]
-    return [go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", line_shape="hvh", name=name,
-                       legendgroup=name, showlegend=legend, line=dict(color=colour))
+    return [go.Scatter(x=hist["centers"], y=hist["counts"][name], mode="lines", name=name, legendgroup=name,
+                       showlegend=legend, line=dict(color=colour, width=2),
+                       hovertemplate="%{fullData.name}<br>%{y} pairs near %{x:.3g}<extra></extra>")
             for name, colour in zip(names, colours(len(names)), strict=True)]
 
 
 def histogram_overlay(hist: dict, title: str, x_title: str, extra: dict | None = None,
                       only: list[str] | None = None) -> go.Figure:
-    """Pre-binned histograms drawn as overlaid step lines (one per checkpoint; `extra` dashed)."""
-    fig = go.Figure(_hist_lines(hist, only, legend=True))
+    """Pre-binned histograms drawn as overlaid frequency polygons (one per checkpoint). `extra` (the
+    reference) is a grey filled area with a dashed outline behind them: a backdrop to read every
+    checkpoint against, not one more line among them. Its bins may be wider or narrower (its own
+    range): its counts are scaled to the checkpoints' bin width, so heights compare."""
+    fig = go.Figure()
     for name, counts in (extra or {}).get("counts", {}).items():
-        fig.add_trace(go.Scatter(x=extra["centers"], y=counts, mode="lines", line_shape="hvh", name=name,
-                                 line=dict(color="black", dash="dash")))
+        per_bin = hist["width"] / extra["width"] if extra["width"] > 0 else 1.0
+        fig.add_trace(go.Scatter(x=extra["centers"], y=[c * per_bin for c in counts], mode="lines", name=name,
+                                 fill="tozeroy",
+                                 fillcolor="rgba(127,127,127,0.25)", line=dict(color="rgb(90,90,90)", dash="dash", width=1),
+                                 hovertemplate="%{fullData.name}<br>%{y:.3g} pairs near %{x:.3g} (per checkpoint bin)"
+                                               "<extra></extra>"))
+    fig.add_traces(_hist_lines(hist, only, legend=True))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="pairs", height=340, **LAYOUT)
     return fig
 
@@ -142,7 +176,7 @@ def pair_scatter(rows: pd.DataFrame, x: str, y: str, title: str, x_title: str, y
     selection → inspector. No drag mode is set: Streamlit then makes a click select (see widgets.pair_chart)."""
     marker: dict = dict(size=5, opacity=0.6)
     if colour is not None and colour in rows:
-        marker |= dict(color=rows[colour], colorscale="RdBu", showscale=True, colorbar=dict(title=colour))
+        marker |= dict(color=rows[colour], colorscale="RdBu", showscale=True, colorbar=dict(title=human_name(colour)))
     kind = go.Scatter if len(rows) <= SVG_MAX_POINTS else go.Scattergl
     fig = go.Figure(kind(
         x=rows[x], y=rows[y], mode="markers", marker=marker, customdata=rows[["pair_id"]].to_numpy(),
@@ -175,13 +209,13 @@ def example_lines(across: pd.DataFrame) -> go.Figure:
 
 
 def bars(frame: pd.DataFrame, x: str, ys: list[str], title: str) -> go.Figure:
-    fig = go.Figure([go.Bar(x=frame[x], y=frame[y], name=y) for y in ys])
+    fig = go.Figure([go.Bar(x=frame[x], y=frame[y], name=human_name(y)) for y in ys])
     fig.update_layout(title=title, barmode="group", height=320, **LAYOUT)
     return fig
 
 
 def lines(frame: pd.DataFrame, x: str, ys: list[str], title: str, y_title: str = "") -> go.Figure:
-    fig = go.Figure([go.Scatter(x=frame[x], y=frame[y], mode="lines", name=y) for y in ys])
+    fig = go.Figure([go.Scatter(x=frame[x], y=frame[y], mode="lines", name=human_name(y)) for y in ys])
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=320, **LAYOUT)
     return fig
 
@@ -202,4 +236,25 @@ def estimator_lines(by_step: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
                                  error_y=err, line=dict(dash="dash") if col == "target_did_entropy" else None))
     fig.update_layout(title="Sequence-level DID entropy, mean over prompts", xaxis_title="step",
                       yaxis_title="entropy (nats)", height=360, **LAYOUT)
+    return fig
+
+
+def precision_curves(summary: pd.DataFrame, per_pair: pd.DataFrame) -> go.Figure:
+    """The precision audit over steps: per checkpoint, |Δ reward margin| between the trainer numerics
+    and the exact ones (median line, 10–90 % band over pairs) against the signal, the median exact
+    |reward margin|. Log y axis: rounding is usually an order of magnitude or more below the signal."""
+    q = per_pair.groupby("model", sort=False)["d_reward_margin"].quantile([0.1, 0.9]).unstack()
+    s = summary.set_index("model")
+    x = s["step"].astype(float).tolist()
+    lo, hi = q.loc[s.index, 0.1].tolist(), q.loc[s.index, 0.9].tolist()
+    fig = go.Figure([
+        go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", fillcolor="rgba(214,39,40,0.18)",
+                   line=dict(width=0), name="|Δ reward margin|, 10–90 % of pairs", hoverinfo="skip"),
+        go.Scatter(x=x, y=s["median Δ reward margin"], mode="lines+markers", line=dict(color="#d62728"),
+                   name="|Δ reward margin|, median (rounding)"),
+        go.Scatter(x=x, y=s["median |reward margin|"], mode="lines+markers", line=dict(color="#1f77b4"),
+                   name="|reward margin|, median (the signal, exact)"),
+    ])
+    fig.update_layout(**LAYOUT, title="Trainer numerics against exact, per pair", xaxis_title="step",
+                      yaxis_title="nats (log scale)", yaxis_type="log", height=330)
     return fig

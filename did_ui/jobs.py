@@ -33,10 +33,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
 
@@ -71,21 +71,26 @@ def jobs_dir(workspace: str | Path) -> Path:
 
 
 def score_argv(data: str, reference: str, *, workspace: str, policies: list[str] | None = None,
-               run_dir: str | None = None, beta: float | None = None, limit: int | None = None,
-               max_length: int | None = None, dtype: str = "auto", device: str = "auto",
-               token_level: bool = True) -> list[str]:
-    """The `python -m did_core score ...` argument list (DESIGN.md §3) for these choices."""
+               run_dir: str | None = None, overrides: Mapping[str, Any] | None = None, numerics: str = "auto",
+               limit: int | None = None, dtype: str = "auto", device: str = "auto", token_level: bool = True,
+               name: str | None = None) -> list[str]:
+    """The `python -m did_core score ...` argument list (docs/REFERENCE.md) for these choices.
+
+    Run settings the user left to the trainer are absent from `overrides` and so from the command:
+    the job reads them from the run folder, as the CLI does (`run_settings.overrides_to_argv`).
+    """
+    from did_core import run_settings
+
     if bool(policies) == bool(run_dir):
         raise ValueError("give either checkpoints (policies) or a TRL run folder, not both or neither")
     argv = [sys.executable, "-m", "did_core", "score", "--data", data, "--ref", reference]
     argv += ["--run", run_dir] if run_dir else ["--policy", *policies]  # type: ignore[list-item]
-    argv += ["--workspace", workspace, "--dtype", dtype, "--device", device]
-    if beta is not None:
-        argv += ["--beta", repr(float(beta))]
+    argv += ["--workspace", workspace, "--dtype", dtype, "--device", device, "--numerics", numerics]
+    if name:
+        argv += ["--name", name]
     if limit:
         argv += ["--limit", str(int(limit))]
-    if max_length:
-        argv += ["--max-length", str(int(max_length))]
+    argv += run_settings.overrides_to_argv(overrides or {})
     argv.append("--token-level" if token_level else "--no-token-level")
     return argv
 

@@ -1,7 +1,7 @@
 """View models: what each page draws, shaped from the `Workspace.pairs` table.
 
 Pure pandas/numpy over tables the store returned (no I/O, no streamlit), so `data.py` can cache
-each one and pages only lay them out. Paper quantities (DESIGN.md §2) come from `did_core`'s
+each one and pages only lay them out. Paper quantities (docs/REFERENCE.md §1–§4) come from `did_core`'s
 analytics; what is here is presentation: grouping by checkpoint, quantile bands, pre-binned
 histograms (so a figure carries bin counts, not 100,000 raw values), and deltas between
 checkpoints.
@@ -29,7 +29,7 @@ CURVE_QUANTITIES: dict[str, str] = {
     "log_ratio_rejected": "d(y_l) = log π/π_ref (rejected)",
     "log_margin": "log-margin M_π",
     "reward_margin": "reward margin β(M_π − M_ref)",
-    "dpo_loss": "DPO loss",
+    "loss": "loss (the trainer's loss type)",
     "did_entropy_chosen": "DID entropy, chosen (token mean)",
     "did_entropy_rejected": "DID entropy, rejected (token mean)",
 }
@@ -74,7 +74,7 @@ def checkpoint_summary(df: pd.DataFrame, bins: int = 24) -> pd.DataFrame:
         "accuracy": g["accuracy"].mean(),
         "mean log-margin": g["log_margin"].mean(),
         "mean reward margin": g["reward_margin"].mean(),
-        "DPO loss": g["dpo_loss"].mean(),
+        "loss": g["loss"].mean() if "loss" in df else g["dpo_loss"].mean(),
         "displaced share": g["displaced"].mean(),
         "mean DID entropy (chosen)": g["did_entropy_chosen"].mean(),
         "mean DID entropy (rejected)": g["did_entropy_rejected"].mean(),
@@ -106,9 +106,28 @@ def curve_frame(long: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataF
     return wide(m[m["source"] == "scored"], "stat"), wide(m[m["source"] != "scored"], "source")
 
 
-def histograms(df: pd.DataFrame, column: str, bins: int = 60, by: str = "model") -> dict:
-    """Shared-bin histograms of `column` per group: {"centers", "width", "counts": {group: list}}."""
-    lo, hi = _finite_range(df[column].to_numpy(dtype=float))
+HISTOGRAM_BINS = (10, 40)
+"""The fewest and most bins `histograms` picks by itself."""
+
+
+def histogram_bins(n: int) -> int:
+    """Bins for a histogram of `n` values: the Rice rule 2·n^(1/3), within HISTOGRAM_BINS.
+
+    A fixed 60 left ~8 pairs per bin on a 500-pair run, so each checkpoint's outline was mostly
+    noise; the Rice rule grows the bin count with the sample (500 pairs: 16 bins, 8,000: 40).
+    """
+    lo, hi = HISTOGRAM_BINS
+    return int(min(hi, max(lo, round(2 * max(n, 1) ** (1 / 3)))))
+
+
+def histograms(df: pd.DataFrame, column: str, bins: int | None = None, by: str = "model") -> dict:
+    """Shared-bin histograms of `column` per group: {"centers", "width", "counts": {group: list}}.
+    `bins=None`: `histogram_bins` of the largest group's count of finite values."""
+    values = df[column].to_numpy(dtype=float)
+    if bins is None:
+        finite = df.assign(_finite=np.isfinite(values)).groupby(by, sort=False)["_finite"].sum()
+        bins = histogram_bins(int(finite.max()) if len(finite) else 0)
+    lo, hi = _finite_range(values)
     edges = np.linspace(lo, hi, bins + 1)
     counts = {}
     for name, values in df.groupby(by, sort=False)[column]:
@@ -128,15 +147,45 @@ def ordering(raw: pd.DataFrame, aggregation: str = "sum") -> pd.DataFrame:
                                   "ordered": "M_k > M_k−1 > M_k−2", "monotone": "monotone so far"})
 
 
+def compare_baselines(checkpoints: list[str]) -> list[str]:
+    """What Compare offers as A: the reference, then the run's checkpoints (B is always a checkpoint)."""
+    return [compare_core.REFERENCE, *[c for c in checkpoints if c != compare_core.REFERENCE]]
+
+
+def default_baseline(checkpoints: list[str]) -> str:
+    """Compare's A until the user picks one: the first checkpoint (B defaults to the last), or the
+    reference when the run has a single checkpoint, so the first view is never A = B."""
+    return checkpoints[0] if len(checkpoints) > 1 else compare_core.REFERENCE
+
+
+def reference_rows(df: pd.DataFrame, beta: float) -> pd.DataFrame:
+    """The reference as if it were a checkpoint of `df` (a `with_derived` table): one row per pair
+    with logp_* = ref_logp_*, model "reference", step 0, and the derived columns recomputed by
+    did_core.losses, so d = 0, M_π = M_ref, reward margin 0, accuracy 0 (strict), displaced 0 and
+    the DPO loss −log σ(0) = log 2 at any β."""
+    ref = df.drop_duplicates("pair_id").copy()
+    ref["logp_chosen"], ref["logp_rejected"] = ref["ref_logp_chosen"], ref["ref_logp_rejected"]
+    ref["model"], ref["step"] = compare_core.REFERENCE, 0
+    q = losses.pair_quantities(ref, beta)  # `df` holds aggregated log-probs already: "sum" keeps them
+    for col in q.columns.difference(["pair_id", "model", "step"]):
+        ref[col] = q[col].astype(float) if q[col].dtype == bool else q[col]
+    return ref
+
+
 def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(per-pair table from did_core.compare, metric means of A and B with Δ, summary incl. the
-    DID q_{B/A} entropy and its bootstrap interval)."""
+    DID q_{B/A} entropy and its bootstrap interval). A (or B) may be "reference"."""
     table = compare_core.compare_checkpoints(raw, a, b, beta)
     table.index.name = "pair_id"
     cols = ["accuracy", "log_margin", "dpo_loss", "displaced", "logp_chosen", "logp_rejected", "reward_margin"]
-    pa, pb = df[df["model"] == a], df[df["model"] == b]
-    summary = pd.DataFrame({a: pa[cols].mean(), b: pb[cols].mean()})
-    summary["Δ (B − A)"] = summary[b] - summary[a]
+
+    def rows_of(model: str) -> pd.DataFrame:
+        return reference_rows(df, beta) if model == compare_core.REFERENCE else df[df["model"] == model]
+
+    pa, pb = rows_of(a), rows_of(b)
+    summary = pd.DataFrame({"A": pa[cols].mean(), "B": pb[cols].mean()})
+    summary["Δ (B − A)"] = summary["B"] - summary["A"]
+    summary = summary.rename(columns={"A": f"A: {a}", "B": f"B: {b}"})
     summary.index.name = "metric"
     # 400 resamples: a 95 % percentile interval to about ±0.002 nats here, at a fifth of the default cost.
     stats = compare_core.summarize_comparison(table, n_boot=400).as_dict() if len(table) else {}
@@ -172,7 +221,7 @@ ESTIMATORS: dict[str, dict] = {
         "label": "sequence-level, S = {y_w, y_l}",
         "formula": r"q_S(y) = \frac{\pi(y)/\pi_{\mathrm{ref}}(y)}{\sum_{y'\in S}\pi(y')/\pi_{\mathrm{ref}}(y')},\quad "
                    r"H_S = -\sum_{y\in S} q_S(y)\log q_S(y),\quad S=\{y_w,y_l\}",
-        "note": "Estimator 2 with the pair itself as the candidate set (DESIGN.md §2): range [0, log 2]; "
+        "note": "Estimator 2 with the pair itself as the candidate set (docs/REFERENCE.md §3): range [0, log 2]; "
                 "log 2 when the checkpoint moved chosen and rejected equally.",
         "chosen": "did_entropy_pair", "rejected": None,
     },
@@ -212,6 +261,41 @@ def power_law(raw: pd.DataFrame, policy: str, pi_l: str, beta: float | None, agg
     `pi_l` (a model of this run) standing for the rejected-response generator."""
     fit, table = paper.paper_conditions(raw, policy, pi_l, aggregation=aggregation, trainer_beta=beta)  # type: ignore[arg-type]
     return {"fit": fit.as_dict(), "rows": table.reset_index()}
+
+
+def power_law_reading(fit: dict) -> str:
+    """One sentence reading the power-law fit's slope β̂ (`power_law(...)["fit"]`) against the paper.
+
+    The paper's condition (docs/REFERENCE.md §4): preferences encode the DID from π_ref to π* when
+    π_l ∝ π_ref^{1+β} π*^{−β}, and then M_ref − M_l = β·(M_π − M_ref) exactly: a line through the
+    origin whose slope is the trainer's β, so every pair that π* prefers more than π_ref is ordered
+    M_π > M_ref > M_l. A slope within two standard errors of β reads as agreement; a negative one
+    means π_l moved margins the same way as π (what an earlier checkpoint of the run does).
+    """
+    b, se, r2 = fit.get("beta_hat"), fit.get("slope_stderr"), fit.get("r2")
+    beta, ordered = fit.get("trainer_beta"), fit.get("ordered_share")
+
+    def finite(x: object) -> bool:
+        return isinstance(x, int | float) and bool(np.isfinite(x))
+
+    if not finite(b):
+        return ("No slope: M_π − M_ref is 0 on every pair used (or too few pairs), so the line through the "
+                "origin is undefined.")
+    want = f"the trainer's β = {beta:g}" if finite(beta) else "the trainer's β, which this run does not record"
+    share = f"{ordered:.0%} of pairs are ordered M_π > M_ref > M_l" if finite(ordered) else ""
+    scatter = f", though with R² = {r2:.2f} the pairs lie far from any line" if finite(r2) and r2 < 0.3 else ""
+    if b <= 0:
+        return (f"β̂ = {b:.3g} is {'negative' if b < 0 else 'zero'}, against the paper's prediction of a positive slope "
+                f"equal to {want}: where π raised a pair's margin above M_ref, π_l raised it too (as an earlier "
+                f"checkpoint of the same run does), so π_l does not act as the rejected-response generator the "
+                f"condition needs{' (' + share + ')' if share else ''}.")
+    tail = f"{scatter}{'; ' + share if share else ''}."
+    if not (finite(beta) and beta > 0):
+        return f"β̂ = {b:.3g} is positive, as the paper predicts; it also predicts β̂ equal to {want}{tail}"
+    if finite(se) and abs(b - beta) <= 2 * se:
+        return f"β̂ = {b:.3g} is positive and within two standard errors of {want}, as the paper predicts{tail}"
+    return (f"β̂ = {b:.3g} is positive, as the paper predicts, but {b / beta:.2g}× {want} (the paper predicts "
+            f"the two equal){tail}")
 
 
 SEQUENCE_ESTIMATORS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, views, widgets
+from did_ui import data, figures, run_info, views, widgets
 
 widgets.ensure_router()
 st.title("Training curves")
@@ -24,7 +24,13 @@ if overlay and not has_log:
 show_trainer = overlay and has_log and aggregation == "sum"
 
 st.caption("Bands: 10–90 % and 25–75 % of pairs at each checkpoint; solid: median; dotted: mean; the reference "
-           "at step 0. Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too.")
+           "at step 0. Log-likelihood displacement shows as d(y_w) < 0: the chosen response lost likelihood too. "
+           f"Loss: the trainer's ({widgets.md_literal(data.run_settings(v.root, v.run, v.ver).settings.loss_label())}). "
+           + run_info.numerics_caption(v))
+if show_trainer:
+    st.caption("The trainer's eval metrics are what its own forward gave (in its precision, batch means "
+               "averaged over batches); on the same eval set, the trainer numerics reproduce them and the exact "
+               "numerics show what rounding moved (the band at the bottom of this page).")
 chosen = widgets.remembered_multiselect("Quantities", list(views.CURVE_QUANTITIES), list(views.CURVE_DEFAULTS),
                                         key="curves_quantities", format_func=views.CURVE_QUANTITIES.get)
 panels = []
@@ -40,6 +46,11 @@ elif not chosen:
 shares = {m: data.curve_frame(v.root, v.run, v.ver, aggregation, m) for m in views.SHARE_QUANTITIES}
 shares = {m: (s, t if show_trainer else None) for m, (s, t) in shares.items()}
 st.plotly_chart(figures.share_curves(shares, views.SHARE_QUANTITIES), key="shares")
+
+per_pair, audit = data.precision_audit(v.root, v.run, v.ver)
+if not audit.empty:
+    st.subheader("How much of a logged curve is rounding")
+    st.plotly_chart(figures.precision_curves(audit, per_pair), key="curves-audit")
 
 table = widgets.drill_down("All curves as a table (long format)", key="curves_table")
 if table is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, widgets
+from did_ui import data, run_info, score_form, widgets
 
 widgets.ensure_router()
 st.title("Runs")
@@ -24,17 +24,22 @@ for name in runs:
     overview.append({
         "run": name, "dataset": m.get("dataset", {}).get("source"), "pairs": m.get("dataset", {}).get("n_pairs"),
         "reference": m.get("reference", {}).get("name"), "β": m.get("beta"), "checkpoints": len(s),
-        "accuracy": s["accuracy"].tolist(), "DPO loss": s["DPO loss"].tolist(), "displaced": s["displaced share"].tolist(),
+        "loss type": data.run_settings(root, name, rver).settings.loss_label(),
+        "numerics": " + ".join(m.get("numerics") or ["exact"]), "overrides": len(m.get("overrides") or []),
+        "accuracy": s["accuracy"].tolist(), "loss": s["loss"].tolist(), "displaced": s["displaced share"].tolist(),
     })
 st.dataframe(overview, hide_index=True, column_config={
     "accuracy": st.column_config.LineChartColumn("accuracy over steps", y_min=0, y_max=1),
-    "DPO loss": st.column_config.LineChartColumn("loss over steps"),
+    "loss": st.column_config.LineChartColumn("loss over steps"),
     "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1),
 })
 
 st.subheader(f"Checkpoints of {widgets.md_literal(v.run)}")
-st.caption("Accuracy: share of pairs with M_π > M_ref. Displaced: both d(y_w) < 0 and d(y_l) < 0 "
-           "(chosen and rejected likelihoods both fell). DID entropy: token-level estimator, mean over tokens.")
+run_info.run_notes(v)
+st.caption("Accuracy: share of pairs with reward margin > 0 (M_π > M_ref). Displaced: both d(y_w) < 0 and "
+           "d(y_l) < 0 (chosen and rejected likelihoods both fell). Loss: the trainer's own loss type "
+           f"({widgets.md_literal(data.run_settings(root, v.run, v.ver).settings.loss_label())}). DID entropy: "
+           "token-level estimator, mean over tokens. " + run_info.numerics_caption(v))
 summary = data.summary(root, v.run, v.ver)
 pct = st.column_config.ProgressColumn
 st.dataframe(summary, hide_index=True, column_config={
@@ -42,7 +47,7 @@ st.dataframe(summary, hide_index=True, column_config={
     "displaced share": pct("displaced share", format="%.3f", min_value=0, max_value=1),
     "mean log-margin": st.column_config.NumberColumn(format="%.3f"),
     "mean reward margin": st.column_config.NumberColumn(format="%.4f"),
-    "DPO loss": st.column_config.NumberColumn(format="%.4f"),
+    "loss": st.column_config.NumberColumn(format="%.4f"),
     "mean DID entropy (chosen)": st.column_config.NumberColumn(format="%.3f"),
     "mean DID entropy (rejected)": st.column_config.NumberColumn(format="%.3f"),
     "reward margin histogram": st.column_config.BarChartColumn("reward margins (histogram)"),
@@ -54,6 +59,12 @@ for col, (key, label) in zip(cols, [("curves", "Training curves"), ("margins", "
                                     ("compare", "Compare"), ("example", "Example"), ("score", "Score more")], strict=True):
     with col:
         st.page_link(widgets.PAGES[key], label=label, query_params=params)
+
+st.subheader("Settings")
+st.caption("Each value is the trainer's (read from the run folder), a documented default (no run folder, or "
+           "the run does not record it), or an override given when scoring.")
+st.dataframe(score_form.settings_table(data.run_settings(root, v.run, v.ver)), hide_index=True)
+run_info.precision_audit(v)
 
 st.subheader("Export")
 widgets.export_buttons(v)

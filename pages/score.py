@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from did_ui import data, jobs, widgets
+from did_ui import data, jobs, score_form, widgets
 
 MAX_UPLOAD_MB = int(os.environ.get("DID_MAX_UPLOAD_MB") or 200)  # = server.maxUploadSize in .streamlit/config.toml
 
@@ -31,12 +31,19 @@ with st.form("score_form"):
     run_dir = c1.text_input("TRL output folder (checkpoint-* inside)", placeholder="/runs/dpo-out")
     policies = c2.text_area("…or checkpoints, one per line", height=80)
     c3, c4, c5, c6 = st.columns(4)
-    beta = c3.number_input("β", min_value=1e-4, value=0.1, step=0.05, format="%.4f")
-    limit = c4.number_input("Limit pairs (0 = all)", min_value=0, value=0, step=100)
-    max_length = c5.number_input("Max length", min_value=0, value=1024, step=128)
-    dtype = c6.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"])
-    device = c3.selectbox("device", ["auto", "cpu", "cuda"])
-    token_level = c4.checkbox("Token-level DID entropy", value=True)
+    name = c3.text_input("Run name", placeholder="from the run folder and dataset",
+                         help="A run of this name that exists is never replaced unless you tick Replace.")
+    replace = c3.checkbox("Replace a run of this name")
+    numerics = c4.selectbox("Numerics", ["auto", "exact", "trainer", "both"],
+                            help="exact: float32 forward, float64 sums. trainer: the forward as the trainer ran "
+                                 "it (its autocast and eval batches): reproduces its logged metrics. auto: both "
+                                 "when the trainer ran in bf16/fp16.")
+    limit = c5.number_input("Limit pairs (0 = all)", min_value=0, value=0, step=100)
+    dtype = c6.selectbox("dtype (exact numerics)", ["auto", "float32", "bfloat16", "float16"])
+    device = c5.selectbox("device", ["auto", "cpu", "cuda"])
+    token_level = c6.checkbox("Token-level DID entropy", value=True)
+    with st.expander("The run's settings — blank: the trainer's, from the run folder", expanded=False):
+        raw_settings = score_form.settings_inputs()
     submitted = st.form_submit_button("Start scoring", type="primary")
 
 too_big = submitted and upload is not None and upload.size > MAX_UPLOAD_MB * 2**20
@@ -53,17 +60,28 @@ if submitted and not too_big:
         target.write_bytes(content)
         source = str(target)
     policy_list = [p.strip() for p in policies.splitlines() if p.strip()]
-    try:
-        if not source or not reference.strip():
-            raise ValueError("give a dataset (upload or path) and a reference model")
+    overrides, errors = score_form.parse_overrides(raw_settings)
+    checks, resolved = data.score_preflight(source, reference.strip(), policy_list, run_dir.strip() or None,
+                                            overrides)
+    errors |= checks
+    run_name = name.strip() or data.default_run_name(reference.strip(), policy_list, run_dir.strip() or None, source)
+    existing = data.run_names(root, data.version(root))
+    if run_name in existing and not replace:
+        errors["name"] = (f"error: a run named {run_name!r} exists; give another name, or tick Replace "
+                          "(its results stay until the new ones are complete)")
+    for field, message in errors.items():
+        st.error(f"{score_form.FIELD_NAMES.get(field, field)}: {message}")
+    if not errors:
         argv = jobs.score_argv(source, reference.strip(), workspace=root, policies=policy_list or None,
-                               run_dir=run_dir.strip() or None, beta=beta, limit=int(limit) or None,
-                               max_length=int(max_length) or None, dtype=dtype, device=device, token_level=token_level)
-    except ValueError as exc:
-        st.error(str(exc))
-    else:
+                               run_dir=run_dir.strip() or None, overrides=overrides, numerics=numerics,
+                               limit=int(limit) or None, dtype=dtype, device=device, token_level=token_level,
+                               name=run_name)
         job_id = jobs.start(root, argv, kind="score")
-        st.success(f"Started job `{job_id}`.")
+        st.success(f"Started job `{job_id}`: run `{run_name}`.")
+        if resolved is not None:
+            for note in resolved.notes():
+                st.warning(f"Override: {note}")
+            st.dataframe(score_form.settings_table(resolved), hide_index=True)
 
 all_jobs = jobs.list_jobs(root)
 st.subheader("Jobs")

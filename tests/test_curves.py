@@ -99,7 +99,7 @@ def test_trainer_curves_and_merge():
     assert set(t.source) == {"trainer_train", "trainer_eval"}
     row = t[(t.metric == "logp_chosen") & (t.source == "trainer_eval")]
     assert row.step.iloc[0] == 100 and row.value.iloc[0] == -41.0
-    assert t[(t.metric == "dpo_loss") & (t.source == "trainer_train")].value.tolist() == [0.69]
+    assert t[(t.metric == "loss") & (t.source == "trainer_train")].value.tolist() == [0.69]
     assert "grad_norm" in set(t.metric) and "note" not in set(t.metric) and len(t[t.step == 150]) == 2
     merged = merged_curves(_pairs(), history, 0.1)
     wide = curves_wide(merged)

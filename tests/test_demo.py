@@ -1,5 +1,5 @@
 """The embedded demo: a complete, enumerable language; data deterministic from a seed; a reduced
-build that produces real TRL runs, scored, with exact DID entropies (DESIGN.md §6)."""
+build that produces real TRL runs, scored, with exact DID entropies (docs/DEMO.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The error contract (DESIGN.md §3): every bad input ends with exit status 2 and exactly one line on
+"""The error contract (docs/REFERENCE.md §9): every bad input ends with exit status 2 and exactly one line on
 stderr that starts with `error:` and says what and where, no traceback, and the workspace as it was.
 """
 
@@ -145,3 +145,86 @@ def test_real_subprocess_has_no_traceback(world, tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "ws").exists()
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "did_core", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _one_error_line(p: subprocess.CompletedProcess) -> str:
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr and "usage:" not in p.stderr
+    return lines[0]
+
+
+USAGE_CASES = {
+    "unknown dtype": (["score", "--data", "d.jsonl", "--ref", "r", "--policy", "p", "--dtype", "float7"], "--dtype"),
+    "beta not a number": (["score", "--data", "d.jsonl", "--ref", "r", "--policy", "p", "--beta", "notanumber"],
+                          "--beta"),
+    "missing required options": (["score", "--policy", "p"], "--data"),
+    "policy and run together": (["score", "--data", "d", "--ref", "r", "--policy", "p", "--run", "x"], "--policy"),
+    "unknown option": (["export", "--out", "x.csv", "--bogus"], "--bogus"),
+    "unknown kind": (["export", "--out", "x.csv", "--kind", "everything"], "--kind"),
+    "unknown subcommand": (["frobnicate"], "frobnicate"),
+    "no subcommand": ([], "command"),
+    "k not an integer": (["sample", "--run", "r", "--k", "many"], "--k"),
+}
+
+
+@pytest.mark.parametrize("label", list(USAGE_CASES))
+def test_usage_errors_are_one_error_line(label):
+    """argparse's own errors follow the contract too: no usage block, one `error:` line naming the
+    option, exit 2."""
+    args, mentions = USAGE_CASES[label]
+    assert mentions in _one_error_line(_cli(*args)), label
+
+
+@pytest.mark.parametrize("command", [[], ["score"], ["export"], ["sample"], ["demo"]])
+def test_help_still_prints_usage_and_exits_0(command):
+    p = _cli(*command, "--help")
+    assert p.returncode == 0 and p.stdout.startswith("usage: python -m did_core"), p.stderr
+    assert p.stderr == ""
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_workspace_that_is_a_file_is_refused_before_any_work(world, tmp_path, below):
+    """`--workspace FILE` (or a path under a file) used to end in a NotADirectoryError traceback once
+    the models were loaded and scored; now one `error:` line before anything is read."""
+    file = tmp_path / "notes.txt"
+    file.write_text("not a workspace")
+    ws = file / "sub" if below else file
+    progress = tmp_path / "progress.jsonl"
+    line = _one_error_line(_cli("score", "--data", str(world["data"]), "--ref", str(world["ref"]), "--policy",
+                                str(world["ref"]), "--workspace", str(ws), "--progress-json", str(progress)))
+    assert str(file) in line and "folder" in line, line
+    assert file.read_text() == "not a workspace"
+    stages = [json.loads(x).get("stage") for x in progress.read_text().splitlines()]
+    assert stages == ["error"], stages  # no load / tokenize / score stage ever started
+    for command in (["export", "--out", str(tmp_path / "x.csv")], ["sample", "--run", "r"], ["demo"]):
+        _one_error_line(_cli(*command, "--workspace", str(ws)))
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_trl_export_of_a_workspace_with_several_runs_asks_for_run(tmp_path):
+    """The README's `export --kind trl` example names the run; without `--run` a workspace of several
+    runs is refused with one line that lists them, and `--run NAME` exports that run."""
+    import pandas as pd
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    ws = tmp_path / "ws"
+    for name in ("one", "two", "three"):
+        make_synthetic_workspace(ws, n_pairs=5, n_checkpoints=1, tokens=False, run_name=name, seed=len(name))
+    out = tmp_path / "with_ref_logps.jsonl"
+    line = _one_error_line(_cli("export", "--workspace", str(ws), "--out", str(out), "--kind", "trl"))
+    assert "3 runs" in line and "--run" in line and "two" in line, line
+    assert not out.exists()
+    p = _cli("export", "--workspace", str(ws), "--out", str(out), "--kind", "trl", "--run", "two")
+    assert p.returncode == 0, p.stderr
+    assert len(pd.read_json(out, lines=True)) == 5
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    trl_lines = [x for x in readme.splitlines() if "did_core export" in x and "--kind trl" in x]
+    assert trl_lines and all("--run " in x for x in trl_lines), trl_lines

@@ -1,4 +1,4 @@
-"""`export`: each format, DESIGN.md §3 columns in order, tokens rows, several runs, TRL reference dataset."""
+"""`export`: each format, docs/REFERENCE.md §7 columns in order, tokens rows, several runs, TRL reference dataset."""
 
 from __future__ import annotations
 

@@ -463,8 +463,16 @@ def test_score_page_upload_with_a_hostile_name_stays_inside_the_workspace(monkey
     content = _jsonl(_triples((XSS[0], XSS[1], XSS[2])))
     name = "../../$(touch pwned); rm -rf ~ `id` <script>.jsonl"
     at.file_uploader[0].set_value((name, content, "application/json"))
-    at.text_input[1].set_value("ref; rm -rf /")  # reference path: passed as text, never to a shell
-    at.text_area[0].set_value("ckpt $(id)")
+    # models at hostile paths (the form checks that they exist before a job starts): passed as text,
+    # never to a shell
+    from cli_world import build_world
+
+    world = build_world(tmp_path / "world", n_pairs=2)
+    hostile_ref, hostile_ckpt = tmp_path / "ref; rm -rf ~", tmp_path / "ckpt $(id)"
+    hostile_ref.symlink_to(world["ref"], target_is_directory=True)
+    hostile_ckpt.symlink_to(world["run"] / "checkpoint-2", target_is_directory=True)
+    at.text_input[1].set_value(str(hostile_ref))
+    at.text_area[0].set_value(str(hostile_ckpt))
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(started) == 1, [e.value for e in at.error]
@@ -472,7 +480,7 @@ def test_score_page_upload_with_a_hostile_name_stays_inside_the_workspace(monkey
     data = Path(argv[argv.index("--data") + 1])
     assert data.resolve().parent == (ws / "uploads").resolve() and data.read_bytes() == content
     assert not re.search(r"[$`;<>/ ]", data.name), data.name
-    assert argv[argv.index("--ref") + 1] == "ref; rm -rf /" and argv[argv.index("--policy") + 1] == "ckpt $(id)"
+    assert argv[argv.index("--ref") + 1] == str(hostile_ref) and argv[argv.index("--policy") + 1] == str(hostile_ckpt)
     assert not (tmp_path / "pwned").exists() and not (ROOT / "pwned").exists()
 
 

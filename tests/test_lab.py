@@ -1,4 +1,4 @@
-"""The exact lab states the paper's results and checks them (arXiv:2505.23761, DESIGN.md §2, §6)."""
+"""The exact lab states the paper's results and checks them (arXiv:2505.23761; docs/REFERENCE.md §3–§4, docs/LAB.md)."""
 
 from __future__ import annotations
 

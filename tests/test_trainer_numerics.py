@@ -6,7 +6,7 @@ CPU; eval every 2 steps; β 0.37; max length 64 with some pairs cut and two drop
 - the `trainer` numerics reproduce the `eval_*` metrics TRL logged in trainer_state.json (≤ 1e-4);
 - the `exact` numerics equal TRL's own evaluation with `bf16=False` (≤ 1e-4);
 - TRL's evaluate() before train() mixes precisions (policy fp32, reference bf16): what we show is
-  documented (docs/REFERENCE.md, "Numerics") and checked here.
+  documented (docs/NUMERICS.md, "Step 0") and checked here.
 """
 
 from __future__ import annotations
