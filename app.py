@@ -16,16 +16,13 @@ st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", l
 data.warm_up(data.workspace_root())
 st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 
-# Runs is the default page, served at "/" only. Streamlit 1.67 still reserves a default page's own
-# path and answers it with a "Page not found" dialog; so that path is an unused one, and /runs (its
-# address before it became the default, and the one a user would guess) is a hidden page that opens it.
-runs = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True, url_path="home")
-
-
-def old_runs_address() -> None:
-    st.switch_page(runs)
-
-
+# Runs is served at "/" (the default page) and at /runs. Streamlit 1.67 still reserves a default
+# page's own path and answers it with a "Page not found" dialog, so the default's path is an unused
+# one (`home`); /runs (its address before it became the default, the one a user would guess, and
+# where the menu links: a link's href is its page's path) runs the same file, in place, keeping
+# its query. It is listed first so that "pages/runs.py" in st.page_link/st.switch_page means it.
+runs = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs")
+home = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True, url_path="home")
 explore = [
     runs,
     st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:", url_path="curves"),
@@ -37,12 +34,17 @@ explore = [
 tools = [
     st.Page("pages/score.py", title="Score", icon=":material/play_arrow:", url_path="score"),
     st.Page("pages/lab.py", title="Synthetic lab", icon=":material/science:", url_path="lab"),
-    st.Page(old_runs_address, title="Runs", url_path="runs", visibility="hidden"),
 ]
 
-page = st.navigation({"Explore": explore, "Tools": tools})
+# st.navigation's own menu drops the query on every click; the menu is widgets.page_menu's links.
+page = st.navigation([*explore, home, *tools], position="hidden")
+menu = st.sidebar.container(key="did_menu")
 st.sidebar.caption("DID Explorer · [paper](https://arxiv.org/abs/2505.23761)")
 first_run = "_did_drawn" not in st.session_state  # a page load: the browser has more to draw after the script
 st.session_state["_did_drawn"] = True
 with jobs.foreground(data.workspace_root(), jobs.NEW_PAGE_SETTLE_S if first_run else 0.0):
-    page.run()  # background jobs pause while this page is computed and drawn
+    try:
+        page.run()  # background jobs pause while this page is computed and drawn
+    finally:  # also after st.stop(): the menu carries the selection the page has just shown
+        shown = [home if page is home and p is runs else p for p in explore]  # at /, Runs is lit: "/"'s own link
+        widgets.page_menu(menu, {"Explore": shown, "Tools": tools})

@@ -93,7 +93,8 @@ def open_page(page, title: str, url: str | None = None) -> float:
     if url is not None:
         page.goto(url, wait_until="commit")
     else:
-        page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=NAV[title]).first.click()
+        # the app's own menu of page links (widgets.page_menu; st.navigation's is hidden)
+        page.locator(".st-key-did_menu").get_by_role("link", name=NAV[title], exact=True).first.click()
     page.wait_for_function(DRAWN, arg=title, polling=POLL_MS, timeout=60_000)
     elapsed = time.perf_counter() - t0
     _fail_on_exception(page, str(url))

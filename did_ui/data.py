@@ -51,9 +51,9 @@ NUMERICS_SEP = "~"
 
 
 def view_version(root: str, run: str, numerics: str | None = None) -> str:
-    """The cache key of a run's views in `numerics`: `run_version`, plus `~numerics` when not the
-    run's primary — so every cached table below is keyed by the numerics it shows without each
-    function taking one more argument."""
+    """The cache key of a run's views in `numerics`: `run_version`, plus `~numerics` — so every cached
+    table below is keyed by the numerics it shows without each function taking one more argument
+    (without a numerics: the run's primary)."""
     base = run_version(root, run)
     return f"{base}{NUMERICS_SEP}{numerics}" if numerics else base
 
@@ -113,6 +113,11 @@ def pairs_per_token(root: str, run: str, ver: str) -> pd.DataFrame:
 
 def _beta(root: str, run: str, ver: str) -> float:
     return run_settings(root, run, ver).settings.beta
+
+
+def numerics(root: str, run: str) -> list[str]:
+    """The numerics the run was scored in, its primary (exact, when scored) first."""
+    return workspace(root).numerics(run_manifest(root, run, run_version(root, run)))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -201,7 +206,8 @@ def ordering(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.Data
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    return views.compare(raw_pairs(root, run, ver), pairs(root, run, ver), a, b, _beta(root, run, ver))
+    return views.compare(raw_pairs(root, run, ver), pairs(root, run, ver), a, b, _beta(root, run, ver),
+                         run_settings(root, run, ver).settings)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -24,7 +24,7 @@ TRACE_NAMES: dict[str, str] = {
     "logp_chosen": "log π(y_w)", "logp_rejected": "log π(y_l)",
     "log_ratio_chosen": "d(y_w) = log π/π_ref (chosen)", "log_ratio_rejected": "d(y_l) = log π/π_ref (rejected)",
     "log_margin": "log-margin M_π", "ref_log_margin": "reference log-margin M_ref",
-    "reward_margin": "reward margin β(M_π − M_ref)", "dpo_loss": "DPO loss",
+    "reward_margin": "reward margin β(M_π − M_ref)", "dpo_loss": "DPO loss (sigmoid)",
     "did_entropy_chosen": "DID entropy, chosen (token mean)", "did_entropy_rejected": "DID entropy, rejected (token mean)",
     "did_entropy_pair": "DID entropy over {y_w, y_l}", "did_entropy_ba": "H(q_B/A) over {y_w, y_l}",
     "residual": "residual of the fit",

@@ -318,18 +318,26 @@ def _touch(marker: Path, when: float) -> None:
         os.utime(marker, (when, when))
 
 
+JOB_NICE_DEFAULT = 0
+"""A job runs at the server's priority, as the CLI does. It used to run as a background batch task
+(SCHED_IDLE): torch spreads each forward over every core and waits for its slowest thread, and under
+SCHED_IDLE the thread on a core that anything else keeps busy (a browser drawing the progress panel,
+another program) is starved, so the whole job crawled — 3.6x slower than the CLI from the Score page
+(issue 14; bench/job_throughput.py measures it). Pages still open fast because the job is stopped
+while a page is drawn (`_supervise`)."""
+
+
 def _lower_priority() -> None:
-    """Scoring saturates every core. A job runs as a background batch task (Linux SCHED_IDLE, else
-    nice 19): it gets every cycle the dashboard leaves idle and yields at once when a page is drawn
-    (bench/load_test.py measures both, with and without the job). DID_JOB_NICE=N runs it at nice N
-    instead (0: as the server)."""
-    nice = os.environ.get("DID_JOB_NICE")
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        if nice is None:
+    """The job's CPU priority: nice DID_JOB_NICE (default JOB_NICE_DEFAULT: the server's), or Linux's
+    SCHED_IDLE with DID_JOB_NICE=idle."""
+    nice = os.environ.get("DID_JOB_NICE", str(JOB_NICE_DEFAULT)).strip().lower()
+    if nice == "idle":
+        with contextlib.suppress(OSError, AttributeError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return
+        return
     with contextlib.suppress(OSError, ValueError):
-        os.nice(int(nice if nice is not None else 19))
+        if int(nice):
+            os.nice(int(nice))
 
 
 def _wrap(d: Path) -> int:

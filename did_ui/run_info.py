@@ -13,7 +13,7 @@ from did_ui import data, figures
 def numerics_caption(v) -> str:
     """One sentence naming the numerics the page's numbers are in (View `v`)."""
     m = v.manifest
-    numerics = data.numerics_of(v.ver) or (m.get("numerics") or ["exact"])[0]
+    numerics = v.numerics
     detail = (m.get("numerics_detail") or {}).get(numerics) or {}
     if numerics == "trainer":
         what = (f"trainer numerics ({detail.get('precision', '?')} autocast on {detail.get('device', '?')}, "
@@ -60,3 +60,14 @@ def precision_audit(v) -> None:
     st.plotly_chart(figures.precision_curves(summary, per_pair), key=f"audit_{v.run}")
     with st.expander("Per checkpoint"):
         st.dataframe(summary, hide_index=True)
+
+
+def page_notes(v) -> None:
+    """What every analysis page says under its title: the numerics its numbers are in, and one line
+    when the run has overrides or approximations (the Runs page lists them)."""
+    extra = []
+    if v.manifest.get("overrides"):
+        extra.append(f"{len(v.manifest['overrides'])} setting(s) overridden when scoring (see Runs)")
+    if v.manifest.get("notes"):
+        extra.append(f"{len(v.manifest['notes'])} approximation note(s) (see Runs)")
+    st.caption(numerics_caption(v) + (" " + "; ".join(extra) + "." if extra else ""))

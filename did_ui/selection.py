@@ -6,12 +6,33 @@ No streamlit import: everything here is tested as plain Python.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PARAM_KEYS = ("run", "ckpt", "a", "example")
-"""Query parameters a view may carry: run, checkpoint, the baseline checkpoint A of Compare, example."""
+PARAM_KEYS = ("run", "ckpt", "a", "example", "numerics")
+"""Query parameters a view may carry: run, checkpoint, the baseline checkpoint A of Compare, example,
+and the numerics the numbers are in (a run scored in both: docs/NUMERICS.md)."""
+
+PAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "": ("run", "ckpt", "numerics"), "runs": ("run", "ckpt", "numerics"), "curves": ("run", "ckpt", "numerics"),
+    "margins": ("run", "ckpt", "numerics"), "entropy": ("run", "ckpt", "numerics"),
+    "compare": ("run", "ckpt", "a", "numerics"), "example": ("run", "ckpt", "example", "numerics"),
+    "score": (), "lab": (),
+}
+"""The query parameters each page owns, by url path ("" is the default page at /, Runs): what its
+URL carries, what a link to it carries, and the only ones it reads (any other is ignored, so
+`example` never leaks into another page's view). `run` and `ckpt` are the sidebar's pickers, on
+every page that shows a run; `a` is Compare's A; `example` is the pair the Example page shows;
+`numerics` (a third picker, for runs scored in both numerics) is kept across pages like run and ckpt.
+Score and Lab show no run. docs/ARCHITECTURE.md, "Navigation and the URL"."""
+
+
+def page_params(url_path: str | None, need_a: bool = False) -> tuple[str, ...]:
+    """PAGE_PARAMS for `url_path`; for a page not listed there, run and ckpt (and `a` when `need_a`)."""
+    if url_path in PAGE_PARAMS:
+        return PAGE_PARAMS[url_path]
+    return ("run", "ckpt", "a", "numerics") if need_a else ("run", "ckpt", "numerics")
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,9 @@ class ViewState:
     """The baseline checkpoint A in Compare. Default: the first."""
     example: str | None = None
     """A `pair_id` of that run."""
+    numerics: str | None = None
+    """"trainer" (or "exact" when a run's primary is trainer) among those the run was scored in; None:
+    the run's primary (exact when scored), which a URL does not carry."""
 
 
 def first_value(value: str | Sequence[str] | None) -> str | None:
@@ -95,26 +119,94 @@ def pair_id_from_selection(event: Any, valid_ids: Iterable[str] | None = None) -
     return None
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What a URL asked for, what is shown instead, and why."""
+
+    state: ViewState
+    asked: dict[str, str]
+    """The owned parameters the URL gave (non-empty values only), as given."""
+    warnings: tuple[str, ...] = ()
+    """One sentence per asked value that could not be honoured: what was asked, what is shown."""
+
+    def corrected_url(self) -> dict[str, str]:
+        """The parameters the URL should carry: each asked one with the value shown. A parameter the
+        URL did not give is not added: its default is what is shown, and writing it would cost the
+        browser a history entry on every bare load (Streamlit pushes one per query change)."""
+        return {k: v for k in self.asked if (v := getattr(self.state, k)) is not None}
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    """A value from a URL for a message: quoted, one line, at most `limit` characters."""
+    text = " ".join(str(value).split())
+    return f"'{text[:limit]}…'" if len(text) > limit else f"'{text}'"
+
+
+def resolve(params: Mapping[str, Any], runs: Sequence[str], checkpoints_of: Callable[[str], Sequence[str]],
+            pair_ids_of: Callable[[str], Collection[str]] | None = None, *, keys: Iterable[str] = PARAM_KEYS,
+            remembered: Mapping[str, Any] | None = None,
+            baselines: Callable[[list[str]], tuple[Sequence[str], str | None]] | None = None,
+            numerics_of: Callable[[str], Sequence[str]] | None = None) -> Resolution:
+    """The view to show for the URL parameters `params` (only `keys` are read), with a warning for
+    every value that names something the workspace does not have.
+
+    `checkpoints_of(run)` lists a run's checkpoints in step order, `pair_ids_of(run)` its pair ids
+    in dataset order (the Example page's order); `baselines(checkpoints) -> (options, default)` what
+    Compare offers as A (default: the checkpoints, the first); `numerics_of(run)` the numerics it was
+    scored in, the primary first (default: exact only). Defaults: the first run, its last
+    checkpoint (B), that A, no example (the Example page shows the first pair). A bad value falls
+    back to that default, except a bad example, which falls back to the run's first pair by name.
+    `remembered` (values a session last showed) fills keys the URL did not give, silently; the
+    dashboard passes none, so that a URL alone decides the view and Back restores it exactly.
+    Membership in the store's own lists is the validation: a name from a URL is never used to build
+    a path unless it matched a name the store itself returned.
+    """
+    keys = tuple(keys)
+    asked = {k: v for k in keys if (v := first_value(params.get(k)))}
+    kept = {k: v for k in keys if k not in asked and (v := first_value((remembered or {}).get(k)))}
+    warnings: list[str] = []
+
+    def pick(key: str, options: Sequence[str], default: str | None, message: Callable[[str, str], str]) -> str | None:
+        if key in asked:
+            if asked[key] in options:
+                return asked[key]
+            if default is not None:
+                warnings.append(message(_quoted(asked[key]), default))
+            return default
+        return kept[key] if kept.get(key) in options else default
+
+    run = pick("run", runs, runs[0] if runs else None,
+               lambda want, got: f"No run {want} in this workspace; showing {got}.")
+    if run is None:
+        return Resolution(ViewState(), asked)
+    ckpts = list(checkpoints_of(run))
+    ckpt = a = example = None
+    if "ckpt" in keys:
+        ckpt = pick("ckpt", ckpts, ckpts[-1] if ckpts else None,
+                    lambda want, got: f"Run {_quoted(run)} has no checkpoint {want}; showing {got}.")
+    if "a" in keys:
+        a_options, a_default = baselines(ckpts) if baselines else (ckpts, ckpts[0] if ckpts else None)
+        a = pick("a", a_options, a_default,
+                 lambda want, got: f"Run {_quoted(run)} has no checkpoint {want} to compare from; comparing from {got}.")
+    if "example" in keys and pair_ids_of is not None and ("example" in asked or "example" in kept):
+        ids = pair_ids_of(run)
+        first = next(iter(ids), None) if "example" in asked else None
+        example = pick("example", ids, first,
+                       lambda want, got: f"Run {_quoted(run)} has no pair {want}; showing its first pair, {got}.")
+    numerics = None
+    if "numerics" in keys:
+        have = list(numerics_of(run)) if numerics_of else ["exact"]
+        numerics = pick("numerics", have, have[0],
+                        lambda want, got: f"Run {_quoted(run)} was not scored in {want} numerics; showing {got}.")
+        numerics = None if numerics == have[0] else numerics  # the primary is the default: not in the URL
+    return Resolution(ViewState(run=run, ckpt=ckpt, a=a, example=example, numerics=numerics), asked, tuple(warnings))
+
+
 def resolve_state(params: Mapping[str, Any], remembered: Mapping[str, Any], runs: Sequence[str],
                   checkpoints_of: Any, pair_ids_of: Any | None = None) -> ViewState:
-    """The view to show: URL parameters first, then what this session last showed, then defaults.
-
-    `checkpoints_of(run) -> list[str]` and `pair_ids_of(run) -> Collection[str]` are the store's
-    lists; anything not in them is dropped, so a forged URL falls back to a default view.
-    """
-    def wanted(key: str) -> str | None:
-        return first_value(params.get(key)) or first_value(remembered.get(key))
-
-    run = choose(wanted("run"), runs)
-    if run is None:
-        return ViewState()
-    ckpts = list(checkpoints_of(run))
-    ckpt = choose(wanted("ckpt"), ckpts, fallback=ckpts[-1] if ckpts else None)
-    a = choose(wanted("a"), ckpts, fallback=ckpts[0] if ckpts else None)
-    example = wanted("example")
-    if example is not None and pair_ids_of is not None and example not in pair_ids_of(run):
-        example = None
-    return ViewState(run=run, ckpt=ckpt, a=a, example=example)
+    """The view to show: URL parameters first, then `remembered`, then defaults (`resolve`, all
+    PARAM_KEYS, without the warnings). A forged URL falls back to a default view."""
+    return resolve(params, runs, checkpoints_of, pair_ids_of, remembered=remembered).state
 
 
 def to_query_params(state: ViewState, keys: Iterable[str] = PARAM_KEYS) -> dict[str, str]:

@@ -55,6 +55,8 @@ def with_derived(pairs: pd.DataFrame, beta: float, aggregation: str = "sum") -> 
                 df[col] = losses.aggregate_logp(df[col].to_numpy(), n, "mean")
     for col in q.columns.difference(["pair_id", "model", "step"]):
         df[col] = q[col].astype(float) if q[col].dtype == bool else q[col]
+    if "loss" not in df:  # a table from before the trainer's own loss was stored: the sigmoid loss
+        df["loss"] = df["dpo_loss"]
     return df
 
 
@@ -74,7 +76,7 @@ def checkpoint_summary(df: pd.DataFrame, bins: int = 24) -> pd.DataFrame:
         "accuracy": g["accuracy"].mean(),
         "mean log-margin": g["log_margin"].mean(),
         "mean reward margin": g["reward_margin"].mean(),
-        "loss": g["loss"].mean() if "loss" in df else g["dpo_loss"].mean(),
+        "loss": g["loss"].mean(),
         "displaced share": g["displaced"].mean(),
         "mean DID entropy (chosen)": g["did_entropy_chosen"].mean(),
         "mean DID entropy (rejected)": g["did_entropy_rejected"].mean(),
@@ -158,29 +160,33 @@ def default_baseline(checkpoints: list[str]) -> str:
     return checkpoints[0] if len(checkpoints) > 1 else compare_core.REFERENCE
 
 
-def reference_rows(df: pd.DataFrame, beta: float) -> pd.DataFrame:
+def reference_rows(df: pd.DataFrame, beta: float, rs=None) -> pd.DataFrame:
     """The reference as if it were a checkpoint of `df` (a `with_derived` table): one row per pair
     with logp_* = ref_logp_*, model "reference", step 0, and the derived columns recomputed by
     did_core.losses, so d = 0, M_π = M_ref, reward margin 0, accuracy 0 (strict), displaced 0 and
-    the DPO loss −log σ(0) = log 2 at any β."""
+    the DPO loss −log σ(0) = log 2 at any β; `loss`, the trainer's own loss type at d = 0, with the
+    run's settings `rs` (did_core.run_settings.RunSettings; None: the sigmoid loss)."""
     ref = df.drop_duplicates("pair_id").copy()
     ref["logp_chosen"], ref["logp_rejected"] = ref["ref_logp_chosen"], ref["ref_logp_rejected"]
     ref["model"], ref["step"] = compare_core.REFERENCE, 0
     q = losses.pair_quantities(ref, beta)  # `df` holds aggregated log-probs already: "sum" keeps them
     for col in q.columns.difference(["pair_id", "model", "step"]):
         ref[col] = q[col].astype(float) if q[col].dtype == bool else q[col]
+    ref["loss"] = losses.run_loss(ref, rs) if rs is not None else ref["dpo_loss"]
     return ref
 
 
-def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float,
+            rs=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(per-pair table from did_core.compare, metric means of A and B with Δ, summary incl. the
-    DID q_{B/A} entropy and its bootstrap interval). A (or B) may be "reference"."""
+    DID q_{B/A} entropy and its bootstrap interval). A (or B) may be "reference". `loss` is the
+    trainer's own loss (`rs`: the run's RunSettings), `dpo_loss` always the sigmoid DPO loss."""
     table = compare_core.compare_checkpoints(raw, a, b, beta)
     table.index.name = "pair_id"
-    cols = ["accuracy", "log_margin", "dpo_loss", "displaced", "logp_chosen", "logp_rejected", "reward_margin"]
+    cols = ["accuracy", "log_margin", "loss", "dpo_loss", "displaced", "logp_chosen", "logp_rejected", "reward_margin"]
 
     def rows_of(model: str) -> pd.DataFrame:
-        return reference_rows(df, beta) if model == compare_core.REFERENCE else df[df["model"] == model]
+        return reference_rows(df, beta, rs) if model == compare_core.REFERENCE else df[df["model"] == model]
 
     pa, pb = rows_of(a), rows_of(b)
     summary = pd.DataFrame({"A": pa[cols].mean(), "B": pb[cols].mean()})

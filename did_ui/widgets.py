@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from did_ui import data, jobs, selection
+from did_core.run_settings import NUMERICS_LABEL
+from did_ui import data, jobs, selection, views
 
 PAGES = {
     "runs": "pages/runs.py", "score": "pages/score.py", "curves": "pages/curves.py", "margins": "pages/margins.py",
@@ -48,7 +49,7 @@ def ensure_router() -> None:
     switch is per process, but each session that started under it was sent the v1 menu: so any
     session not yet through app.py (ROUTED unset: its first run, a page load, so no button press
     can be lost) reruns, which runs app.py and then this page again (url paths equal the file
-    names; /runs is a hidden page that opens Runs, the default page at /), even when another session flipped the
+    names; Runs is also the default page at /), even when another session flipped the
     switch meanwhile (tests/test_browser.py opens several deep links at once on a fresh server).
     Under app.py, ROUTED is set before the page runs, so the page just runs.
     """
@@ -70,51 +71,144 @@ class View:
     a: str | None
     example: str | None
     manifest: dict
+    numerics: str = "exact"
+    """The numerics every number on the page is in (`ver` keys the caches by it: data.view_version)."""
 
 
-def _pick(label: str, key: str, param: str, options: list[str], value: str | None) -> str | None:
-    """A sidebar selectbox whose value lives in the URL (`param`) as well as the session."""
+# --- navigation and the URL -------------------------------------------------------------------
+# Streamlit 1.67's browser side pushes a history entry for every query-string change the script
+# sends (each `st.query_params[k] = v`, `update`, `from_dict`, and `st.switch_page`'s query_params),
+# at the address the browser shows *then*, and one more when the page's path changes; a click in
+# st.navigation's own menu drops every query parameter. Only a click on `st.page_link` changes the
+# page and its query in one entry, and Back/Forward reruns replace rather than push. So: the menu
+# is our own page links, each carrying its page's parameters; a picker writes the URL once
+# (`from_dict`, in its callback); a view writes nothing unless it must correct a value it could not
+# honour. docs/ARCHITECTURE.md, "Navigation and the URL", has the evidence.
+
+def current_page() -> str | None:
+    """The url path of the page this run shows ("" for the default page at /), as Streamlit's page
+    registry has it: app.py's pages, or pages/ file names when a page runs alone (AppTest), which
+    are the same names."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    info = ctx.pages_manager.get_pages().get(ctx.page_script_hash) if ctx is not None else None
+    return info.get("url_pathname") if info else None
+
+
+def _baselines(ckpts: list[str]) -> tuple[list[str], str]:
+    """Compare's A: the reference or a checkpoint (views.compare_baselines), by default the first checkpoint."""
+    return views.compare_baselines(ckpts), views.default_baseline(ckpts)
+
+
+def _resolve(root: str, runs: list[str], params: dict, keys: tuple[str, ...]) -> selection.Resolution:
+    return selection.resolve(params, runs, lambda r: data.checkpoints(root, r, data.run_version(root, r)),
+                             lambda r: data.pair_id_list(root, r, data.run_version(root, r)), keys=keys,
+                             baselines=_baselines, numerics_of=lambda r: data.numerics(root, r))
+
+
+def _write_url(values: dict[str, str], owned: tuple[str, ...]) -> None:
+    """Set the URL to `values` and this page's other owned parameters as they are (others are dropped),
+    in one query-string change, and only if that changes it: each change is a history entry."""
+    current = st.query_params.to_dict()
+    new = {k: v for k in owned if (v := values.get(k) or current.get(k))}
+    if new != current:
+        st.query_params.from_dict(new)
+
+
+def _remember(state: selection.ViewState, keys: tuple[str, ...]) -> None:
+    """Keep what this page shows for the menu's links to other pages (selection.PAGE_PARAMS); a
+    checkpoint A or an example chosen under another run is dropped."""
+    remembered = st.session_state.setdefault(_REMEMBER, {})
+    if remembered.get("run") != state.run:
+        for key in ("a", "example"):
+            remembered.pop(key, None)
+    remembered.update({k: v for k in keys if (v := getattr(state, k)) is not None})
+
+
+def _pick(label: str, key: str, param: str, options: list[str], value: str | None, keys: tuple[str, ...],
+          owned: tuple[str, ...], root: str, runs: list[str], **selectbox) -> str | None:
+    """A sidebar selectbox whose value lives in the URL (`param`). A change writes the page's whole
+    selection at once, in the callback (before the script runs, so that this run reads it): one
+    query-string change, one history entry. A checkpoint or example the new run lacks falls back
+    to its default, silently (the user chose the run; nothing to warn about)."""
     if not options:
         return None
     st.session_state[key] = value if value in options else options[0]
 
     def to_url() -> None:
-        st.query_params[param] = st.session_state[key]
-        st.session_state.setdefault(_REMEMBER, {})[param] = st.session_state[key]
+        asked = {k: v for k, v in st.query_params.to_dict().items() if k in keys}
+        state = _resolve(root, runs, {**asked, param: st.session_state[key]}, keys).state
+        _write_url(selection.to_query_params(state, keys), owned)
+        _remember(state, keys)
 
-    return st.sidebar.selectbox(label, options, key=key, on_change=to_url)
+    return st.sidebar.selectbox(label, options, key=key, on_change=to_url, **selectbox)
 
 
 def view(need_a: bool = False) -> View | None:
-    """Resolve run / checkpoint / example from the URL (then the session), draw the sidebar
-    pickers, write the choice back to the URL; None (with an empty state drawn) when there are no runs."""
+    """Resolve run / checkpoint / example from the URL, warn about every value that cannot be shown,
+    draw the sidebar pickers; None (with an empty state drawn) when there are no runs.
+
+    Only the parameters this page owns are read (selection.PAGE_PARAMS; `a`, Compare's A, the
+    reference or a checkpoint, with `need_a`), and the URL alone decides: nothing this session
+    showed elsewhere fills a gap, so Back and Forward restore exactly the view their address names.
+    The URL is written only to correct a value that was not honoured (once, with all corrections)."""
     root = data.workspace_root()
     runs = data.run_names(root, data.version(root))
     if not runs:
         no_runs(root)
         return None
-    remembered = st.session_state.setdefault(_REMEMBER, {})
-    state = selection.resolve_state(st.query_params.to_dict(), remembered, runs,
-                                    lambda r: data.checkpoints(root, r, data.run_version(root, r)),
-                                    lambda r: data.pair_ids(root, r, data.run_version(root, r)))
-    run = _pick("Run", "pick_run", "run", runs, state.run)
+    owned = selection.page_params(current_page(), need_a)
+    keys = tuple(k for k in owned if k != "a" or need_a)
+    resolution = _resolve(root, runs, st.query_params.to_dict(), keys)
+    for message in resolution.warnings:
+        st.warning(md_literal(message), icon=":material/link_off:")
+    state = resolution.state
+    pick = dict(keys=keys, owned=owned, root=root, runs=runs)
+    run = _pick("Run", "pick_run", "run", runs, state.run, **pick)
     assert run is not None
     ver = data.run_version(root, run)
     ckpts = data.checkpoints(root, run, ver)
-    a = _pick("Compare from checkpoint A", "pick_a", "a", ckpts, state.a) if need_a else None
-    ckpt = _pick("Checkpoint" + (" B" if need_a else ""), "pick_ckpt", "ckpt", ckpts, state.ckpt)
-    example = state.example if run == state.run else None
-    chosen = selection.ViewState(run=run, ckpt=ckpt, a=a, example=example)
-    keys = ("run", "ckpt", "a", "example") if need_a else ("run", "ckpt", "example")
-    for key, value in selection.to_query_params(chosen, keys).items():
-        if st.query_params.get(key) != value:
-            st.query_params[key] = value
-    remembered.update(selection.to_query_params(chosen, keys))
+    ckpt = _pick("Checkpoint" + (" B" if need_a else ""), "pick_ckpt", "ckpt", ckpts, state.ckpt, **pick)
+    a = None
+    if need_a:
+        baselines, _ = _baselines(ckpts)
+        a = _pick("Compare from A", "pick_a", "a", baselines, state.a, **pick, help="B is the checkpoint picked "
+                  "above; deltas are B − A.", format_func=lambda m: "reference (π_ref)" if m == baselines[0] else m)
+    have = data.numerics(root, run)
+    numerics = have[0]
+    if "numerics" in keys and len(have) > 1:
+        numerics = _pick("Numerics", "pick_numerics", "numerics", have, state.numerics or have[0], **pick,
+                         format_func=NUMERICS_LABEL.get,
+                         help="exact: the weights' true log-probs (float32 forward, float64 sums). trainer: the "
+                              "forward as the trainer ran it (its bf16/fp16 autocast and eval batches), which "
+                              "reproduces what it logged. docs/NUMERICS.md") or numerics
+    if resolution.warnings:
+        _write_url(resolution.corrected_url(), owned)
+    _remember(state, keys)
     manifest = data.run_manifest(root, run, ver)
     st.sidebar.caption(f"Workspace {md_literal(root)} · β = {md_literal(manifest.get('beta', '?'))} · "
                        f"{md_literal(manifest.get('dataset', {}).get('n_pairs', '?'))} pairs · reference "
-                       f"{md_literal(manifest.get('reference', {}).get('name', '?'))}")
-    return View(root=root, ver=ver, run=run, ckpt=ckpt, a=a, example=example, manifest=manifest)
+                       f"{md_literal(manifest.get('reference', {}).get('name', '?'))} · numerics {numerics}")
+    return View(root=root, ver=data.view_version(root, run, numerics), run=run, ckpt=ckpt, a=a,
+                example=state.example, manifest=manifest, numerics=numerics)
+
+
+def page_menu(box, sections: dict[str, list]) -> None:
+    """The app's menu, in `box` (a sidebar container made before the page ran): one st.page_link per
+    page, carrying that page's part of the selection (selection.PAGE_PARAMS). app.py hides
+    st.navigation's own menu, whose links drop every query parameter: the page then wrote them
+    back, 3-4 history entries per click. Drawn after the page ran, so that it carries what the page
+    has just shown, including what a page set in the URL itself (Compare's A, Example's pair)."""
+    remembered = st.session_state.setdefault(_REMEMBER, {})
+    url = st.query_params.to_dict()
+    remembered.update({k: url[k] for k in selection.page_params(current_page()) if url.get(k)})
+    with box:
+        for section, pages in sections.items():
+            st.caption(section)
+            for page in pages:
+                params = {k: remembered[k] for k in selection.page_params(page.url_path) if remembered.get(k)}
+                st.page_link(page, query_params=params or None)
 
 
 SCATTER_CONFIG = {"plotGlPixelRatio": 1}
@@ -173,11 +267,19 @@ def pair_drill_down(v: View, what: str, key: str):
 
 
 def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:
-    """Switch to the inspector for `pair_id` (a validated id of `v.run`)."""
-    params = {"run": v.run, "ckpt": ckpt or v.ckpt or "", "example": pair_id}
+    """Switch to the inspector for `pair_id` (a validated id of `v.run`).
+
+    From another page this costs two history entries, not one: Streamlit 1.67's browser side
+    pushes the new query at the old address before it pushes the new page (no server-side switch
+    avoids it; only a st.page_link click does). Prefer a page link where the user clicks anyway."""
+    params = example_link_params(v, pair_id, ckpt)
     st.session_state.setdefault(_REMEMBER, {}).update(params)
-    st.query_params.update(params)  # also for this session's own rerun (AppTest keeps these)
     st.switch_page(PAGES["example"], query_params=params)
+
+
+def example_link_params(v: View, pair_id: str, ckpt: str | None = None) -> dict[str, str]:
+    """The query of a st.page_link to the inspector for `pair_id` (one history entry when clicked)."""
+    return {"run": v.run, "ckpt": ckpt or v.ckpt or "", "example": pair_id}
 
 
 def demo_supported() -> bool:
@@ -264,32 +366,123 @@ def export_buttons(v: View) -> None:
 
 COLOUR_BY = {"log_ratio": "log-ratio log π/π_ref", "did_entropy": "DID entropy H_t", "logp": "log-prob log π"}
 
+COLOUR_CAPTION = {
+    "log_ratio": "Blue: the checkpoint raised the token's log-prob over the reference (log π − log π_ref > 0); "
+                 "red: lowered; white: unchanged.",
+    "did_entropy": "Purple: the DID at this position, q_t = softmax(log π − log π_ref) over the vocabulary, is "
+                   "spread out (high H_t); white: peaked on a few tokens (H_t near 0).",
+    "logp": "Orange: the checkpoint finds the token unlikely (log π far below 0); white: near-certain (log π near 0).",
+}
+"""What each colouring means, said under the tokens (the page shows the one that matches the colours)."""
+
+PAGE_BACKGROUND = (255, 255, 255)
+"""Streamlit's light-theme background (#ffffff; .streamlit/config.toml sets base = "light"). Token
+colours are this blended with a full-strength colour and sent opaque, and each token gets black or
+white text, whichever contrasts more with its own background: readable whatever the page behind it
+(a user can still switch Streamlit to its dark theme, #0e1117, from the settings menu)."""
+
+_FULL_COLOUR = {  # the colour at |value| = scale; the scale runs from the page background to it
+    ("log_ratio", 1): (33, 102, 172),    # raised: blue
+    ("log_ratio", -1): (178, 24, 43),    # lowered: red
+    ("did_entropy", 1): (118, 42, 131),  # purple
+    ("logp", 1): (230, 85, 13),          # orange: logp ≤ 0, darker = less likely
+}
+
+
+def _relative_luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour (0–255 channels)."""
+    def linear(c: int) -> float:
+        c8 = c / 255
+        return c8 / 12.92 if c8 <= 0.04045 else ((c8 + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG 2.x contrast ratio (L_light + 0.05) / (L_dark + 0.05), in [1, 21]."""
+    la, lb = sorted((_relative_luminance(a), _relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def token_colour(value: float, scale: float, kind: str) -> tuple[int, int, int] | None:
+    """The opaque background of a token whose `kind` value is `value` (None: no value, no colour).
+
+    |value|/scale (clipped to 1) blends PAGE_BACKGROUND towards the mode's full colour; log-ratios
+    are blue above 0 and red below.
+    """
+    if not math.isfinite(value) or scale <= 0:
+        return None
+    t = max(-1.0, min(1.0, value / scale))
+    full = _FULL_COLOUR[(kind, -1 if t < 0 else 1)] if kind == "log_ratio" else _FULL_COLOUR[(kind, 1)]
+    w = abs(t)
+    return tuple(round(bg + w * (c - bg)) for bg, c in zip(PAGE_BACKGROUND, full, strict=True))  # type: ignore[return-value]
+
+
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever contrasts more with `background`: one of them always reaches
+    √21 ≈ 4.58:1, above WCAG AA's 4.5:1 for normal text."""
+    black, white = (0, 0, 0), (255, 255, 255)
+    return black if contrast_ratio(background, black) >= contrast_ratio(background, white) else white
+
+
+def _rgb(c: tuple[int, int, int]) -> str:
+    return f"rgb({c[0]},{c[1]},{c[2]})"
+
 
 def _rgba(value: float, scale: float, kind: str) -> str:
-    if not math.isfinite(value) or scale <= 0:
-        return "transparent"
-    t = max(-1.0, min(1.0, value / scale))
-    if kind == "log_ratio":  # blue: the checkpoint raised this token; red: lowered
-        return f"rgba(33,102,172,{t:.3f})" if t >= 0 else f"rgba(178,24,43,{-t:.3f})"
-    if kind == "did_entropy":
-        return f"rgba(118,42,131,{abs(t):.3f})"
-    return f"rgba(230,85,13,{abs(t):.3f})"  # logp ≤ 0: darker = less likely
+    """The CSS `background:…;color:…` of one token (no value: transparent, the theme's own text colour)."""
+    bg = token_colour(value, scale, kind)
+    if bg is None:
+        return "background:transparent"
+    return f"background:{_rgb(bg)};color:{_rgb(text_colour(bg))}"
 
 
-def tokens_html(tokens: pd.DataFrame, colour_by: str) -> str:
+def colour_scale(tokens: pd.DataFrame, colour_by: str) -> float:
+    """The largest |value| of `colour_by` over `tokens` (0 when none is finite): pass the same one to
+    every `tokens_html` call of a view, so one colour means one value in chosen and rejected alike."""
+    if tokens.empty or colour_by not in tokens:
+        return 0.0
+    vals = tokens[colour_by].to_numpy(dtype=float)
+    finite = vals[[math.isfinite(x) for x in vals]]
+    return float(max(abs(finite.min()), abs(finite.max()))) if finite.size else 0.0
+
+
+def colour_legend_html(colour_by: str, scale: float, steps: int = 9) -> str:
+    """A row of `steps` swatches from one end of the scale to the other, each labelled with its value
+    (in its own readable text colour), between the ends' meanings."""
+    if scale <= 0:
+        return "<div style='color:grey'>(no values to colour by)</div>"
+    lo, hi, left, right = {
+        "log_ratio": (-scale, scale, "lowered", "raised"),
+        "did_entropy": (0.0, scale, "peaked DID", "spread-out DID"),
+        "logp": (0.0, -scale, "likely", "unlikely"),
+    }[colour_by]
+    cells = []
+    for k in range(steps):
+        value = lo + (hi - lo) * k / (steps - 1)
+        number = f"{value:+.2f}" if colour_by == "log_ratio" else f"{value + 0.0:.2f}"  # + 0.0: no "-0.00"
+        cells.append(f"<span style=\"{_rgba(value, scale, colour_by)};padding:1px 6px;border-radius:3px\">"
+                     f"{number}</span>")
+    label = html.escape(COLOUR_BY[colour_by])
+    return (f"<div style='font-family:monospace;font-size:0.85em;line-height:2'>{label}: {left} "
+            + "".join(cells) + f" {right}</div>")
+
+
+def tokens_html(tokens: pd.DataFrame, colour_by: str, scale: float | None = None) -> str:
     """Tokens as coloured spans with exact values in the hover title. Every piece of dataset text
-    is escaped; only numbers and our own markup are unescaped."""
+    is escaped; only numbers and our own markup are unescaped. `scale` (default: these tokens'
+    largest |value|, `colour_scale`) is the value drawn at full colour."""
     if tokens.empty or colour_by not in tokens:
         return "<div style='color:grey'>(no tokens stored)</div>"
     vals = tokens[colour_by].to_numpy(dtype=float)
-    finite = vals[[math.isfinite(x) for x in vals]]
-    scale = float(max(abs(finite.min()), abs(finite.max()))) if finite.size else 0.0
+    scale = colour_scale(tokens, colour_by) if scale is None else scale
     spans = []
     for row, value in zip(tokens.itertuples(index=False), vals, strict=True):
         piece = html.escape(str(row.token), quote=True).replace("\n", "↵<br>") or "∅"
         tip = " | ".join(f"{k} {getattr(row, k):.4f}" for k in ("logp", "ref_logp", "log_ratio", "did_entropy")
                          if hasattr(row, k) and isinstance(getattr(row, k), float) and math.isfinite(getattr(row, k)))
         tip = html.escape(f"#{row.position} id {row.token_id} {str(row.token)!r} | {tip}", quote=True)
-        spans.append(f"<span title=\"{tip}\" style=\"background:{_rgba(value, scale, colour_by)};"
+        spans.append(f"<span title=\"{tip}\" style=\"{_rgba(value, scale, colour_by)};"
                      f"border-radius:3px;padding:1px 1px;white-space:pre-wrap\">{piece}</span>")
     return "<div style='font-family:monospace;line-height:1.9'>" + "".join(spans) + "</div>"

@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, selection, widgets
+from did_ui import data, figures, run_info, selection, widgets
 
 widgets.ensure_router()
 st.title("Compare checkpoints")
 v = widgets.view(need_a=True)
 if v is None or v.ckpt is None or v.a is None:
     st.stop()
-a, b = v.a, v.ckpt
-if a == b:
-    st.info("Pick two different checkpoints A and B in the sidebar.")
+run_info.page_notes(v)
+a, b = v.a, v.ckpt  # A: a checkpoint or the reference (views.compare_baselines); deltas are B − A
 
 table, summary, stats = data.compare(v.root, v.run, v.ver, a, b)
+loss_label = data.run_settings(v.root, v.run, v.ver).settings.loss_label()
 st.subheader(f"A = {widgets.md_literal(a)} → B = {widgets.md_literal(b)}")
 metrics = summary.set_index("metric")
+same = a == b
+if same:
+    st.info("A and B are the same checkpoint: pick two different ones in the sidebar to see deltas.")
 cols = st.columns(5)
 for col, (metric, label, fmt) in zip(cols, [("accuracy", "accuracy", "{:.3f}"), ("log_margin", "mean log-margin", "{:.3f}"),
-                                             ("dpo_loss", "DPO loss", "{:.4f}"), ("displaced", "displaced share", "{:.3f}"),
+                                             ("loss", f"loss ({loss_label})", "{:.4f}"), ("displaced", "displaced share", "{:.3f}"),
                                              ("logp_chosen", "mean log π(y_w)", "{:.2f}")], strict=True):
     row = metrics.loc[metric]
-    col.metric(label, fmt.format(row[b]), delta=fmt.format(row["Δ (B − A)"]),
-               delta_color="inverse" if metric in ("dpo_loss", "displaced") else "normal")
+    col.metric(label, fmt.format(row[f"B: {b}"]), delta=None if same else fmt.format(row["Δ (B − A)"]),
+               delta_color="inverse" if metric in ("loss", "displaced") else "normal",
+               help=None if same else f"B; the delta is B − A (A: {fmt.format(row[f'A: {a}'])})")
+if same:
+    st.stop()
 
 st.subheader("The DID between A and B")
 st.latex(r"d_{B/A}(y) = \log\pi_B(y\mid x) - \log\pi_A(y\mid x),\qquad "

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, jobs, selection, views, widgets
+from did_ui import data, figures, jobs, run_info, selection, views, widgets
 
 widgets.ensure_router()
 st.title("DID entropy")
 v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
+run_info.page_notes(v)
 
 st.caption("The paper's diagnostic: a low-entropy DID reinforces the policy (mass concentrates), a "
            "high-entropy DID smooths it. Every figure says which estimator it shows.")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, widgets
+from did_ui import data, figures, run_info, widgets
 
 widgets.ensure_router()
 st.title("Example")
 v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
+run_info.page_notes(v)
 
 ids = data.pair_id_list(v.root, v.run, v.ver)
 example = v.example or ids[0]
@@ -41,6 +42,10 @@ st.text(text.get("prompt", ""))
 colour_by = st.segmented_control("Colour tokens by", list(widgets.COLOUR_BY), default="log_ratio",
                                  format_func=widgets.COLOUR_BY.get, key="example_colour") or "log_ratio"
 tokens = data.example_tokens(v.root, v.run, v.ver, v.ckpt, example)
+scale = widgets.colour_scale(tokens, colour_by)  # one scale for both responses: one colour, one value
+st.html(widgets.colour_legend_html(colour_by, scale))
+st.caption(widgets.COLOUR_CAPTION[colour_by] + " Both responses share one scale. Hover a token for its exact "
+           "log-prob, reference log-prob, log-ratio and DID entropy.")
 row = across[across["checkpoint"] == v.ckpt]
 left, right = st.columns(2)
 for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Rejected y_l")):
@@ -52,13 +57,11 @@ for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Re
                        f"DID entropy (token mean) = {r[f'did_entropy_{side}']:.4f}")
         side_tokens = tokens[tokens["side"] == side].sort_values("position") if len(tokens) else tokens
         if len(side_tokens):
-            st.html(widgets.tokens_html(side_tokens, colour_by))
+            st.html(widgets.tokens_html(side_tokens, colour_by, scale))
         else:
             st.caption("No per-token scores stored for this checkpoint.")
         with st.expander("Plain text"):
             st.text(text.get(side, ""))
-st.caption("Blue: the checkpoint raised the token's log-prob over the reference; red: lowered. "
-           "Hover a token for its exact log-prob, reference log-prob, log-ratio and DID entropy.")
 
 st.plotly_chart(figures.example_lines(across), key="example_lines")
 st.dataframe(across, hide_index=True)

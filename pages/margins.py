@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, selection, widgets
+from did_ui import data, figures, run_info, selection, widgets
 
 widgets.ensure_router()
 st.title("Log-margins")
 v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
+run_info.page_notes(v)
 
 aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum", key="margins_agg",
                                    format_func=lambda a: {"sum": "sequence sum", "mean": "per-token mean"}[a]) or "sum"
@@ -31,7 +32,8 @@ if pairs is not None:
     with pairs:
         rows = data.checkpoint_rows(v.root, v.run, v.ver, v.ckpt, aggregation)
         colour = st.selectbox("Colour points by", ["reward_margin", "log_ratio_chosen", "log_ratio_rejected",
-                                                   "did_entropy_chosen", "dpo_loss"], key="margins_colour")
+                                                   "did_entropy_chosen", "loss"], key="margins_colour",
+                              format_func=figures.human_name)
         event = widgets.pair_chart(
             figures.pair_scatter(rows, "ref_log_margin", "log_margin", f"{v.ckpt}: checkpoint vs reference log-margin",
                                  "M_ref", f"M_π ({v.ckpt})", colour=colour), "margin_scatter")
@@ -42,8 +44,8 @@ if pairs is not None:
             if len(picked) == 1:
                 widgets.open_example(v, picked[0])
             choice = st.selectbox("Open one in the inspector", picked[:500], key="margins_pick")
-            if st.button("Open example", type="primary"):
-                widgets.open_example(v, choice)
+            st.page_link(widgets.PAGES["example"], label="Open example", icon=":material/article:",
+                         query_params=widgets.example_link_params(v, choice))  # a link: one history entry
 
 st.subheader("Ordering shares")
 st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "

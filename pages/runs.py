@@ -29,9 +29,15 @@ for name in runs:
         "accuracy": s["accuracy"].tolist(), "loss": s["loss"].tolist(), "displaced": s["displaced share"].tolist(),
     })
 st.dataframe(overview, hide_index=True, column_config={
-    "accuracy": st.column_config.LineChartColumn("accuracy over steps", y_min=0, y_max=1),
-    "loss": st.column_config.LineChartColumn("loss over steps"),
-    "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1),
+    "dataset": st.column_config.TextColumn("dataset", width="medium"),
+    "reference": st.column_config.TextColumn("reference", width="medium"),
+    "pairs": st.column_config.NumberColumn("pairs", width="small"),
+    "β": st.column_config.NumberColumn("β", width="small"),
+    "checkpoints": st.column_config.NumberColumn("ckpts", width="small", help="checkpoints scored"),
+    "overrides": st.column_config.NumberColumn("overrides", width="small", help="settings given instead of the trainer's"),
+    "accuracy": st.column_config.LineChartColumn("accuracy over steps", y_min=0, y_max=1, width="small"),
+    "loss": st.column_config.LineChartColumn("loss over steps", width="small"),
+    "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1, width="small"),
 })
 
 st.subheader(f"Checkpoints of {widgets.md_literal(v.run)}")
@@ -42,15 +48,22 @@ st.caption("Accuracy: share of pairs with reward margin > 0 (M_π > M_ref). Disp
            "token-level estimator, mean over tokens. " + run_info.numerics_caption(v))
 summary = data.summary(root, v.run, v.ver)
 pct = st.column_config.ProgressColumn
+small = {"width": "small"}
 st.dataframe(summary, hide_index=True, column_config={
-    "accuracy": pct("accuracy", format="%.3f", min_value=0, max_value=1),
-    "displaced share": pct("displaced share", format="%.3f", min_value=0, max_value=1),
-    "mean log-margin": st.column_config.NumberColumn(format="%.3f"),
-    "mean reward margin": st.column_config.NumberColumn(format="%.4f"),
-    "loss": st.column_config.NumberColumn(format="%.4f"),
-    "mean DID entropy (chosen)": st.column_config.NumberColumn(format="%.3f"),
-    "mean DID entropy (rejected)": st.column_config.NumberColumn(format="%.3f"),
-    "reward margin histogram": st.column_config.BarChartColumn("reward margins (histogram)"),
+    "step": st.column_config.NumberColumn("step", **small),
+    "accuracy": pct("accuracy", format="%.3f", min_value=0, max_value=1, **small),
+    "displaced share": pct("displaced", format="%.3f", min_value=0, max_value=1, **small,
+                           help="share of pairs whose chosen and rejected log-likelihoods both fell"),
+    "mean log-margin": st.column_config.NumberColumn("log-margin", format="%.3f", help="mean M_π", **small),
+    "mean reward margin": st.column_config.NumberColumn("reward margin", format="%.4f", help="mean β(M_π − M_ref)",
+                                                        **small),
+    "loss": st.column_config.NumberColumn("loss", format="%.4f", help="mean of the trainer's own loss", **small),
+    "mean DID entropy (chosen)": st.column_config.NumberColumn("DID H, chosen", format="%.3f", **small,
+                                                               help="mean token-level DID entropy, chosen"),
+    "mean DID entropy (rejected)": st.column_config.NumberColumn("DID H, rejected", format="%.3f", **small,
+                                                                 help="mean token-level DID entropy, rejected"),
+    "reward margin histogram": st.column_config.BarChartColumn("reward margins", width="medium",
+                                                               help="histogram of per-pair reward margins"),
 })
 
 params = {"run": v.run, "ckpt": v.ckpt or ""}

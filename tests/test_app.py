@@ -40,13 +40,25 @@ def _open(at: AppTest, page: str) -> AppTest:
     return at
 
 
+def _menu(at: AppTest) -> dict[str, dict[str, str]]:
+    """The sidebar menu (widgets.page_menu): each page link's url path -> the query it carries."""
+    from urllib.parse import parse_qsl
+
+    return {link.proto.page: dict(parse_qsl(link.proto.query_string)) for link in at.sidebar.get("page_link")}
+
+
 def test_every_page_renders_on_a_synthetic_workspace(monkeypatch, synthetic_ws):
     at = _app(monkeypatch, synthetic_ws)
+    assert set(_menu(at)) == set(selection.PAGE_PARAMS) - {"runs"}  # at /, Runs links / itself (lit as current)
+    assert _menu(at)["margins"] == {"run": "synthetic", "ckpt": "checkpoint-300"}  # links carry the selection
+    assert _menu(at)["lab"] == {}
     for page in PAGES:
         _open(at, page)
         assert at.title, page
         assert not at.error, (page, [e.value for e in at.error])
-    assert at.query_params["run"] == "synthetic"
+        assert not at.warning, (page, [w.value for w in at.warning])
+    # A bare address shows the defaults and stays bare: writing them would cost a history entry per load.
+    assert "run" not in at.query_params and "ckpt" not in at.query_params, at.query_params
 
 
 def test_every_page_renders_on_an_empty_workspace(monkeypatch, tmp_path):
@@ -63,7 +75,8 @@ def test_every_page_renders_on_an_empty_workspace(monkeypatch, tmp_path):
 def test_choosing_checkpoints_updates_the_view_and_the_url(monkeypatch, synthetic_ws):
     at = _open(_app(monkeypatch, synthetic_ws), "compare")
     a, b = at.sidebar.selectbox(key="pick_a"), at.sidebar.selectbox(key="pick_ckpt")
-    assert a.options == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
+    assert a.options[0].startswith("reference")  # A may be the reference too (B − reference)
+    assert a.options[1:] == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
     assert (a.value, b.value) == ("checkpoint-100", "checkpoint-300")  # first → last by default
     b.set_value("checkpoint-200").run()
     at.sidebar.selectbox(key="pick_a").set_value("checkpoint-300").run()
@@ -72,6 +85,100 @@ def test_choosing_checkpoints_updates_the_view_and_the_url(monkeypatch, syntheti
     assert any("A = checkpoint\\-300 → B = checkpoint\\-200" in s.value for s in at.subheader)  # names as literal text
     _open(at, "margins")  # the choice follows to other pages
     assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-200"
+
+
+def _metrics(at: AppTest) -> dict:
+    return {m.label: m for m in at.metric}
+
+
+def test_compare_with_a_equal_to_b_shows_no_deltas(monkeypatch, synthetic_ws):
+    """A = B: the page says so and shows B's values without any delta arrow (no "↑ 0.000"), and
+    nothing that would only be a table of zeros."""
+    at = _open(_app(monkeypatch, synthetic_ws), "compare")
+    assert all(m.delta for m in at.metric[:5])  # A ≠ B by default: deltas shown
+    at.sidebar.selectbox(key="pick_a").set_value("checkpoint-300").run()
+    assert not at.exception and at.query_params["a"] == "checkpoint-300"
+    assert any("same checkpoint" in i.value for i in at.info)
+    metrics = _metrics(at)
+    assert set(metrics) >= {"accuracy", "mean log-margin", "loss (sigmoid)", "displaced share", "mean log π(y_w)"}
+    assert all(not m.delta for m in metrics.values()), {k: m.delta for k, m in metrics.items()}
+    assert not at.dataframe and not at.get("plotly_chart")
+    at.sidebar.selectbox(key="pick_a").set_value("checkpoint-100").run()
+    assert all(_metrics(at)[k].delta for k in ("accuracy", "loss (sigmoid)"))
+
+
+def test_compare_from_the_reference_shows_what_the_checkpoint_learned(monkeypatch, synthetic_ws):
+    """A = the reference: every delta is B − reference, computed here from the workspace's pairs:
+    the reference's accuracy is 0, its log-margin M_ref, its DPO loss log 2 at any β; the per-pair
+    table's A columns are the reference's log-probs; the choice survives a visit to another page."""
+    import math
+
+    import numpy as np
+
+    from did_core.workspace import Workspace
+
+    at = _open(_app(monkeypatch, synthetic_ws), "compare")
+    at.sidebar.selectbox(key="pick_a").set_value("reference").run()
+    assert not at.exception and at.query_params["a"] == "reference"
+    assert any("A = reference → B = checkpoint\\-300" in s.value for s in at.subheader)
+    ws = Workspace(synthetic_ws)
+    beta = float(ws.run("synthetic")["beta"])
+    rows = ws.pairs("synthetic")
+    b = rows[rows["model"] == "checkpoint-300"]
+    d_w, d_l = b["logp_chosen"] - b["ref_logp_chosen"], b["logp_rejected"] - b["ref_logp_rejected"]
+    z = beta * (d_w - d_l)
+    want = {  # (B's value, B − reference)
+        "accuracy": (float((z > 0).mean()), float((z > 0).mean()) - 0.0),
+        "mean log-margin": (float((b["logp_chosen"] - b["logp_rejected"]).mean()),
+                            float((d_w - d_l).mean())),
+        "loss (sigmoid)": (float(np.logaddexp(0, -z).mean()), float(np.logaddexp(0, -z).mean()) - math.log(2)),
+        "displaced share": (float(((d_w < 0) & (d_l < 0)).mean()), float(((d_w < 0) & (d_l < 0)).mean())),
+        "mean log π(y_w)": (float(b["logp_chosen"].mean()), float(d_w.mean())),
+    }
+    metrics = _metrics(at)
+    for label, (value, delta) in want.items():
+        fmt = "{:.2f}" if label == "mean log π(y_w)" else "{:.4f}" if label == "loss (sigmoid)" else "{:.3f}"
+        assert metrics[label].value == fmt.format(value), label
+        assert metrics[label].delta == fmt.format(delta), label
+    at.session_state["compare_means"] = True
+    at.run()
+    means = next(d.value for d in at.dataframe if "metric" in d.value.columns).set_index("metric")
+    ref = rows.drop_duplicates("pair_id")
+    assert means.loc["dpo_loss", "A: reference"] == pytest.approx(math.log(2))
+    assert means.loc["accuracy", "A: reference"] == 0 and means.loc["displaced", "A: reference"] == 0
+    assert means.loc["log_margin", "A: reference"] == pytest.approx(
+        float((ref["ref_logp_chosen"] - ref["ref_logp_rejected"]).mean()))
+    assert means.loc["logp_chosen", "A: reference"] == pytest.approx(float(ref["ref_logp_chosen"].mean()))
+    movers = next(d.value for d in at.dataframe if "delta_log_margin" in d.value.columns).set_index("pair_id")
+    ref = ref.set_index("pair_id")
+    assert np.allclose(movers["logp_chosen_a"], ref.loc[movers.index, "ref_logp_chosen"])
+    assert np.allclose(movers["log_margin_a"], ref.loc[movers.index, "ref_log_margin"])
+    assert np.allclose(movers["dpo_loss_a"], math.log(2))
+    _open(at, "margins")
+    _open(at, "compare")
+    assert at.sidebar.selectbox(key="pick_a").value == "reference"
+
+
+@pytest.mark.parametrize(("mode", "words", "not_words"), [("log_ratio", ["Blue", "red"], ["Purple"]),
+                                                          ("did_entropy", ["Purple", "H_t"], ["Blue", "red"]),
+                                                          ("logp", ["Orange"], ["Blue", "red", "Purple"])])
+def test_example_caption_and_legend_follow_the_colouring(monkeypatch, synthetic_ws, mode, words, not_words):
+    """Each colouring mode draws its own legend and a caption that describes its colours (the DID
+    entropy colouring no longer says "Blue: raised; red: lowered"); tokens carry readable text colours."""
+    at = _app(monkeypatch, synthetic_ws)
+    at.query_params.update({"run": "synthetic", "example": "3", "ckpt": "checkpoint-200"})
+    _open(at, "example")
+    at.segmented_control(key="example_colour").set_value(mode).run()
+    assert not at.exception
+    caption = next(c.value for c in at.caption if "share one scale" in c.value)
+    assert all(w in caption for w in words) and not any(w in caption for w in not_words), caption
+    bodies = [h.proto.body for h in at.get("html")]
+    legend = [b for b in bodies if "padding:1px 6px" in b]
+    assert len(legend) == 1 and ("no values" in legend[0] or legend[0].count("<span") == 9)
+    tokens = [b for b in bodies if "<span title=" in b]
+    assert len(tokens) == 2
+    if mode != "did_entropy":  # the synthetic workspace stores no token-level entropy
+        assert all(";color:rgb(" in b for b in tokens)
 
 
 def test_deep_link_opens_the_example(monkeypatch, synthetic_ws):
@@ -96,6 +203,47 @@ def test_forged_deep_link_falls_back_to_a_default_view(monkeypatch, synthetic_ws
     assert at.query_params["run"] == "synthetic"
     assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-300"
     assert at.text_input[0].value == "0"  # the first pair, not the forged id
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 3 and warnings[0].startswith("No run '\\.\\./\\.\\./etc'"), warnings  # as literal text
+    assert "'\\<script\\>'" in warnings[2]
+    assert at.query_params == {"run": "synthetic", "ckpt": "checkpoint-300", "example": "0"}  # the address says what is shown
+
+
+def test_a_bad_deep_link_value_shows_a_warning_and_the_fallback(monkeypatch, synthetic_ws):
+    """Each value a deep link asks for and the workspace lacks is named in an st.warning with what is
+    shown instead; a parameter that belongs to another page (`example` on Log-margins) is ignored."""
+    at = _app(monkeypatch, synthetic_ws)
+    at.query_params.update({"run": "synthetic", "ckpt": "checkpoint-7", "example": "nope"})
+    _open(at, "margins")
+    assert [w.value for w in at.warning] == ["Run 'synthetic' has no checkpoint 'checkpoint\\-7'; showing checkpoint\\-300\\."]
+    assert at.sidebar.selectbox(key="pick_ckpt").value == "checkpoint-300"
+    assert at.query_params["ckpt"] == "checkpoint-300"
+    at.query_params.clear()
+    at.query_params.update({"run": "synthetic", "example": "17"})
+    _open(at, "example")
+    assert not at.warning and at.text_input[0].value == "17"  # a real id: honoured, nothing to say
+    at.query_params.update({"example": "low-00-17"})
+    at.run()
+    assert [w.value for w in at.warning] == ["Run 'synthetic' has no pair 'low\\-00\\-17'; showing its first pair, 0\\."]
+    assert at.text_input[0].value == "0"
+
+
+def test_a_picker_change_writes_the_url_once_and_the_menu_follows(monkeypatch, synthetic_ws):
+    """A sidebar pick sets the page's whole selection in one query-string change (each change is a
+    browser history entry); on Compare it keeps A."""
+    from streamlit.runtime.state import query_params as qp_module
+
+    at = _app(monkeypatch, synthetic_ws)
+    at.query_params.update({"run": "synthetic", "ckpt": "checkpoint-300", "a": "reference"})
+    _open(at, "compare")
+    writes = []
+    original = qp_module.QueryParams._send_query_param_msg
+    monkeypatch.setattr(qp_module.QueryParams, "_send_query_param_msg", lambda self: (writes.append(dict(self._query_params)),
+                                                                                      original(self))[1])
+    at.sidebar.selectbox(key="pick_ckpt").set_value("checkpoint-200").run()
+    assert not at.exception
+    assert writes == [{"run": "synthetic", "ckpt": "checkpoint-200", "a": "reference"}]
+    assert at.sidebar.selectbox(key="pick_a").value == "reference"
 
 
 def test_selection_event_to_example_id():
@@ -124,21 +272,28 @@ def test_query_params_round_trip():
 
 
 def test_score_form_starts_a_background_job_and_shows_its_error(monkeypatch, tmp_path):
+    """Input the form can check (paths) is refused before a job starts (tests/test_score_page.py); what
+    only the job finds (a dataset without preference columns) ends the job with its `error:` line."""
     import time
+
+    from cli_world import build_world
 
     from did_ui import jobs
 
+    world = build_world(tmp_path / "world", n_pairs=4)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "no preference columns here"}\n')
     at = _open(_app(monkeypatch, str(tmp_path)), "score")
     inputs = {t.label: t for t in at.text_input}
-    inputs["…or a path on this machine"].set_value(str(tmp_path / "missing.jsonl"))
-    inputs["Reference model (SFT)"].set_value(str(tmp_path / "no-model"))
-    at.text_area[0].set_value(str(tmp_path / "no-checkpoint"))
+    inputs["…or a path on this machine"].set_value(str(bad))
+    inputs["Reference model (SFT)"].set_value(str(world["ref"]))
+    at.text_area[0].set_value(str(world["run"] / "checkpoint-2"))
     at.form_submit_button[0].click().run()
     assert not at.exception
-    assert any("Started job" in s.value for s in at.success)
+    assert any("Started job" in s.value for s in at.success), [e.value for e in at.error]
     [job] = jobs.list_jobs(tmp_path)
     assert job.argv[1:4] == ["-m", "did_core", "score"] and "--progress-json" in job.argv
-    for _ in range(200):
+    for _ in range(300):
         if jobs.info(tmp_path, job.id).status != "running":
             break
         time.sleep(0.1)
@@ -247,9 +402,9 @@ def test_training_curves_draw_the_chosen_quantities_and_keep_the_choice(monkeypa
     titles = [a.text for a in grid(at).layout.annotations]
     assert titles == [views.CURVE_QUANTITIES[m] for m in views.CURVE_DEFAULTS]
     assert not at.dataframe
-    at.multiselect(key="curves_quantities").set_value(["dpo_loss", "logp_chosen"]).run()
+    at.multiselect(key="curves_quantities").set_value(["loss", "logp_chosen"]).run()
     fig = grid(at)
-    assert [a.text for a in fig.layout.annotations] == [views.CURVE_QUANTITIES["dpo_loss"], views.CURVE_QUANTITIES["logp_chosen"]]
+    assert [a.text for a in fig.layout.annotations] == [views.CURVE_QUANTITIES["loss"], views.CURVE_QUANTITIES["logp_chosen"]]
     ws = Workspace(synthetic_ws)
     pairs = ws.pairs("synthetic")
     median = next(t for t in fig.data if t.name == "median" and t.xaxis == "x2")
@@ -261,8 +416,38 @@ def test_training_curves_draw_the_chosen_quantities_and_keep_the_choice(monkeypa
         assert value == pytest.approx(float(np.median(rows[column])))
     _open(at, "runs")
     _open(at, "curves")
-    assert [a.text for a in grid(at).layout.annotations] == [views.CURVE_QUANTITIES["dpo_loss"],
+    assert [a.text for a in grid(at).layout.annotations] == [views.CURVE_QUANTITIES["loss"],
                                                             views.CURVE_QUANTITIES["logp_chosen"]]
     at.session_state["curves_table"] = True
     at.run()
     assert len(at.dataframe) == 1
+
+
+RAW_IDENTIFIER = r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$"
+"""A column name such as `js_target` or `kl_policy_target`: what no legend may show."""
+
+
+def test_no_legend_shows_a_raw_column_name(monkeypatch, synthetic_ws):
+    """Every figure every page builds (the per-pair drill-downs opened, a π_l picked, the lab at its
+    defaults): each trace's legend name and each colour bar's title is a human name."""
+    import json
+    import re
+
+    at = _app(monkeypatch, synthetic_ws)
+    for key in ("margins_pairs", "margins_power_law", "entropy_pairs", "compare_pairs"):
+        at.session_state[key] = True
+    names: dict[str, set[str]] = {}
+    for page in PAGES:
+        _open(at, page)
+        if page == "margins":
+            at.selectbox(key="margins_pi_l").set_value("checkpoint-100").run()
+        for chart in at.get("plotly_chart"):
+            for trace in json.loads(chart.proto.spec)["data"]:
+                shown = [trace.get("name")] if trace.get("showlegend", True) is not False else []
+                title = (trace.get("marker") or {}).get("colorbar", {}).get("title", {})
+                shown.append(title.get("text") if isinstance(title, dict) else title)
+                names.setdefault(page, set()).update(n for n in shown if n)
+    assert {"lab", "margins", "compare", "entropy", "curves", "example"} <= set(names), names.keys()
+    assert "JS(π, π*)" in names["lab"] and "KL(π ‖ π*)" in names["lab"]
+    raw = {page: sorted(n for n in found if re.match(RAW_IDENTIFIER, n)) for page, found in names.items()}
+    assert not any(raw.values()), raw

@@ -1,6 +1,7 @@
 """Real browser: Chromium (Debian's, via Playwright) against `streamlit run app.py` on a synthetic
 workspace. Opens every page, fails on any Streamlit exception element, follows a deep link to an
-example, and saves screenshots to tests/artifacts/. Skips when Chromium or Playwright is missing."""
+example, walks Back and Forward through the history, checks that bad deep links warn, and saves
+screenshots to tests/artifacts/. Skips when Chromium or Playwright is missing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--disable-quic"]
 PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", "entropy": "DID entropy",
          "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
+MENU = ".st-key-did_menu"  # widgets.page_menu: the app's own menu of page links (st.navigation's is hidden)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_deep_link_to_an_example(server, page):
     """Runs first on a fresh server: a deep link as the very first request still gets app.py's router."""
     page.goto(f"{server}/example?run=synthetic&example=17&ckpt=checkpoint-200")
     _settle(page, "Example")
-    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    page.locator(MENU).get_by_role("link", name="Synthetic lab").wait_for()  # page links draw a moment later
+    nav = page.locator(MENU).inner_text()
     assert "Training curves" in nav and "Synthetic lab" in nav, nav
     _no_exception(page, "deep link")
     page.get_by_text("pair 17", exact=False).first.wait_for()
@@ -93,17 +96,102 @@ def test_every_page_opens_without_an_exception(server, page):
 
 
 def test_the_old_runs_address_opens_runs(server, page):
-    """/runs (Runs' address before it became the default page at /) opens Runs on a server already
-    serving others, with no "Page not found" dialog and no second Runs in the navigation."""
+    """/runs (Runs' address before it became the default page at /, and where the menu links) opens
+    Runs on a server already serving others, with no "Page not found" dialog and one Runs in the menu."""
     page.goto(f"{server}/")  # a server already past its first request (that one takes another path)
     _settle(page, "Runs")
     page.goto(f"{server}/runs")
     _settle(page, "Runs")
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the real page: its runs table
+    page.locator(MENU).get_by_role("link", name="Synthetic lab").wait_for()
     assert page.get_by_text("Page not found").count() == 0
-    nav = [a.inner_text().strip().splitlines()[-1] for a in page.locator('[data-testid="stSidebarNav"] a').all()]
+    nav = [a.inner_text().strip().splitlines()[-1] for a in page.locator(f"{MENU} a").all()]
     assert nav.count("Runs") == 1, nav
     _no_exception(page, "/runs")
+
+
+def _query(pg) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlparse
+
+    return dict(parse_qsl(urlparse(pg.url).query))
+
+
+def _shows(pg, title: str, **params: str) -> None:
+    """Wait until the page `title` shows exactly `params` in its address, with the sidebar's
+    checkpoint picker on `params["ckpt"]` (a Back or Forward may rerun the page it is already on)."""
+    pg.wait_for_function("(want) => new URLSearchParams(location.search).toString() === want",
+                         arg="&".join(f"{k}={v}" for k, v in params.items()))
+    _settle(pg, title)
+    if "ckpt" in params:
+        from playwright.sync_api import expect
+
+        expect(pg.get_by_role("combobox", name="Checkpoint", exact=True)).to_have_value(params["ckpt"])
+    if "example" in params:
+        pg.get_by_text(f"pair {params['example']} ", exact=False).first.wait_for()
+    _no_exception(pg, f"{title} {params}")
+
+
+def test_back_and_forward_restore_each_page_and_its_selection(server, page):
+    """One history entry per page change or selection change, and none while going Back or Forward:
+    from a deep link to a pair, three clicks in the menu and one checkpoint change, then each Back
+    returns the previous page with its run, checkpoint and pair in one press, and Forward replays
+    them. `example` (the Example page's own parameter) never reaches another page's address.
+    Before: each click added 3-4 entries, and the pair's id leaked into the other pages' entries."""
+    pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    try:
+        run = {"run": "synthetic"}
+        steps = [("Example", {**run, "ckpt": "checkpoint-200", "example": "17"})]
+        pg.goto(f"{server}/example?run=synthetic&ckpt=checkpoint-200&example=17")
+        _shows(pg, steps[0][0], **steps[0][1])
+        start = pg.evaluate("history.length")
+        menu = pg.locator(MENU)
+        for link, title in (("Training curves", "Training curves"), ("Log-margins", "Log-margins")):
+            menu.get_by_role("link", name=link).click()
+            steps.append((title, {**run, "ckpt": "checkpoint-200"}))
+            _shows(pg, steps[-1][0], **steps[-1][1])
+        pg.get_by_role("combobox", name="Checkpoint", exact=True).click()
+        pg.get_by_role("option", name="checkpoint-100", exact=True).click()
+        steps.append(("Log-margins", {**run, "ckpt": "checkpoint-100"}))
+        _shows(pg, steps[-1][0], **steps[-1][1])
+        menu.get_by_role("link", name="DID entropy").click()
+        steps.append(("DID entropy", {**run, "ckpt": "checkpoint-100"}))
+        _shows(pg, steps[-1][0], **steps[-1][1])
+        assert pg.evaluate("history.length") == start + len(steps) - 1  # one entry per click or pick
+        for title, params in reversed(steps[:-1]):
+            pg.go_back()
+            _shows(pg, title, **params)
+        for title, params in steps[1:]:
+            pg.go_forward()
+            _shows(pg, title, **params)
+        assert pg.evaluate("history.length") == start + len(steps) - 1  # Back and Forward added none
+    finally:
+        pg.close()
+
+
+def test_bad_deep_links_warn_and_runs_keeps_its_query(server, page):
+    """A deep-link value the workspace cannot honour is named in a warning with what is shown
+    instead (before: a silent fallback); /runs keeps the run and checkpoint it was given (before:
+    it switched to / and lost them)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    cases = [("/?run=nope", "Runs", "No run 'nope' in this workspace; showing synthetic."),
+             ("/example?run=synthetic&example=low-00-17", "Example",
+              "Run 'synthetic' has no pair 'low-00-17'; showing its first pair, 0."),
+             ("/margins?run=synthetic&ckpt=checkpoint-7", "Log-margins",
+              "Run 'synthetic' has no checkpoint 'checkpoint-7'; showing checkpoint-400.")]
+    for link, title, message in cases:
+        page.goto(f"{server}{link}")
+        _settle(page, title)
+        alert = page.locator('[data-testid="stAlert"]').filter(has_text=message)
+        alert.wait_for()
+        assert alert.is_visible(), link
+        if link == cases[0][0]:
+            page.screenshot(path=str(ARTIFACTS / "bad-run-deep-link.png"), full_page=False)
+    assert _query(page) == {"run": "synthetic", "ckpt": "checkpoint-400"}  # the address says what is shown
+    page.goto(f"{server}/runs?run=synthetic&ckpt=checkpoint-200")
+    _shows(page, "Runs", run="synthetic", ckpt="checkpoint-200")
+    assert page.locator('[data-testid="stAlert"]').count() == 0
+    assert page.get_by_text("Page not found").count() == 0
 
 
 def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(server, page):
@@ -118,9 +206,9 @@ def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(se
     points.first.wait_for()
     _settle(page, "DID entropy")
     assert points.count() == 300
-    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text="Runs").first.click()
+    page.locator(MENU).get_by_role("link", name="Runs").click()
     _settle(page, "Runs")
-    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text="DID entropy").first.click()
+    page.locator(MENU).get_by_role("link", name="DID entropy").click()
     _settle(page, "DID entropy")
     points.first.wait_for()
     points.nth(7).scroll_into_view_if_needed()
@@ -181,7 +269,7 @@ def test_the_runs_page_downloads_equal_the_cli_export(server, page, tmp_path):
 
     from did_core.export import pairs_table, write_table
 
-    page.goto(f"{server}/")
+    page.goto(f"{server}/?run=synthetic")
     _settle(page, "Runs")
     with page.expect_download() as got:
         page.get_by_role("button", name="Pairs CSV").click()
@@ -211,9 +299,9 @@ def test_upload_and_score_in_the_browser(page, tmp_path):
         pg.get_by_role("button", name="Start scoring").click()
         pg.get_by_text("done · done · 12/12").wait_for(timeout=120_000)
         _no_exception(pg, "score job")
-        pg.locator('[data-testid="stSidebarNavLink"]').filter(has_text="Runs").first.click()
+        pg.locator(MENU).get_by_role("link", name="Runs").click()
         _settle(pg, "Runs")
-        assert "run=" in pg.url and pg.get_by_text("12 pairs").count() > 0
+        assert pg.get_by_text("12 pairs").count() > 0
         pg.close()
 
 
@@ -238,7 +326,7 @@ def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
             pg.set_default_timeout(60_000)
             _settle(pg, PAGES[link.split("?")[0]])
             _no_exception(pg, link)
-            nav = pg.locator('[data-testid="stSidebarNav"]')
+            nav = pg.locator(MENU)
             nav.get_by_text("Synthetic lab", exact=True).wait_for()
             assert "Training curves" in nav.inner_text(), f"{link}: {nav.inner_text()}"
         for ctx in contexts:

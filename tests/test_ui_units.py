@@ -37,17 +37,19 @@ def test_job_runs_in_background_with_progress_and_exit_status(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
-@pytest.mark.parametrize("nice", [None, "7"])
-def test_job_runs_as_a_background_batch_task(tmp_path, monkeypatch, nice):
-    """The command runs under SCHED_IDLE (it yields whenever the dashboard wants a core), or at the
-    niceness DID_JOB_NICE asks for; the server itself keeps its own priority."""
+@pytest.mark.parametrize("nice", [None, "7", "idle"])
+def test_job_priority(tmp_path, monkeypatch, nice):
+    """By default the command runs at the server's priority, as the CLI does (under SCHED_IDLE a
+    busy core starved one of torch's threads and the whole job: bench/job_throughput.py);
+    DID_JOB_NICE=N asks for a niceness, DID_JOB_NICE=idle for SCHED_IDLE. The server keeps its own."""
     if nice is None:
         monkeypatch.delenv("DID_JOB_NICE", raising=False)
     else:
         monkeypatch.setenv("DID_JOB_NICE", nice)
     code = "import os; print('sched', os.sched_getscheduler(0), 'nice', os.nice(0))"
     info = _wait(tmp_path, jobs.start(tmp_path, [sys.executable, "-c", code]))
-    want = f"sched {os.SCHED_IDLE} nice {os.nice(0)}" if nice is None else f"sched {os.SCHED_OTHER} nice {os.nice(0) + 7}"
+    want = {None: f"sched {os.SCHED_OTHER} nice {os.nice(0)}", "7": f"sched {os.SCHED_OTHER} nice {os.nice(0) + 7}",
+            "idle": f"sched {os.SCHED_IDLE} nice {os.nice(0)}"}[nice]
     assert info.status == "done" and want in info.log_tail, info.log_tail
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
@@ -86,9 +88,13 @@ def test_claim_once(tmp_path):
 
 
 def test_score_argv_is_a_list_without_a_shell():
-    argv = jobs.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", beta=0.2, limit=5)
+    argv = jobs.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", overrides={"beta": 0.2},
+                           limit=5)
     assert argv[1:4] == ["-m", "did_core", "score"] and "d; rm -rf /" in argv and "--run" in argv
     assert argv[argv.index("--beta") + 1] == "0.2" and argv[-1] == "--token-level"
+    assert "--max-length" not in argv  # left to the trainer
+    with pytest.raises(ValueError, match="not a run setting"):
+        jobs.score_argv("d", "r", workspace="/w", run_dir="/x", overrides={"learning_rate": 1.0})
     with pytest.raises(ValueError):
         jobs.score_argv("d", "r", workspace="/w")
 
@@ -106,6 +112,91 @@ def test_tokens_are_escaped_and_carry_exact_values():
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert '" onmouseover' not in html and "&quot; onmouseover" in html
     assert "log_ratio 0.5000" in html and "logp -1.2500" in html and "↵<br>" in html
+
+
+STREAMLIT_BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 17, 23)}
+"""Streamlit's theme backgrounds (#ffffff; dark #0e1117): the app sets base = "light", a user can pick dark."""
+
+
+def _wcag_luminance(rgb) -> float:
+    """WCAG 2.x relative luminance, written out here independently of did_ui.widgets."""
+    out = []
+    for c in rgb:
+        c = c / 255
+        out.append(c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+    return 0.2126 * out[0] + 0.7152 * out[1] + 0.0722 * out[2]
+
+
+def _css_colour(text: str, page) -> tuple[float, float, float]:
+    """An rgb()/rgba() CSS colour as the browser paints it over `page` (alpha compositing)."""
+    import re
+
+    r, g, b, *a = (float(x) for x in re.fullmatch(r"rgba?\(([^)]*)\)", text.strip()).group(1).split(","))
+    alpha = a[0] if a else 1.0
+    return tuple(alpha * c + (1 - alpha) * p for c, p in zip((r, g, b), page, strict=True))
+
+
+def _span_contrasts(markup: str) -> list[tuple[str, float]]:
+    """(background, contrast of text on it) for every coloured span in `markup`, over both themes."""
+    import re
+
+    out = []
+    for style in re.findall(r'style="([^"]*)"', markup):
+        props = dict(p.split(":", 1) for p in style.split(";") if ":" in p)
+        if props.get("background", "transparent") == "transparent":
+            continue
+        assert "color" in props, style  # a coloured token always says its text colour
+        for page in STREAMLIT_BACKGROUNDS.values():
+            bg = _css_colour(props["background"], page)
+            fg = _css_colour(props["color"], bg)
+            hi, lo = sorted((_wcag_luminance(bg), _wcag_luminance(fg)), reverse=True)
+            out.append((props["background"], (hi + 0.05) / (lo + 0.05)))
+    return out
+
+
+@pytest.mark.parametrize("colour_by", ["log_ratio", "did_entropy", "logp"])
+def test_every_token_colour_has_readable_text(colour_by):
+    """WCAG AA (4.5:1) for the token text on every colour of the scale: 201 values from one end to the
+    other (log-ratios both signs, entropies ≥ 0, log-probs ≤ 0), composited over Streamlit's light and
+    dark backgrounds as a browser would; the legend's swatches too."""
+    pytest.importorskip("streamlit")
+    from did_ui import widgets
+
+    scale = 3.0
+    values = {"log_ratio": np.linspace(-scale, scale, 201), "did_entropy": np.linspace(0, scale, 201),
+              "logp": np.linspace(-scale, 0, 201)}[colour_by]
+    toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": np.arange(201), "token_id": np.arange(201),
+                         "token": "tok", "logp": -1.0, "ref_logp": -1.0, "log_ratio": 0.0, "did_entropy": 1.0})
+    toks[colour_by] = values
+    markup = widgets.tokens_html(toks, colour_by, scale)
+    contrasts = _span_contrasts(markup)
+    assert len(contrasts) >= 2 * 200  # every value but an exact 0 gets a colour (0 may too)
+    worst = min(contrasts, key=lambda bc: bc[1])
+    assert worst[1] >= 4.5, worst
+    assert len({b for b, _ in contrasts}) > 50  # a scale, not one colour
+    legend = _span_contrasts(widgets.colour_legend_html(colour_by, scale))
+    assert len(legend) == 2 * 9 and min(c for _, c in legend) >= 4.5
+
+
+def test_one_scale_for_both_responses_and_a_caption_per_mode():
+    """The page passes one scale to both sides, so equal values get equal colours; each colouring
+    has its own caption and legend, and only log-ratio speaks of blue and red."""
+    pytest.importorskip("streamlit")
+    from did_ui import widgets
+
+    chosen = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0], "token_id": [1], "token": ["a"],
+                           "log_ratio": [0.5]})
+    rejected = chosen.assign(side="rejected", log_ratio=[2.0])
+    both = pd.concat([chosen, rejected])
+    scale = widgets.colour_scale(both, "log_ratio")
+    assert scale == 2.0
+    assert widgets.tokens_html(chosen, "log_ratio", scale) != widgets.tokens_html(chosen, "log_ratio")
+    assert set(widgets.COLOUR_CAPTION) == set(widgets.COLOUR_BY)
+    assert "Blue" in widgets.COLOUR_CAPTION["log_ratio"]
+    for mode in ("did_entropy", "logp"):
+        assert "Blue" not in widgets.COLOUR_CAPTION[mode] and "red" not in widgets.COLOUR_CAPTION[mode]
+    assert "Purple" in widgets.COLOUR_CAPTION["did_entropy"] and "Orange" in widgets.COLOUR_CAPTION["logp"]
+    assert "no values" in widgets.colour_legend_html("did_entropy", 0.0)
 
 
 def test_views_on_a_tiny_table():
@@ -252,3 +343,178 @@ def test_inline_pairs_comes_from_the_environment_or_defaults(monkeypatch, value,
     else:
         monkeypatch.setenv("DID_INLINE_PAIRS", value)
     assert widgets._env_count("DID_INLINE_PAIRS", 1000) == expected
+
+
+def _power_law_pairs(beta: float, pi_l_shift: float, n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A pairs table with a checkpoint "star" and a model "pi_l" whose margins obey
+    M_ref − M_l = pi_l_shift·(M_star − M_ref) + noise (pi_l_shift = β: the paper's condition)."""
+    rng = np.random.default_rng(seed)
+    ref_w, ref_l = -rng.gamma(4, 3, n), -rng.gamma(4, 3, n)
+    up = rng.normal(2.0, 1.0, n)                       # M_star − M_ref
+    down = pi_l_shift * up + rng.normal(0, 0.02, n)    # M_ref − M_l
+    rows = []
+    for model, step, m_shift in (("star", 100, up), ("pi_l", 200, -down)):
+        rows.append(pd.DataFrame({"pair_id": [str(i) for i in range(n)], "model": model, "step": step,
+                                  "logp_chosen": ref_w + m_shift, "logp_rejected": ref_l, "ref_logp_chosen": ref_w,
+                                  "ref_logp_rejected": ref_l, "n_tokens_chosen": 5, "n_tokens_rejected": 5}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize(("shift", "words"), [(0.1, ["positive", "within two standard errors", "as the paper predicts"]),
+                                              (0.5, ["positive", "5× the trainer's β = 0.1"]),
+                                              (-0.47, ["-0.47", "negative", "earlier checkpoint"])])
+def test_power_law_reading_says_what_the_slope_means(shift, words):
+    """views.power_law_reading on real fits: the paper's condition (slope = β) reads as agreement, a
+    slope 5× β as a disagreement in size, a negative slope (π_l an earlier checkpoint) as the opposite
+    of the prediction; one sentence every time."""
+    fit = views.power_law(_power_law_pairs(0.1, shift), "star", "pi_l", 0.1)["fit"]
+    assert fit["beta_hat"] == pytest.approx(shift, abs=0.01)
+    text = views.power_law_reading(fit)
+    assert all(w in text for w in words), text
+    assert text.endswith(".") and text.count(". ") == 0, text
+    assert "trainer's β = 0.1" in text
+
+
+def test_power_law_reading_without_a_slope_or_trainer_beta():
+    nan = float("nan")
+    assert "No slope" in views.power_law_reading(dict(beta_hat=nan, slope_stderr=nan, r2=nan, trainer_beta=0.1,
+                                                      ordered_share=nan))
+    text = views.power_law_reading(dict(beta_hat=0.2, slope_stderr=0.01, r2=0.1, trainer_beta=None, ordered_share=0.5))
+    assert "does not record" in text and "far from any line" in text and "50% of pairs" in text
+
+
+@pytest.mark.parametrize(("n", "bins"), [(1, 10), (60, 10), (500, 16), (1000, 20), (8000, 40), (100_000, 40)])
+def test_histogram_bins_follow_the_rice_rule(n, bins):
+    assert views.histogram_bins(n) == bins
+    df = pd.DataFrame({"model": "c", "x": np.arange(n, dtype=float)})
+    assert len(views.histograms(df, "x")["centers"]) == bins
+
+
+def test_log_margin_histogram_is_readable_polygons_over_a_filled_reference():
+    """figures.histogram_overlay: one frequency polygon per checkpoint (no step outlines), the reference
+    first as one filled area behind them with its counts scaled to the checkpoints' bin width (its own
+    bins are narrower here), and every polygon's points are the naive bin counts at the bin centres."""
+    from did_ui import figures
+
+    rng = np.random.default_rng(1)
+    models = [f"checkpoint-{k}" for k in (20, 40, 60, 80, 100)]
+    df = pd.DataFrame({"model": np.repeat(models, 500),
+                       "m": np.concatenate([rng.normal(k / 20, 1 + k / 50, 500) for k in (20, 40, 60, 80, 100)])})
+    hist = views.histograms(df, "m")
+    ref = views.histograms(pd.DataFrame({"model": "reference", "m": rng.normal(0, 1, 500)}), "m")
+    assert ref["width"] < hist["width"]
+    fig = figures.histogram_overlay(hist, "t", "log-margin", extra=ref)
+    assert [t.name for t in fig.data] == ["reference", *models]
+    assert fig.data[0].fill == "tozeroy" and all(t.fill is None for t in fig.data[1:])
+    assert all(t.line.shape in (None, "linear") for t in fig.data)
+    assert list(fig.data[0].y) == pytest.approx([c * hist["width"] / ref["width"] for c in ref["counts"]["reference"]])
+    assert sum(ref["counts"]["reference"]) == 500
+    edges = np.linspace(df["m"].min(), df["m"].max(), len(hist["centers"]) + 1)
+    for trace in fig.data[1:]:
+        naive = np.histogram(df.loc[df["model"] == trace.name, "m"], bins=edges)[0]
+        assert list(trace.y) == naive.tolist() and list(trace.x) == pytest.approx((edges[:-1] + edges[1:]) / 2)
+
+
+# --- deep links: did_ui.selection.resolve -----------------------------------------------------
+
+RUNS = ["demo-high", "demo-low"]
+CKPTS = {"demo-high": ["checkpoint-20", "checkpoint-100"], "demo-low": ["checkpoint-20", "checkpoint-60", "checkpoint-100"]}
+PAIRS = {"demo-high": ["high-00-00", "high-00-01"], "demo-low": ["low-00-00", "low-00-17"]}
+EXAMPLE_KEYS = ("run", "ckpt", "example")
+
+
+def _resolve(params, keys=EXAMPLE_KEYS, **kwargs):
+    from did_ui import selection
+
+    return selection.resolve(params, RUNS, CKPTS.__getitem__, PAIRS.__getitem__, keys=keys, **kwargs)
+
+
+def test_a_good_deep_link_is_honoured_without_a_warning_or_a_rewrite():
+    r = _resolve({"run": "demo-low", "ckpt": "checkpoint-60", "example": "low-00-17"})
+    assert (r.state.run, r.state.ckpt, r.state.example) == ("demo-low", "checkpoint-60", "low-00-17")
+    assert r.warnings == () and r.corrected_url() == r.asked
+
+
+@pytest.mark.parametrize(("params", "shown", "warning"), [
+    ({"run": "nope"}, ("demo-high", "checkpoint-100", None), "No run 'nope' in this workspace; showing demo-high."),
+    ({"run": "demo-low", "ckpt": "checkpoint-7"}, ("demo-low", "checkpoint-100", None),
+     "Run 'demo-low' has no checkpoint 'checkpoint-7'; showing checkpoint-100."),
+    # the README's old form: a row number, not one of the ids the UI shows
+    ({"run": "demo-low", "ckpt": "checkpoint-100", "example": "17"}, ("demo-low", "checkpoint-100", "low-00-00"),
+     "Run 'demo-low' has no pair '17'; showing its first pair, low-00-00."),
+    ({"run": "demo-low", "example": "high-00-01"}, ("demo-low", "checkpoint-100", "low-00-00"),
+     "Run 'demo-low' has no pair 'high-00-01'; showing its first pair, low-00-00."),
+])
+def test_a_bad_deep_link_value_warns_and_falls_back(params, shown, warning):
+    r = _resolve(params)
+    assert (r.state.run, r.state.ckpt, r.state.example) == shown
+    assert r.warnings == (warning,)
+    assert r.corrected_url() == {k: v for k, v in zip(EXAMPLE_KEYS, shown, strict=True) if k in params}
+
+
+def test_every_bad_value_of_one_link_is_named():
+    r = _resolve({"run": "nope", "ckpt": "checkpoint-60", "example": "x"})
+    assert r.state.run == "demo-high"
+    assert r.state.ckpt == "checkpoint-100"  # checkpoint-60 is demo-low's, not demo-high's
+    assert r.warnings == ("No run 'nope' in this workspace; showing demo-high.",
+                          "Run 'demo-high' has no checkpoint 'checkpoint-60'; showing checkpoint-100.",
+                          "Run 'demo-high' has no pair 'x'; showing its first pair, high-00-00.")
+
+
+def test_compare_checkpoint_a_accepts_its_baselines_and_warns_otherwise():
+    def baselines(ckpts):
+        return ["reference", *ckpts], ckpts[0]
+
+    keys = ("run", "ckpt", "a")
+    assert _resolve({"run": "demo-low", "a": "reference"}, keys, baselines=baselines).state.a == "reference"
+    r = _resolve({"run": "demo-low", "a": "zzz"}, keys, baselines=baselines)
+    assert r.state.a == "checkpoint-20"
+    assert r.warnings == ("Run 'demo-low' has no checkpoint 'zzz' to compare from; comparing from checkpoint-20.",)
+
+
+def test_only_the_pages_own_parameters_are_read():
+    """`example` belongs to the Example page: on another page it is neither read nor warned about,
+    and a bare address (or an empty value) is the defaults, with nothing to write."""
+    from did_ui import selection
+
+    r = _resolve({"run": "demo-low", "example": "nope", "a": "nope"}, keys=selection.page_params("margins"))
+    assert r.state.example is None and r.state.a is None and r.warnings == ()
+    assert r.asked == {"run": "demo-low"} and r.corrected_url() == {"run": "demo-low"}
+    bare = _resolve({"run": "", "example": ""})
+    assert (bare.state.run, bare.state.ckpt, bare.state.example) == ("demo-high", "checkpoint-100", None)
+    assert bare.warnings == () and bare.corrected_url() == {} == bare.asked
+    assert selection.page_params("example") == ("run", "ckpt", "example", "numerics")
+    assert selection.page_params("compare") == ("run", "ckpt", "a", "numerics")
+    assert selection.page_params("lab") == () == selection.page_params("score")
+
+
+def test_a_warning_quotes_a_forged_value_on_one_short_line():
+    r = _resolve({"run": "x" * 500 + "\n<script>"})
+    (message,) = r.warnings
+    assert "\n" not in message and len(message) < 120 and message.startswith("No run 'xxx") and "…'" in message
+
+
+def test_remembered_values_fill_gaps_silently():
+    r = _resolve({"run": "demo-low"}, remembered={"ckpt": "checkpoint-7", "example": "low-00-17"})
+    assert (r.state.ckpt, r.state.example) == ("checkpoint-100", "low-00-17") and r.warnings == ()
+
+
+def test_numerics_in_the_url_is_validated_against_the_runs_numerics():
+    """A run scored in both numerics can be shown in either (`numerics=`); one it was not scored in
+    warns and shows the primary; a bare address shows the primary without writing it."""
+    from did_ui import selection
+
+    def numerics_of(run):
+        return ["exact", "trainer"] if run == "both" else ["exact"]
+    ckpts = {"both": ["c-1"], "one": ["c-1"]}.__getitem__
+    keys = selection.page_params("curves")
+    r = selection.resolve({"run": "both", "numerics": "trainer"}, ["both", "one"], ckpts, keys=keys,
+                          numerics_of=numerics_of)
+    assert r.state.numerics == "trainer" and r.warnings == ()
+    r = selection.resolve({"run": "one", "numerics": "trainer"}, ["both", "one"], ckpts, keys=keys,
+                          numerics_of=numerics_of)
+    assert r.state.numerics is None  # the primary
+    assert r.warnings == ("Run 'one' was not scored in 'trainer' numerics; showing exact.",)
+    assert r.corrected_url() == {"run": "one"}
+    bare = selection.resolve({}, ["both", "one"], ckpts, keys=keys, numerics_of=numerics_of)
+    assert bare.state.numerics is None and bare.corrected_url() == {}

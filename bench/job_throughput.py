@@ -1,0 +1,119 @@
+"""A job started from the Score page against the CLI on the same job: pairs scored per second, with one
+Chromium watching the Score page, on an idle machine and with one busy core beside it.
+
+    python bench/job_throughput.py                 # builds the demo once (~20-60 s), 3 repeats each
+    python bench/job_throughput.py --repeats 5 --demo /tmp/demo_ws
+
+For each condition (idle, busy: a `while True: pass` process), each repeat scores the demo's high run
+(512 pairs, reference + 5 checkpoints, numerics auto) into a fresh workspace: once with
+`python -m did_core score` (timed from the start of the process to its exit), once by filling and
+submitting the Score page's form in Chromium and watching its progress panel until the job is done
+(timed from job.json's creation to its rc file). Prints the medians and the page/CLI ratio of pairs
+per second (the target: ≥ 0.90 in both conditions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from streamlit_server import serve  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic"]
+
+
+def ensure_demo(path: Path) -> Path:
+    if not (path / "demo" / "runs" / "high").is_dir():
+        subprocess.run([sys.executable, "-m", "did_core", "demo", "--workspace", str(path)], check=True,
+                       capture_output=True)
+    return path
+
+
+def job_inputs(demo: Path) -> dict[str, str]:
+    d = demo / "demo"
+    return {"data": str(d / "data" / "high.jsonl"), "ref": str(d / "models" / "reference"), "run": str(d / "runs" / "high")}
+
+
+def cli_run(inputs: dict, ws: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "did_core", "score", "--data", inputs["data"], "--ref", inputs["ref"],
+                    "--run", inputs["run"], "--workspace", str(ws), "--name", "t"], check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    return wall, json.loads((ws / "runs" / "t" / "run.json").read_text())["dataset"]["n_pairs"]
+
+
+def page_run(inputs: dict, ws: Path, browser) -> tuple[float, int]:
+    from did_ui import jobs
+
+    ws.mkdir(parents=True, exist_ok=True)
+    with serve(ws, env={"DID_WARM_UP": "0"}) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/score")
+        page.get_by_label("…or a path on this machine").fill(inputs["data"])
+        page.get_by_label("Reference model (SFT)").fill(inputs["ref"])
+        page.get_by_label("TRL output folder (checkpoint-* inside)").fill(inputs["run"])
+        page.get_by_label("Run name").fill("t")
+        page.get_by_role("button", name="Start scoring").click()
+        deadline = time.time() + 900
+        job = None
+        while time.time() < deadline:
+            listed = jobs.list_jobs(ws)
+            job = jobs.info(ws, listed[0].id) if listed else None
+            if job is not None and job.status != "running":
+                break
+            time.sleep(0.5)
+        page.close()
+    if job is None or job.status != "done":
+        raise RuntimeError(f"the page's job did not finish: {job}")
+    d = jobs.jobs_dir(ws) / job.id
+    wall = (d / "rc").stat().st_mtime - json.loads((d / "job.json").read_text())["created"]
+    return wall, json.loads((ws / "runs" / "t" / "run.json").read_text())["dataset"]["n_pairs"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo", type=Path, default=Path(tempfile.gettempdir()) / "did_demo_throughput")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    inputs = job_inputs(ensure_demo(a.demo))
+    results: dict[str, dict[str, list[float]]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        for condition in ("idle", "busy"):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if condition == "busy" else None
+            try:
+                for r in range(a.repeats):
+                    for way in ("cli", "page"):
+                        with tempfile.TemporaryDirectory() as tmp:
+                            wall, n = (cli_run(inputs, Path(tmp)) if way == "cli"
+                                       else page_run(inputs, Path(tmp), browser))
+                        results.setdefault(condition, {}).setdefault(way, []).append(n / wall)
+                        print(f"{condition} {way} #{r}: {n} pairs in {wall:.1f} s = {n / wall:.1f} pairs/s", flush=True)
+            finally:
+                if busy is not None:
+                    busy.kill()
+        browser.close()
+    print("\nmedian pairs/s (page job / CLI):")
+    ok = True
+    for condition, ways in results.items():
+        cli, page = statistics.median(ways["cli"]), statistics.median(ways["page"])
+        ok &= page / cli >= 0.9
+        print(f"  {condition:5s}  CLI {cli:6.1f}  page {page:6.1f}  ratio {page / cli:.2f}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
