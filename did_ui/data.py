@@ -401,17 +401,17 @@ def _warm(root: str) -> None:
 
 def score_preflight(source: str, reference: str, policies: list[str], run_dir: str | None,
                     overrides: dict) -> tuple[dict[str, str], object]:
-    """did_core.score.preflight: what a scoring job would refuse, before it starts (not cached: the
+    """did_core.plan.preflight: what a scoring job would refuse, before it starts (not cached: the
     files may change between two presses)."""
-    from did_core.score import preflight
+    from did_core.plan import preflight
 
     return preflight(source, reference, policies=policies, run_dir=run_dir, overrides=overrides)
 
 
 def default_run_name(reference: str, policies: list[str], run_dir: str | None, source: str) -> str:
-    """The name the CLI would give the run (did_core.score.default_run_name)."""
+    """The name the CLI would give the run (did_core.plan.default_run_name)."""
     from did_core.config import ModelSpec
-    from did_core.score import default_run_name as name
+    from did_core.plan import default_run_name as name
 
     specs = [ModelSpec(name=p, path=p) for p in policies] or [ModelSpec(name="run", path=run_dir or "run")]
     return name(ModelSpec(name="ref", path=reference or "ref", role="reference"), specs, run_dir, source or "data")

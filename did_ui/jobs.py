@@ -294,7 +294,7 @@ def foreground(workspace: str | Path, settle_s: float = 0.0) -> Iterator[None]:
     marker = jobs_dir(workspace) / DRAWING
     with _runs_lock:
         _runs += 1
-        _touch(marker, time.time() + _HOLD_S)
+        _touch(marker, time.time() + _HOLD_S, new_hold=_runs == 1)
     try:
         yield
     finally:
@@ -310,12 +310,25 @@ def pages_running() -> int:
     return _runs
 
 
-def _touch(marker: Path, when: float) -> None:
+def _touch(marker: Path, when: float, new_hold: bool = False) -> None:
+    """Hold jobs until `when` (the marker's mtime). A new hold (the first of overlapping script runs)
+    also writes when it began into the marker, so that a job ignores the hold it was started in."""
     if not marker.parent.is_dir():  # no job has ever run here: nothing to pause, and no folder to make
         return
     with contextlib.suppress(OSError):
-        marker.touch()
+        if new_hold:
+            marker.write_text(repr(time.time()))
+        else:
+            marker.touch()
         os.utime(marker, (when, when))
+
+
+def _hold_began(marker: Path) -> float:
+    """When the marker's current hold began (0.0 when it does not say)."""
+    try:
+        return float(marker.read_text() or 0.0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 JOB_NICE_DEFAULT = 0
@@ -375,6 +388,9 @@ def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: t
         return child.wait()
     paused_at: float | None = None
     run_until = 0.0
+    # The script run that started this job (the Score page's submit) holds jobs too; that hold began
+    # before the job and is not a page the user waits for: ignore it (and only it).
+    started = time.time()
     while True:
         try:
             return child.wait(timeout=POLL_S)
@@ -385,7 +401,7 @@ def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: t
             return child.wait()
         now = time.monotonic()
         try:
-            busy = drawing.stat().st_mtime + yield_s > time.time()
+            busy = drawing.stat().st_mtime + yield_s > time.time() and _hold_began(drawing) >= started
         except OSError:
             busy = False
         if paused_at is None and busy and now >= run_until:

@@ -315,6 +315,22 @@ def demo_panel(root: str) -> None:
         st.rerun()
 
 
+def job_label(job: jobs.JobInfo, now: float | None = None) -> str:
+    """The job's one-line status: "score job `id`: **running** · score · 120/512 · ETA 9 s". The stage
+    shows only while running (a job whose last stage was "done" but whose wrapper has not yet
+    written its exit status reads "running · 512/512", never "running · done")."""
+    label = f"{job.kind} job `{job.id}`: **{job.status}**"
+    if job.stage and job.status == "running" and job.stage != "done":
+        label += f" · {html.escape(job.stage)}"
+    if job.done is not None and job.total:
+        label += f" · {job.done}/{job.total}"
+    if job.eta_s is not None:
+        label += f" · ETA {job.eta_s:.0f} s"
+    elif job.status == "running":
+        label += f" · {(now or time.time()) - job.created:.0f} s elapsed"
+    return label
+
+
 @st.fragment(run_every=1.0)
 def job_panel(root: str, job_id: str) -> None:
     """Progress, ETA, log and cancel/restart for one background job; polls every second."""
@@ -322,15 +338,7 @@ def job_panel(root: str, job_id: str) -> None:
     if job is None:
         st.warning(f"Job {job_id} not found.")
         return
-    label = f"{job.kind} job `{job.id}`: **{job.status}**"
-    if job.stage:
-        label += f" · {html.escape(job.stage)}"
-    if job.done is not None and job.total:
-        label += f" · {job.done}/{job.total}"
-    if job.eta_s is not None:
-        label += f" · ETA {job.eta_s:.0f} s"
-    elif job.status == "running":
-        label += f" · {time.time() - job.created:.0f} s elapsed"
+    label = job_label(job)
     st.progress(job.fraction if job.fraction is not None else (1.0 if job.status == "done" else 0.0), text=label)
     if job.status == "failed":
         st.error(job.error or "failed")
@@ -340,8 +348,11 @@ def job_panel(root: str, job_id: str) -> None:
     if job.status in ("failed", "cancelled", "interrupted") and c2.button("Run again (resumes)", key=f"again-{job.id}"):
         jobs.restart(root, job.id)
         st.rerun(scope="app")
-    with st.expander("Log"):
-        st.code(job.log_tail or "(no output yet)", language=None)
+    # Drawn only while open: the panel redraws every second, and a collapsed expander's content is
+    # still sent and mounted each time (browser CPU taken from the job it reports on).
+    log = drill_down("Log", key=f"log-{job.id}", expanded=job.status == "failed")
+    if log is not None:
+        log.code(job.log_tail or "(no output yet)", language=None)
     seen = st.session_state.setdefault("_did_jobs_seen", {})
     if seen.get(job.id) == "running" and job.status == "done":  # its run.json is new: the views re-read it
         seen[job.id] = job.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, run_info, selection, widgets
+from did_ui import data, figures, run_info, selection, views, widgets
 
 widgets.ensure_router()
 st.title("Log-margins")
@@ -71,6 +71,7 @@ else:
     c2.metric("trainer β", f"{fit['trainer_beta']}")
     c3.metric("R² (through 0)", f"{fit['r2']:.3f}", help=f"centred R²: {fit['r2_centered']:.3f}")
     c4.metric("ordered share M_π > M_ref > M_l", f"{fit['ordered_share']:.3f}")
+    st.markdown(views.power_law_reading(fit))
     fitted = widgets.pair_drill_down(v, "M_ref − M_l against M_π − M_ref, and the fitted line", "margins_power_law")
     if fitted is not None:
         fitted.plotly_chart(figures.pair_scatter(result["rows"], "x", "y", f"Power-law condition: π* = {v.ckpt}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from did_ui import data, run_info, score_form, widgets
@@ -22,15 +24,17 @@ for name in runs:
     rver = data.run_version(root, name)
     m, s = data.run_manifest(root, name, rver), data.summary(root, name, rver)
     overview.append({
-        "run": name, "dataset": m.get("dataset", {}).get("source"), "pairs": m.get("dataset", {}).get("n_pairs"),
-        "reference": m.get("reference", {}).get("name"), "β": m.get("beta"), "checkpoints": len(s),
+        # file names here: the full paths are in the run.json expander below
+        "run": name, "dataset": Path(str(m.get("dataset", {}).get("source", ""))).name,
+        "pairs": m.get("dataset", {}).get("n_pairs"), "reference": Path(str(m.get("reference", {}).get("name", ""))).name,
+        "β": m.get("beta"), "checkpoints": len(s),
         "loss type": data.run_settings(root, name, rver).settings.loss_label(),
         "numerics": " + ".join(m.get("numerics") or ["exact"]), "overrides": len(m.get("overrides") or []),
         "accuracy": s["accuracy"].tolist(), "loss": s["loss"].tolist(), "displaced": s["displaced share"].tolist(),
     })
 st.dataframe(overview, hide_index=True, column_config={
-    "dataset": st.column_config.TextColumn("dataset", width="medium"),
-    "reference": st.column_config.TextColumn("reference", width="medium"),
+    "dataset": st.column_config.TextColumn("dataset", width="small"),
+    "reference": st.column_config.TextColumn("reference", width="small"),
     "pairs": st.column_config.NumberColumn("pairs", width="small"),
     "β": st.column_config.NumberColumn("β", width="small"),
     "checkpoints": st.column_config.NumberColumn("ckpts", width="small", help="checkpoints scored"),

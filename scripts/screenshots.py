@@ -26,7 +26,7 @@ SHOTS = [  # (file stem, url path + query, heading to wait for)
     ("margins", "margins", "Log-margins"),  # taller: the histogram and the per-pair scatter below it
     ("entropy", "entropy", "DID entropy"),
     ("compare", "compare", "Compare checkpoints"),
-    ("example", "example?example=low-03-25&ckpt=checkpoint-60", "Example"),
+    ("example", "example?run=demo-low&example=low-03-25&ckpt=checkpoint-60", "Example"),
     ("lab", "lab", "Synthetic lab"),
 ]
 
@@ -67,7 +67,7 @@ def main() -> None:
             for stem, path, heading in SHOTS:
                 page.set_viewport_size({"width": 1440, "height": TALL.get(stem, 1000)})  # Streamlit scrolls inside
                 sep = "&" if "?" in path else "?"
-                page.goto(f"{url}/{path}" + (f"{sep}run={a.run}" if a.run else ""))
+                page.goto(f"{url}/{path}" + (f"{sep}run={a.run}" if a.run and "run=" not in path else ""))
                 page.get_by_role("heading", name=heading, exact=True).first.wait_for()
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
                                        " || !document.querySelector('[data-testid=\"stStatusWidget\"]')"
@@ -76,7 +76,11 @@ def main() -> None:
                     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
                 page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
                                        ".every(c => c.querySelector('.main-svg'))")
-                page.wait_for_timeout(800)
+                # the menu's page links and the tables draw after the script has finished
+                page.locator(".st-key-did_menu a").first.wait_for()
+                page.wait_for_timeout(3000)
+                if page.locator('[data-testid="stWarning"], [data-testid="stAlertContentWarning"]').count():
+                    print(f"note: {stem} shows a warning")
                 if page.locator('[data-testid="stException"]').count():
                     raise SystemExit(f"{stem}: the page shows an exception")
                 target = Path(a.out) / f"screenshot_{stem}.png"

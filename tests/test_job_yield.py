@@ -86,6 +86,22 @@ def test_a_job_pauses_while_a_page_is_drawn_and_resumes_after(tmp_path, monkeypa
         _stop(tmp_path, job_id)
 
 
+def test_the_run_that_starts_a_job_does_not_pause_it(tmp_path, monkeypatch):
+    """The Score page's submit starts the job inside its own script run: that hold began before the
+    job and is ignored (the job scores while the page finishes); the next page's run pauses it."""
+    (tmp_path / "jobs").mkdir()
+    with jobs.foreground(tmp_path):  # the submit
+        job_id, counter, _ = _start_counter(tmp_path, monkeypatch, yield_s="2")
+        assert _advances(counter, 0.4) > 5, "the job was paused by the run that started it"
+    try:
+        assert _advances(counter, 0.4) > 5, "the job was paused after the run that started it ended"
+        with jobs.foreground(tmp_path):  # a later click
+            time.sleep(0.3)
+            assert _advances(counter, 0.5) == 0, "a later page did not pause the job"
+    finally:
+        _stop(tmp_path, job_id)
+
+
 def test_yield_zero_never_pauses(tmp_path, monkeypatch):
     job_id, counter, _ = _start_counter(tmp_path, monkeypatch, yield_s="0")
     try:

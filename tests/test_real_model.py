@@ -52,3 +52,23 @@ def test_engine_equals_naive_loop_on_smollm2_and_hh():
             assert ent is not None and len(ent) == len(completion)
             if len(ent):  # a long HH prompt can fill max_length: the completion is then empty
                 assert abs(float(ent.min()) - log_v) < 1e-3 and abs(float(ent.max()) - log_v) < 1e-3
+
+
+def test_both_numerics_on_smollm2_and_hh(tmp_path):
+    """The real-model path in both numerics (bf16 autocast as TRL's default): the trainer numerics
+    differ from the exact ones by bf16 rounding (more than float32's, less than a few nats), and the
+    audit reads them. bench/precision_audit.py prints the figures for a real TRL run."""
+    from did_core import audit
+    from did_core.config import ScoreSettings
+    from did_core.score import run_score
+    from did_core.workspace import Workspace
+
+    stats = run_score(str(HH), str(GGUF), policies=[str(GGUF)], workspace=tmp_path, name="smol", numerics="both",
+                      overrides={"precision": "bf16", "max_length": 192, "eval_batch_size": 2},
+                      settings=ScoreSettings(token_level=False, limit=4))
+    assert stats.numerics == ("exact", "trainer")
+    ws = Workspace(tmp_path)
+    exact, trainer = ws.pairs("smol", "exact"), ws.pairs("smol", "trainer")
+    summary = audit.audit_summary(audit.audit_pairs(exact, trainer))
+    assert 1e-3 < summary.loc[0, "median Δ log-prob"] < 3.0
+    assert ws.run("smol")["run_settings"]["precision"] == {"value": "bf16", "source": "override", "trainer": None}

@@ -518,3 +518,15 @@ def test_numerics_in_the_url_is_validated_against_the_runs_numerics():
     assert r.corrected_url() == {"run": "one"}
     bare = selection.resolve({}, ["both", "one"], ckpts, keys=keys, numerics_of=numerics_of)
     assert bare.state.numerics is None and bare.corrected_url() == {}
+
+
+def test_job_label_never_reads_done_twice():
+    pytest.importorskip("streamlit")
+    from did_ui.widgets import job_label
+
+    def job(status, stage, done, total, eta=None):
+        return jobs.JobInfo(id="j", kind="score", argv=[], created=100.0, status=status, stage=stage, done=done,
+                            total=total, eta_s=eta, error=None, log_tail="")
+    assert job_label(job("done", "done", 512, 512)) == "score job `j`: **done** · 512/512"
+    assert job_label(job("running", "done", 512, 512), now=110.0) == "score job `j`: **running** · 512/512 · 10 s elapsed"
+    assert job_label(job("running", "score", 120, 512, 9.0)) == "score job `j`: **running** · score · 120/512 · ETA 9 s"
