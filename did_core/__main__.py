@@ -167,9 +167,12 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
             assert isinstance(column_map, dict) and all(isinstance(v, str) for v in column_map.values())
         except (json.JSONDecodeError, AssertionError):
             raise InputError(f"--column-map must be a JSON object of column renames, got {a.column_map!r}") from None
-    stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
-                      overrides=overrides, numerics=a.numerics, name=a.name, column_map=column_map,
-                      progress=progress, pi_l=a.pi_l)
+    try:
+        stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
+                          overrides=overrides, numerics=a.numerics, name=a.name, column_map=column_map,
+                          progress=progress, pi_l=a.pi_l)
+    finally:
+        _end_process_group()
     trunc = stats.truncation
     print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
           f"(the rest were stored), numerics {' + '.join(stats.numerics)}, workspace {a.workspace}")
@@ -184,6 +187,16 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     if trunc.get("truncated_responses"):
         print(f"note: {trunc}", file=sys.stderr)
     progress.finish(stage="done", run=stats.run, chunks_computed=stats.chunks_computed)
+
+
+def _end_process_group() -> None:
+    """Under torchrun, tear down the process group run_score made: a rank that exits with gloo's
+    threads still running can abort ("terminate called without an active exception", seen once in
+    CI on a 2-rank run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _cmd_export(a: argparse.Namespace) -> None:

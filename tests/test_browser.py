@@ -297,7 +297,7 @@ def test_upload_and_score_in_the_browser(page, tmp_path):
         pg.get_by_label("Reference model (SFT)").fill(str(world["ref"]))
         pg.get_by_label("TRL output folder (checkpoint-* inside)").fill(str(world["run"]))
         pg.get_by_role("button", name="Start scoring").click()
-        pg.get_by_text("done · 12/12").wait_for(timeout=120_000)  # (not "done · done": widgets.job_label)
+        pg.get_by_text("done · 12/12").first.wait_for(timeout=120_000)  # (not "done · done": widgets.job_label)
         _no_exception(pg, "score job")
         pg.locator(MENU).get_by_role("link", name="Runs").click()
         _settle(pg, "Runs")
