@@ -26,6 +26,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from did_core.run_settings import F_DIVERGENCES
+
 Aggregation = Literal["sum", "mean"]
 LossType = Literal["sigmoid", "ipo", "hinge", "robust", "simpo"]
 LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust", "simpo")
@@ -201,7 +203,7 @@ UNSUPPORTED_LOSS_TYPES: dict[str, str] = {
                 "length, which needs each sequence's per-token log-probs split at the pair's shared length; "
                 "only the per-pair sums are stored.",
 }
-F_DIVERGENCE_TYPES: tuple[str, ...] = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+F_DIVERGENCE_TYPES: tuple[str, ...] = F_DIVERGENCES  # one definition: run_settings (the CLI's choices)
 # TRL: only losses built on the chosen − rejected score difference accept a non-default f-divergence.
 F_DIVERGENCE_LOSS_TYPES: frozenset[str] = frozenset(
     {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"})
