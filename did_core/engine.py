@@ -351,7 +351,8 @@ def _pair_scores(logps: torch.Tensor, ents: torch.Tensor | None, lengths: list[i
     return [PairScores(resp[2 * i], resp[2 * i + 1]) for i in range(len(resp) // 2)]
 
 
-def _empty_pair(token_level: bool) -> PairScores:
+def empty_pair(token_level: bool) -> PairScores:
+    """Scores of a pair with nothing to score (both responses cut away): empty arrays, sums 0."""
     def r() -> ResponseScores:
         return ResponseScores(np.zeros(0, np.float32), np.zeros(0, np.float32) if token_level else None, 0.0)
     return PairScores(r(), r())
@@ -429,9 +430,9 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
     ref_res: list[PairScores | None] = [None] * n
     pol_res: list[list[PairScores | None]] = [[None] * n for _ in policies]
     for i in [i for i, p in enumerate(pairs) if not (len(p.chosen_ids) or len(p.rejected_ids))]:
-        ref_res[i] = _empty_pair(False)
+        ref_res[i] = empty_pair(False)
         for res in pol_res:
-            res[i] = _empty_pair(token_level)
+            res[i] = empty_pair(token_level)
     todo = length_order(pairs)
     budget, pos, done = token_budget, 0, n - len(todo)
     with torch.inference_mode():

@@ -23,7 +23,7 @@ import torch
 
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.data import PreferenceData, load_preference_data
-from did_core.engine import PairScores, score_batch_models
+from did_core.engine import PairScores, empty_pair, score_batch_models
 from did_core.errors import InputError
 from did_core.models import (
     check_same_tokenizer,
@@ -42,7 +42,7 @@ from did_core.plan import (
 from did_core.run_settings import RunSettings
 from did_core.store import fingerprint
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
-from did_core.trainer_numerics import empty_scores, precision_supported, score_trainer_batches, trainer_batches
+from did_core.trainer_numerics import precision_supported, score_trainer_batches, trainer_batches
 from did_core.workspace import Workspace, validate_name
 
 Progress = Callable[[str, int, int], None]
@@ -318,7 +318,7 @@ def _score_chunk(targets: Sequence[_Target], keys: Sequence[int], ref_model, mod
             precision=rs.precision, max_length=rs.max_length, truncation_mode=rs.truncation_mode,
             pad_to_multiple_of=rs.pad_to_multiple_of, pad_token_id=pad_id, device=device)
         for (k, _), per_pair in zip(trainer, scored, strict=True):
-            out[k] = [per_pair.get(i) or empty_scores() for i in range(lo, hi)]
+            out[k] = [per_pair.get(i) or empty_pair(False) for i in range(lo, hi)]
     return out
 
 

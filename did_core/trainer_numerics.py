@@ -130,10 +130,6 @@ def score_trainer_batches(models: Sequence[nn.Module], pairs: Sequence[PairLike]
     return out
 
 
-def empty_scores() -> PairScores:
-    z = np.zeros(0, np.float32)
-    return PairScores(ResponseScores(z, None, 0.0), ResponseScores(z.copy(), None, 0.0))
-
 
 def logged_means(per_pair: Any, batch_size: int, columns: Sequence[str]) -> dict[str, float]:
     """Means over pairs as TRL logs them: each metric's batch means, averaged over batches (unweighted:
