@@ -83,6 +83,7 @@ def page_run(inputs: dict, ws: Path, browser) -> tuple[float, int]:
         raise RuntimeError(f"the page's job did not finish: {job}")
     d = jobs.jobs_dir(ws) / job.id
     wall = (d / "rc").stat().st_mtime - json.loads((d / "job.json").read_text())["created"]
+    print(f"  (the page's job was held {job.paused_s:.1f} s for page draws)", flush=True)
     return wall, json.loads((ws / "runs" / "t" / "run.json").read_text())["dataset"]["n_pairs"]
 
 

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +60,8 @@ class JobInfo:
     error: str | None
     """The command's `error:` line, when it failed."""
     log_tail: str
+    paused_s: float = 0.0
+    """How long the job has been held stopped while the dashboard drew pages (`_supervise`)."""
 
     @property
     def fraction(self) -> float | None:
@@ -224,7 +226,14 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
         eta = elapsed * (total - done) / done
     return JobInfo(id=job_id, kind=meta["kind"], argv=list(meta["argv"]), created=float(meta["created"]),
                    status=status, stage=stage, done=done, total=total, eta_s=eta, error=error,
-                   log_tail="\n".join(log.replace("\r", "\n").splitlines()[-40:]))
+                   log_tail="\n".join(log.replace("\r", "\n").splitlines()[-40:]), paused_s=_paused(d))
+
+
+def _paused(d: Path) -> float:
+    try:
+        return float((d / PAUSED).read_text())
+    except (OSError, ValueError):
+        return 0.0
 
 
 def list_jobs(workspace: str | Path, kind: str | None = None) -> list[JobInfo]:
@@ -260,6 +269,8 @@ def restart(workspace: str | Path, job_id: str) -> str | None:
     return start(workspace, job.argv, kind=job.kind)
 
 
+PAUSED = "paused_s"
+"""`<job>/paused_s`: the seconds the job has been held stopped for page draws, so far."""
 DRAWING = ".drawing"
 """`<workspace>/jobs/.drawing`: its mtime is when the dashboard's last script run ended (in the
 future while one runs)."""
@@ -370,7 +381,8 @@ def _wrap(d: Path) -> int:
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        rc = _supervise(child, d.parent / DRAWING, yield_seconds(), ending)
+        rc = _supervise(child, d.parent / DRAWING, yield_seconds(), ending,
+                        on_resume=lambda total: _write_atomic(d / PAUSED, f"{total:.3f}"))
     _write_atomic(d / "rc", str(rc))
     return rc
 
@@ -380,13 +392,16 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: threading.Event) -> int:
+def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: threading.Event,
+               on_resume: Callable[[float], None] | None = None) -> int:
     """Wait for `child`; while the dashboard draws (`drawing`'s mtime + `yield_s` is in the future),
     keep its process group stopped, at most MAX_PAUSE_S at a time, then let it run MIN_RUN_S. Once
-    `ending` is set (a forwarded SIGTERM), never stop it again."""
+    `ending` is set (a forwarded SIGTERM), never stop it again. `on_resume(total paused seconds)`
+    after each pause: the job panel says how long pages held the job."""
     if yield_s <= 0:
         return child.wait()
     paused_at: float | None = None
+    paused_total = 0.0
     run_until = 0.0
     # The script run that started this job (the Score page's submit) holds jobs too; that hold began
     # before the job and is not a page the user waits for: ignore it (and only it).
@@ -409,7 +424,10 @@ def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: t
             paused_at = now
         elif paused_at is not None and (not busy or now - paused_at >= MAX_PAUSE_S):
             _signal_group(child.pid, signal.SIGCONT)
+            paused_total += now - paused_at
             paused_at, run_until = None, now + MIN_RUN_S
+            if on_resume is not None:
+                on_resume(paused_total)
 
 
 if __name__ == "__main__":

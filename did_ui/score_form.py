@@ -38,6 +38,19 @@ def settings_inputs() -> dict[str, str]:
     return raw
 
 
+def show_errors(errors: dict[str, str], slots: dict) -> None:
+    """Each error under the field at fault (`slots`: field -> st.empty() drawn under it); a run
+    setting's error under the settings expander, which may be closed; naming the field either way."""
+    grouped: dict[str, list[str]] = {}
+    for field, message in errors.items():
+        slot = field if field in slots else "settings"
+        grouped.setdefault(slot, []).append(f"{FIELD_NAMES.get(field, field)}: {message}")
+    for slot, messages in grouped.items():
+        with slots[slot].container():
+            for m in messages:
+                st.error(m, icon=":material/error:")
+
+
 def parse_overrides(raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """(overrides, errors): each filled field parsed as the CLI parses it; blank fields are absent."""
     overrides, errors = {}, {}

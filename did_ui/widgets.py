@@ -267,14 +267,34 @@ def pair_drill_down(v: View, what: str, key: str):
 
 
 def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:
-    """Switch to the inspector for `pair_id` (a validated id of `v.run`).
+    """Open the inspector for `pair_id` (a validated id of `v.run`) in one history entry.
 
-    From another page this costs two history entries, not one: Streamlit 1.67's browser side
-    pushes the new query at the old address before it pushes the new page (no server-side switch
-    avoids it; only a st.page_link click does). Prefer a page link where the user clicks anyway."""
+    On the Example page itself a switch is one query change (one entry). From another page a
+    server-side `st.switch_page` costs two (Streamlit 1.67's browser side pushes the new query at the
+    old address, then the new page), and only a click on a `st.page_link` changes page and query in
+    one: so the pair's link is drawn and a script clicks it at once (`st.html` with
+    `unsafe_allow_javascript`, documented API). Without JavaScript the link is there to click."""
     params = example_link_params(v, pair_id, ckpt)
     st.session_state.setdefault(_REMEMBER, {}).update(params)
-    st.switch_page(PAGES["example"], query_params=params)
+    if current_page() == "example":
+        st.switch_page(PAGES["example"], query_params=params)
+    with st.container(key=OPEN_EXAMPLE_KEY):
+        st.page_link(PAGES["example"], label=f"Open pair {pair_id} in the inspector", icon=":material/article:",
+                     query_params=params)
+    st.html(_CLICK_ONCE.replace("KEY", OPEN_EXAMPLE_KEY), unsafe_allow_javascript=True)
+
+
+OPEN_EXAMPLE_KEY = "did_open_example"
+_CLICK_ONCE = """<script>
+(() => {  // click the link in .st-key-KEY as soon as it is drawn (for up to 5 s), once
+  const t0 = Date.now();
+  const go = () => {
+    const a = document.querySelector(".st-key-KEY a");
+    if (a) { a.click(); } else if (Date.now() - t0 < 5000) { setTimeout(go, 30); }
+  };
+  go();
+})();
+</script>"""
 
 
 def example_link_params(v: View, pair_id: str, ckpt: str | None = None) -> dict[str, str]:
@@ -324,6 +344,8 @@ def job_label(job: jobs.JobInfo, now: float | None = None) -> str:
         label += f" · {html.escape(job.stage)}"
     if job.done is not None and job.total:
         label += f" · {job.done}/{job.total}"
+    if job.paused_s >= 0.05:
+        label += f" · held {job.paused_s:.1f} s for page draws"
     if job.eta_s is not None:
         label += f" · ETA {job.eta_s:.0f} s"
     elif job.status == "running":

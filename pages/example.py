@@ -29,8 +29,6 @@ if typed != example:
     if typed in data.pair_ids(v.root, v.run, v.ver):
         widgets.open_example(v, typed)
     st.warning("No pair with that id in this run.")
-if st.query_params.get("example") != example:
-    st.query_params["example"] = example
 
 text = data.example_text(v.root, v.run, v.ver, example)
 across = data.example_across_checkpoints(v.root, v.run, v.ver, example)

@@ -26,14 +26,19 @@ with st.form("score_form"):
     upload = st.file_uploader("Upload a file", type=["jsonl", "json", "csv", "parquet", "gz"],
                               max_upload_size=MAX_UPLOAD_MB)
     data_path = st.text_input("…or a path on this machine", placeholder="/data/prefs.jsonl")
+    slots = {"data": st.empty()}  # each field's error is drawn right under it (score_form.show_errors)
     reference = st.text_input("Reference model (SFT)", placeholder="path, hub id, PEFT adapter dir or .gguf")
+    slots["reference"] = st.empty()
     c1, c2 = st.columns(2)
     run_dir = c1.text_input("TRL output folder (checkpoint-* inside)", placeholder="/runs/dpo-out")
+    slots["run_dir"] = c1.empty()
     policies = c2.text_area("…or checkpoints, one per line", height=80)
+    slots["policies"] = c2.empty()
     c3, c4, c5, c6 = st.columns(4)
     name = c3.text_input("Run name", placeholder="from the run folder and dataset",
                          help="A run of this name that exists is never replaced unless you tick Replace.")
     replace = c3.checkbox("Replace a run of this name")
+    slots["name"] = c3.empty()
     numerics = c4.selectbox("Numerics", ["auto", "exact", "trainer", "both"],
                             help="exact: float32 forward, float64 sums. trainer: the forward as the trainer ran "
                                  "it (its autocast and eval batches): reproduces its logged metrics. auto: both "
@@ -44,6 +49,7 @@ with st.form("score_form"):
     token_level = c6.checkbox("Token-level DID entropy", value=True)
     with st.expander("The run's settings — blank: the trainer's, from the run folder", expanded=False):
         raw_settings = score_form.settings_inputs()
+    slots["settings"] = st.empty()  # under the expander: visible while it is closed
     submitted = st.form_submit_button("Start scoring", type="primary")
 
 too_big = submitted and upload is not None and upload.size > MAX_UPLOAD_MB * 2**20
@@ -69,8 +75,7 @@ if submitted and not too_big:
     if run_name in existing and not replace:
         errors["name"] = (f"error: a run named {run_name!r} exists; give another name, or tick Replace "
                           "(its results stay until the new ones are complete)")
-    for field, message in errors.items():
-        st.error(f"{score_form.FIELD_NAMES.get(field, field)}: {message}")
+    score_form.show_errors(errors, slots)
     if not errors:
         argv = jobs.score_argv(source, reference.strip(), workspace=root, policies=policy_list or None,
                                run_dir=run_dir.strip() or None, overrides=overrides, numerics=numerics,

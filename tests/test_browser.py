@@ -217,10 +217,16 @@ def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(se
     page.mouse.move(x - 20, y - 20)
     page.mouse.move(x, y, steps=5)  # Plotly picks the point under the hover, then the click selects it
     page.wait_for_timeout(200)
+    before = page.evaluate("history.length")
     page.mouse.click(x, y)
     _settle(page, "Example")
     assert "example=" in page.url
     _no_exception(page, "entropy scatter → example")
+    page.wait_for_timeout(500)
+    assert page.evaluate("history.length") == before + 1  # one entry: widgets.open_example clicks a page link
+    page.go_back()
+    _settle(page, "DID entropy")
+    assert "/entropy" in page.url and "example=" not in page.url
 
 
 def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
@@ -256,10 +262,15 @@ def test_a_click_on_a_compare_table_row_opens_that_pair(server, page):
     grid.scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     box = grid.bounding_box()
+    before = page.evaluate("history.length")
     page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the first row's selection cell, under the header
     _settle(page, "Example")
     page.get_by_text("Run synthetic · pair ").first.wait_for()
     _no_exception(page, "compare table row → example")
+    page.wait_for_timeout(500)
+    assert page.evaluate("history.length") == before + 1
+    page.go_back()
+    _settle(page, "Compare checkpoints")
 
 
 def test_the_runs_page_downloads_equal_the_cli_export(server, page, tmp_path):

@@ -82,6 +82,9 @@ def test_a_job_pauses_while_a_page_is_drawn_and_resumes_after(tmp_path, monkeypa
         assert _advances(counter, 0.5) == 0, "the job ran within yield_s of the page's end (the browser draws then)"
         _wait_for(lambda: _count(counter) > 0 and _advances(counter, 0.2) > 5, what="the job to resume")
         assert time.time() - ended >= 2 - 0.1
+        # the panel says how long pages held it: the page (~0.9 s) and yield_s after it (2 s)
+        _wait_for(lambda: jobs.info(tmp_path, job_id).paused_s > 0, what="the paused time to be written")
+        assert 2.0 <= jobs.info(tmp_path, job_id).paused_s <= 5.0
     finally:
         _stop(tmp_path, job_id)
 
@@ -95,6 +98,7 @@ def test_the_run_that_starts_a_job_does_not_pause_it(tmp_path, monkeypatch):
         assert _advances(counter, 0.4) > 5, "the job was paused by the run that started it"
     try:
         assert _advances(counter, 0.4) > 5, "the job was paused after the run that started it ended"
+        assert jobs.info(tmp_path, job_id).paused_s == 0.0
         with jobs.foreground(tmp_path):  # a later click
             time.sleep(0.3)
             assert _advances(counter, 0.5) == 0, "a later page did not pause the job"

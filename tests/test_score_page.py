@@ -91,6 +91,25 @@ def test_bad_input_is_refused_before_a_job_starts(page, world, field, value, exp
     at.form_submit_button[0].click().run()
     assert started == []
     assert any(e.value.startswith(expect) for e in at.error), [e.value for e in at.error]
+    # drawn next to the field at fault: right under its input, or under the run-settings expander
+    leaves = _leaves(at.main)
+    at_error = next(i for i, e in enumerate(leaves) if e.type == "error" and str(e.value).startswith(expect))
+    before = leaves[at_error - 1]
+    if field in {"β", "max length"}:
+        assert before.label in SETTING_LABELS, before
+    else:
+        assert before.label == field, before
+
+
+SETTING_LABELS = {run_settings.LABELS[f.name] for f in run_settings.FIELDS}
+
+
+def _leaves(node) -> list:
+    """The page's elements in the order drawn (blocks flattened)."""
+    children = getattr(node, "children", None)
+    if not children:
+        return [node]
+    return [leaf for child in children.values() for leaf in _leaves(child)]
 
 
 def test_a_run_name_in_use_is_not_replaced_unless_asked(page, world, tmp_path):
