@@ -73,18 +73,3 @@ def did_entropy(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> 
     return h.clamp(0.0, math.log(a.shape[-1]))
 
 
-def did_entropy_from_logits(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
-    """Alias of `did_entropy`, which accepts logits as they are. Returns (N,)."""
-    return did_entropy(policy_logits, reference_logits)
-
-
-def segment_sums(values: torch.Tensor, lengths: list[int]) -> list[float]:
-    """Sum consecutive segments of a flat vector in float64.
-
-    values: (sum(lengths),) per-token values, segments back to back; lengths: one per segment
-    (zero allowed -> 0.0). Returns one Python float per segment.
-
-    Naive equivalent: `[float(sum(float(x) for x in seg)) for seg in values.split(lengths)]`.
-    """
-    v64 = values.detach().to(torch.float64)
-    return [float(seg.sum()) for seg in v64.split(lengths)]

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from did_core.data import display_text
 from did_core.errors import InputError
 from did_core.store import (
     CorruptStoreError,
@@ -86,13 +87,6 @@ def _display(value: Any) -> str:
             value = json.loads(value)
         except ValueError:
             return value
-    try:
-        from did_core.data import display_text
-    except ImportError:  # data.py not there yet: a plain rendering
-        if isinstance(value, list):
-            return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" if isinstance(m, dict) else str(m)
-                               for m in value)
-        return "" if value is None else str(value)
     return display_text(value)
 
 

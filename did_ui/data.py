@@ -63,15 +63,6 @@ def numerics_of(ver: str) -> str | None:
     return ver.partition(NUMERICS_SEP)[2] or None
 
 
-def core_available() -> bool:
-    """Whether the store's readers exist yet (did_core.workspace)."""
-    try:
-        import did_core.workspace  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @st.cache_resource(show_spinner=False)
 def workspace(root: str):
     """The `did_core.workspace.Workspace` for `root` (one per server process)."""
@@ -82,7 +73,7 @@ def workspace(root: str):
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_names(root: str, ver: str) -> list[str]:
-    if ver == "none" or not core_available():
+    if ver == "none":
         return []
     return list(workspace(root).run_names())
 
@@ -361,15 +352,12 @@ def _wait_for_a_pause(limit_s: float, quiet_s: float = 0.2) -> None:
 def warm_up(root: str) -> None:
     """Once per server process and workspace: fill the caches of the default run's views in a
     background thread, so the first visit to each page reads memory, not Parquet. Runs no `st.*`
-    command; it carries the session's script context only so the caches recognise the runtime."""
+    command and needs no script context: `st.cache_data` fills the server's shared cache from any
+    thread (tests/test_app.py checks that the warm-up fills it and logs no context warning)."""
     if root in _warming or os.environ.get("DID_WARM_UP") == "0" or not run_names(root, version(root)):
         return
     _warming.add(root)
-    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
-
-    thread = threading.Thread(target=_warm, args=(root,), name="did-warm-up", daemon=True)
-    add_script_run_ctx(thread, get_script_run_ctx())
-    thread.start()
+    threading.Thread(target=_warm, args=(root,), name="did-warm-up", daemon=True).start()
 
 
 def _warm(root: str) -> None:

@@ -8,7 +8,6 @@ built, and whole prompts/responses are shown with `st.text`/`st.code`.
 from __future__ import annotations
 
 import html
-import importlib.util
 import math
 import os
 import re
@@ -51,12 +50,13 @@ def ensure_router() -> None:
     can be lost) reruns, which runs app.py and then this page again (url paths equal the file
     names; Runs is also the default page at /), even when another session flipped the
     switch meanwhile (tests/test_browser.py opens several deep links at once on a fresh server).
-    Under app.py, ROUTED is set before the page runs, so the page just runs.
+    Under app.py, ROUTED is set before the page runs, so the page just runs. The switch is flipped
+    with the public API: a call of `st.navigation` ends the v1 behaviour for the process (Streamlit's
+    documented rule: with st.navigation, the pages/ folder is ignored); tests/test_browser.py's
+    deep links on a fresh server prove the whole path.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    PagesManager.uses_pages_directory = False
     if not st.session_state.get(ROUTED):
+        st.navigation([st.Page(p) for p in PAGES.values()], position="hidden")
         st.rerun()
 
 
@@ -302,11 +302,6 @@ def example_link_params(v: View, pair_id: str, ckpt: str | None = None) -> dict[
     return {"run": v.run, "ckpt": ckpt or v.ckpt or "", "example": pair_id}
 
 
-def demo_supported() -> bool:
-    """Whether this checkout has the demo builder and its command line."""
-    return all(importlib.util.find_spec(m) is not None for m in ("did_core.demo", "did_core.__main__"))
-
-
 def no_runs(root: str) -> None:
     """What a page shows when the workspace has no scored runs."""
     st.info(f"No scored runs in the workspace `{root}` yet. The **Runs** page builds the embedded demo; "
@@ -317,12 +312,6 @@ def no_runs(root: str) -> None:
 def demo_panel(root: str) -> None:
     """Empty workspace on Runs: start (once, automatically) or show the demo build."""
     st.subheader("This workspace has no runs yet")
-    if not demo_supported():
-        st.info(f"Workspace: `{root}`. Score a dataset on the **Score** page, or from a shell:\n\n"
-                f"`python -m did_core score --data DATA --ref REFERENCE --run TRL_OUTPUT_DIR --workspace {root}`\n\n"
-                "The embedded demo builder (`python -m did_core demo`) is not available in this checkout yet.")
-        st.page_link(PAGES["score"], label="Score a dataset", icon=":material/play_arrow:")
-        return
     demo_jobs = jobs.list_jobs(root, kind="demo")
     if not demo_jobs and os.environ.get("DID_AUTO_DEMO", "1") != "0" and jobs.claim_once(root, "auto-demo"):
         jobs.start(root, jobs.demo_argv(root), kind="demo")

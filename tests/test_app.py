@@ -451,3 +451,37 @@ def test_no_legend_shows_a_raw_column_name(monkeypatch, synthetic_ws):
     assert "JS(π, π*)" in names["lab"] and "KL(π ‖ π*)" in names["lab"]
     raw = {page: sorted(n for n in found if re.match(RAW_IDENTIFIER, n)) for page, found in names.items()}
     assert not any(raw.values()), raw
+
+
+def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic_ws, caplog):
+    """data.warm_up runs in a thread with no script context (no private Streamlit API): once it ends,
+    the default run's views come from the cache (the store is not read again), and no
+    missing-context warning was logged."""
+    import logging
+    import threading
+
+    from did_core.workspace import Workspace
+    from did_ui import data
+
+    import streamlit as st
+
+    monkeypatch.setattr(data, "LAB_WARM_DELAY_S", 0.0)
+    monkeypatch.setattr(data, "_warming", set())  # earlier tests' app runs warmed this workspace already
+    st.cache_data.clear()
+    monkeypatch.delenv("DID_WARM_UP", raising=False)
+    caplog.set_level(logging.WARNING)
+    data.warm_up(synthetic_ws)
+    [thread] = [t for t in threading.enumerate() if t.name == "did-warm-up"]
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the store was read after the warm-up")
+
+    monkeypatch.setattr(Workspace, "pairs", no_reads)
+    run = data.run_names(synthetic_ws, data.version(synthetic_ws))[0]
+    ver = data.run_version(synthetic_ws, run)
+    ckpts = data.checkpoints(synthetic_ws, run, ver)
+    data.summary(synthetic_ws, run, ver)
+    data.checkpoint_rows(synthetic_ws, run, ver, ckpts[-1])
+    assert not [r for r in caplog.records if "ScriptRunContext" in r.getMessage()]
