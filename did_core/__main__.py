@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from did_core import run_settings
+from did_core.config import default_workspace
 
 EXIT_INPUT = 2
 
@@ -35,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m did_core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    ws_default = os.environ.get("DID_WORKSPACE", "workspace")
+    ws_default = str(default_workspace())
 
     s = sub.add_parser("score", help="score a preference dataset with a reference and checkpoints")
     s.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet file, save_to_disk folder or hub id")

@@ -6,7 +6,9 @@ the run folder; this dataclass holds only what is ours to choose.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -79,3 +81,9 @@ class ModelSpec:
             raise ValueError("ModelSpec.path must not be empty")
         if self.role not in ("reference", "policy"):
             raise ValueError(f"role must be reference|policy, got {self.role!r}")
+
+
+def default_workspace() -> Path:
+    """The results folder when none is given: `$DID_WORKSPACE` when set (and not empty), else
+    `./workspace` — for the CLI, the dashboard and `Workspace()` alike."""
+    return Path(os.environ.get("DID_WORKSPACE") or "workspace")

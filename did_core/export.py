@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from did_core.errors import InputError
-from did_core.store import atomic_write_bytes
+from did_core.files import atomic_write_bytes
 from did_core.workspace import Workspace
 
 FORMATS = (".csv", ".parquet", ".jsonl")

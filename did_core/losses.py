@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from did_core.run_settings import F_DIVERGENCES
+from did_core.run_settings import DEFAULT_BETA, F_DIVERGENCES
 
 Aggregation = Literal["sum", "mean"]
 LossType = Literal["sigmoid", "ipo", "hinge", "robust", "simpo"]
@@ -77,7 +77,7 @@ def log_margin(logp_chosen, logp_rejected) -> np.ndarray:
 
 def preference_loss(
     logp_chosen, logp_rejected, ref_logp_chosen=None, ref_logp_rejected=None,
-    n_tokens_chosen=None, n_tokens_rejected=None, *, loss_type: LossType = "sigmoid", beta: float = 0.1,
+    n_tokens_chosen=None, n_tokens_rejected=None, *, loss_type: LossType = "sigmoid", beta: float = DEFAULT_BETA,
     aggregation: Aggregation | None = None, label_smoothing: float = 0.0, simpo_gamma: float = 0.5,
 ) -> np.ndarray:
     """Per-pair loss (N,) for one of LOSS_TYPES.
@@ -291,7 +291,7 @@ def _check_trainer_args(loss_types: Sequence[str], loss_weights: Sequence[float]
 
 def trainer_loss_terms(
     logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, n_tokens_chosen=None, n_tokens_rejected=None,
-    *, loss_types: Sequence[str] = ("sigmoid",), beta: float = 0.1, label_smoothing: float = 0.0,
+    *, loss_types: Sequence[str] = ("sigmoid",), beta: float = DEFAULT_BETA, label_smoothing: float = 0.0,
     f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5, discopop_tau: float = 0.05,
     use_weighting: bool = False, ld_alpha: float | None = None,
 ) -> dict[str, np.ndarray]:
@@ -378,7 +378,7 @@ def trainer_loss_terms(
 
 def trainer_loss(
     logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, n_tokens_chosen=None, n_tokens_rejected=None,
-    *, loss_types: Sequence[str] = ("sigmoid",), loss_weights: Sequence[float] | None = None, beta: float = 0.1,
+    *, loss_types: Sequence[str] = ("sigmoid",), loss_weights: Sequence[float] | None = None, beta: float = DEFAULT_BETA,
     label_smoothing: float = 0.0, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5,
     discopop_tau: float = 0.05, use_weighting: bool = False, ld_alpha: float | None = None,
 ) -> np.ndarray:

@@ -38,12 +38,16 @@ TRUNCATION_MODES: tuple[str, ...] = ("keep_start", "keep_end")
 F_DIVERGENCES: tuple[str, ...] = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
 
+DEFAULT_BETA = 0.1
+"""TRL's DPOConfig default β: the one place the project writes it."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The settings of a DPO run that change the numbers we show. Defaults: TRL 1.16's `DPOConfig`
     (except `precision`). Validated on construction."""
 
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     """DPO β: implicit reward r(y) = β·(log π(y) − log π_ref(y))."""
     max_length: int | None = 1024
     """Prompt+completion tokens kept per sequence; None keeps all."""

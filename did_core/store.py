@@ -19,13 +19,10 @@ Readers verify the sha256 of every file they read and raise `CorruptStoreError` 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import io
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from did_core.errors import InputError
+from did_core.files import atomic_write_bytes, pid_alive
 
 PAIRS_SCHEMA = pa.schema([
     ("pair_id", pa.string()),
@@ -50,23 +48,6 @@ TOKENS_SCHEMA = pa.schema([
     ("token", pa.string()), ("logp", pa.float32()), ("did_entropy", pa.float32()),
 ])
 MERGED_PAIRS = "pairs.parquet"
-_FSYNC = True
-
-
-@contextlib.contextmanager
-def relaxed_durability() -> Iterator[None]:
-    """Skip fsync inside this block (writes stay atomic; only power-loss durability is given up).
-
-    For bulk builders of throwaway workspaces (synthetic_ws, benchmarks); fsync costs ~4 ms a file.
-    """
-    global _FSYNC
-    old, _FSYNC = _FSYNC, False
-    try:
-        yield
-    finally:
-        _FSYNC = old
-
-
 class CorruptStoreError(InputError):
     """A stored file does not match the sha256 recorded when it was written (or vanished, or won't parse).
 
@@ -92,41 +73,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a same-directory temp file, fsync, `os.replace`, then fsync the directory.
-
-    A full disk becomes an `InputError` naming the path; the temp file is removed on any failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if _FSYNC:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InputError(f"no space left on device while writing {path}") from e
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if not _FSYNC:
-        return
-    with contextlib.suppress(OSError):  # directory fsync is not supported everywhere
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -182,16 +128,6 @@ def read_verified(path: Path, sha: str | None, chunk: int | None, columns: list[
         raise CorruptStoreError(path, chunk) from e
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def remove_orphaned_temps(directory: str | Path) -> list[Path]:
     """Remove the temp files of `atomic_write_bytes` (`.<name>.<pid>.<hex>.tmp`) in `directory` whose
     writing process no longer exists: what a `kill -9` mid-write leaves. Temp files of live processes
@@ -199,7 +135,7 @@ def remove_orphaned_temps(directory: str | Path) -> list[Path]:
     removed = []
     for tmp in Path(directory).glob(".*.tmp") if Path(directory).is_dir() else []:
         parts = tmp.name.rsplit(".", 3)  # ['.<name>', '<pid>', '<hex>', 'tmp']
-        if len(parts) != 4 or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) != 4 or not parts[1].isdigit() or pid_alive(int(parts[1])):
             continue
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

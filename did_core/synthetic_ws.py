@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from did_core.store import fingerprint, relaxed_durability
+from did_core.files import relaxed_durability
+from did_core.store import fingerprint
 from did_core.workspace import Workspace
 
 _WORDS = ["the", "model", "prefers", "this", "answer", "because", "it", "is", "kind", "and", "clear", "short"]

@@ -21,12 +21,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from did_core.config import default_workspace
 from did_core.data import display_text
 from did_core.errors import InputError
+from did_core.files import atomic_write_bytes
 from did_core.store import (
     CorruptStoreError,
     ScoreStore,
-    atomic_write_bytes,
     atomic_write_json,
     fingerprint,
     remove_orphaned_temps,
@@ -54,11 +55,6 @@ class PreferenceDataLike(Protocol):
     conversational: bool
     source: str
     fingerprint: str
-
-
-def default_workspace() -> Path:
-    """`$DID_WORKSPACE` when set, else `./workspace`."""
-    return Path(os.environ.get("DID_WORKSPACE") or "workspace")
 
 
 def validate_name(name: Any, what: str = "run name") -> str:

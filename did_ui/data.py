@@ -17,14 +17,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from did_core.config import default_workspace
 from did_ui import views
-
-DEFAULT_WORKSPACE = "workspace"
 
 
 def workspace_root() -> str:
-    """`$DID_WORKSPACE`, else `./workspace` (docs/REFERENCE.md §6), as an absolute path."""
-    return str(Path(os.environ.get("DID_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve())
+    """`config.default_workspace()` ($DID_WORKSPACE, else ./workspace; docs/REFERENCE.md §6), absolute."""
+    return str(default_workspace().expanduser().resolve())
 
 
 def version(root: str) -> str:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from did_core.files import atomic_write_text, pid_alive
+
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
 
 _PROGRESS = re.compile(r"(?:(?P<stage>[A-Za-z][\w /-]{0,40}?):?\s+)?(?:\d+%\|[^|]*\|\s*)?(?P<done>\d+)/(?P<total>\d+)")
@@ -108,12 +110,6 @@ def demo_argv(workspace: str) -> list[str]:
     return [sys.executable, "-m", "did_core", "demo", "--workspace", workspace]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str | None = None) -> str:
     """Launch `argv` in the background; returns the job id."""
     if not argv or not all(isinstance(a, str) for a in argv):
@@ -124,7 +120,7 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     if argv[1:3] == ["-m", "did_core"]:  # the CLI's JSON-lines progress (ARCHITECTURE.md "Progress and jobs")
         argv = _without_flag(argv, "--progress-json") + ["--progress-json", str(d / "progress.jsonl")]
     meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
-    _write_atomic(d / "job.json", json.dumps(meta))
+    atomic_write_text(d / "job.json", json.dumps(meta))
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "DID_PROGRESS_FILE": str(d / "progress.jsonl"), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
@@ -132,7 +128,7 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     _live[job_id] = proc
-    _write_atomic(d / "job.json", json.dumps(meta | {"pid": proc.pid}))
+    atomic_write_text(d / "job.json", json.dumps(meta | {"pid": proc.pid}))
     return job_id
 
 
@@ -158,18 +154,6 @@ def _without_flag(argv: list[str], flag: str) -> list[str]:
         elif not a.startswith(flag + "="):
             out.append(a)
     return out
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tail(path: Path, n: int = 6000) -> str:
@@ -211,11 +195,11 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
     rc_text = (d / "rc").read_text().strip() if (d / "rc").is_file() else None
     status: Status
     if (d / "cancelled").exists() and (rc_text is None or rc_text != "0"):
-        status = "cancelled" if rc_text is not None or not _alive(meta.get("pid")) else "running"
+        status = "cancelled" if rc_text is not None or not pid_alive(meta.get("pid")) else "running"
     elif rc_text is not None:
         status = "done" if rc_text == "0" else "failed"
     else:
-        status = "running" if _alive(meta.get("pid")) else "interrupted"
+        status = "running" if pid_alive(meta.get("pid")) else "interrupted"
     errors = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("error:")]
     error = errors[-1] if errors else (f"exited with status {rc_text}" if status == "failed" else None)
     stage, done, total, eta = _progress(d, log)
@@ -382,8 +366,8 @@ def _wrap(d: Path) -> int:
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
         rc = _supervise(child, d.parent / DRAWING, yield_seconds(), ending,
-                        on_resume=lambda total: _write_atomic(d / PAUSED, f"{total:.3f}"))
-    _write_atomic(d / "rc", str(rc))
+                        on_resume=lambda total: atomic_write_text(d / PAUSED, f"{total:.3f}"))
+    atomic_write_text(d / "rc", str(rc))
     return rc
 
 

@@ -460,10 +460,10 @@ def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic
     import logging
     import threading
 
+    import streamlit as st
+
     from did_core.workspace import Workspace
     from did_ui import data
-
-    import streamlit as st
 
     monkeypatch.setattr(data, "LAB_WARM_DELAY_S", 0.0)
     monkeypatch.setattr(data, "_warming", set())  # earlier tests' app runs warmed this workspace already

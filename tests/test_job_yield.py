@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from did_core.files import pid_alive
 from did_ui import jobs
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
@@ -137,7 +138,7 @@ def test_cancel_stops_a_paused_job(tmp_path, monkeypatch):
         assert jobs.cancel(tmp_path, job_id)
         _wait_for(lambda: jobs.info(tmp_path, job_id).status == "cancelled", timeout=5, what="the cancel")
     assert time.time() - t0 < 5
-    _wait_for(lambda: not jobs._alive(int(pid_file.read_text())), timeout=5, what="the command to exit")
+    _wait_for(lambda: not pid_alive(int(pid_file.read_text())), timeout=5, what="the command to exit")
 
 
 def test_a_paused_job_whose_wrapper_is_killed_does_not_stay_stopped(tmp_path, monkeypatch):
@@ -150,7 +151,7 @@ def test_a_paused_job_whose_wrapper_is_killed_does_not_stay_stopped(tmp_path, mo
         assert _advances(counter, 0.3) == 0
         wrapper = json.loads((jobs.jobs_dir(tmp_path) / job_id / "job.json").read_text())["pid"]
         os.kill(wrapper, signal.SIGKILL)
-        _wait_for(lambda: not jobs._alive(child), timeout=5, what="the orphaned command to exit")
+        _wait_for(lambda: not pid_alive(child), timeout=5, what="the orphaned command to exit")
     _wait_for(lambda: jobs.info(tmp_path, job_id).status == "interrupted", timeout=5, what="interrupted")
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from did_core.errors import InputError
-from did_core.store import CorruptStoreError, ScoreStore, atomic_write_bytes, fingerprint
+from did_core.files import atomic_write_bytes
+from did_core.store import CorruptStoreError, ScoreStore, fingerprint
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
 from did_core.workspace import PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace, default_workspace
 
