@@ -10,6 +10,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+SLOW_MODULES = {
+    # start processes (the CLI, jobs, servers), train with TRL, or run the app's pages with AppTest
+    "test_cli", "test_errors", "test_faults", "test_hostile", "test_trainer_numerics", "test_app", "test_demo",
+    "test_job_yield", "test_runs_page", "test_score_page", "test_access", "test_callback", "test_sweep",
+}
+"""Whole modules in the `slow` tier; the fast tier (`scripts/test.sh --fast`, `pytest -m "not slow"`) is
+the unit layer: pure functions, the engine's parity with naive loops, the store, the selection logic."""
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def tokenizer():

@@ -16,6 +16,7 @@ load_test = pytest.importorskip("load_test")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.slow
 def test_watch_cpu_counts_a_burning_process_in_its_group(monkeypatch):
     word = f"did-cpu-probe-{uuid.uuid4().hex}"  # no other process on the machine has it in its command line
     monkeypatch.setattr(load_test, "CPU_GROUPS", (("probe", (word,)),))

@@ -72,6 +72,7 @@ def test_preference_probabilities_match_paper_by_monte_carlo() -> None:
     assert abs(float(preference_probability(wr, torch.tensor(0), torch.tensor(1))) - 0.5) > 0.05
 
 
+@pytest.mark.slow
 def test_dpo_on_did_encoding_pairs_learns_the_target() -> None:
     """Paper, §3: DPO on DID-encoding data recovers π*; a mismatched π_l does not; SimPO ends elsewhere."""
     dpo = run_lab(LabConfig())
@@ -97,6 +98,7 @@ def test_sequence_support_and_ipo_run() -> None:
     assert res.world.items[0] == () and res.world.lengths[0] == 1 and res.world.lengths[-1] == 5
 
 
+@pytest.mark.slow
 def test_low_entropy_did_reinforces_more_than_high_entropy() -> None:
     """The sweep's robust result: a low-entropy target DID makes the policy's entropy fall far more
     than a high-entropy one (reinforcement); the mean log-likelihood of chosen responses (drawn from
