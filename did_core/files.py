@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -89,3 +90,14 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; an InputError naming the file when it cannot be read or is not an object."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: cannot read JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return obj

@@ -13,8 +13,8 @@ from typing import Any
 from did_core import losses, run_settings
 from did_core.config import ModelSpec
 from did_core.errors import InputError
-from did_core.models import RunInfo, discover_run
 from did_core.run_settings import ResolvedSettings, RunSettings
+from did_core.trl_run import RunInfo, discover_run
 
 
 def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None,
@@ -72,12 +72,13 @@ def preflight(data: str, reference: str, *, policies: Sequence[str] | None = Non
     """What a job would refuse, found before it starts and without loading a model: {field: `error:`
     message} for "data", "reference", "policies", "run_dir", "settings" (empty when all is well), and
     the run's resolved settings when they could be read."""
-    from did_core.models import _looks_like_hub_id, model_kind
+    from did_core.fingerprints import looks_like_hub_id
+    from did_core.models import model_kind
 
     errors: dict[str, str] = {}
     if not data:
         errors["data"] = "error: give a dataset (upload or path)"
-    elif not Path(data).expanduser().exists() and not _looks_like_hub_id(data):
+    elif not Path(data).expanduser().exists() and not looks_like_hub_id(data):
         errors["data"] = f"error: {data}: no such file or directory"
     for field_name, paths in (("reference", [reference] if reference else []), ("policies", list(policies or []))):
         if field_name == "reference" and not reference:

@@ -1,4 +1,5 @@
-"""Low-level storage: atomic writes, fingerprints, and one score's chunked Parquet files (`ScoreStore`).
+"""Low-level storage: one score's chunked Parquet files (`ScoreStore`), checked and written atomically
+(did_core/files.py); results are keyed by did_core/fingerprints.py.
 
 Layout of one score (see docs/ARCHITECTURE.md):
 
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes, pid_alive
+from did_core.fingerprints import fingerprint  # noqa: F401 — re-exported for the store's users
 
 PAIRS_SCHEMA = pa.schema([
     ("pair_id", pa.string()),
@@ -59,12 +61,6 @@ class CorruptStoreError(InputError):
         super().__init__(f"stored result {path} is corrupt or missing; rerun `score` to recompute it")
         self.path = path
         self.chunk = chunk
-
-
-def fingerprint(*parts: Any) -> str:
-    """A 20-hex-digit sha256 of the canonical JSON of `parts` (dict keys sorted, no whitespace)."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
 def sha256_file(path: Path) -> str:

@@ -25,6 +25,7 @@ from did_core.config import default_workspace
 from did_core.data import display_text
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
+from did_core.fingerprints import model_fingerprint
 from did_core.store import (
     CorruptStoreError,
     ScoreStore,
@@ -202,11 +203,9 @@ class Workspace:
     def stale_models(self, manifest: dict) -> dict[str, str]:
         """Models whose files changed ("changed") or vanished ("missing") since they were scored.
 
-        Compares the `model_fingerprint` in each score's meta.json with `models.model_fingerprint` of
+        Compares the `model_fingerprint` in each score's meta.json with `fingerprints.model_fingerprint` of
         the path now. Hub ids (not local paths) are not checked.
         """
-        from did_core.models import model_fingerprint  # lazy: models.py pulls in torch on demand only
-
         stale: dict[str, str] = {}
         for entry in [manifest["reference"], *manifest.get("checkpoints", [])]:
             path = str(entry.get("path", ""))

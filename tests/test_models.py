@@ -13,16 +13,10 @@ import torch
 
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.errors import InputError
-from did_core.models import (
-    check_same_tokenizer,
-    discover_run,
-    load_model,
-    model_fingerprint,
-    read_training_args,
-    resolve_device,
-    tokenizer_fingerprint,
-)
+from did_core.fingerprints import check_same_tokenizer, model_fingerprint, tokenizer_fingerprint
+from did_core.models import load_model, resolve_device
 from did_core.tiny import build_tokenizer, tiny_llama
+from did_core.trl_run import discover_run, read_training_args
 
 SETTINGS = ScoreSettings()
 

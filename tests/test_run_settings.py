@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from did_core import audit, run_settings
-from did_core.models import read_training_args
 from did_core.run_settings import FIELDS, RunSettings, from_training_args, resolve
+from did_core.trl_run import read_training_args
 
 
 def test_a_real_dpoconfig_is_read_field_by_field(tmp_path):

@@ -195,7 +195,7 @@ def test_unknown_run_is_an_input_error(tmp_path):
 
 
 def test_stale_model_detected(tmp_path):
-    from did_core.models import model_fingerprint
+    from did_core.fingerprints import model_fingerprint
 
     model = tmp_path / "model"
     model.mkdir()
