@@ -1,4 +1,5 @@
 """Checkpoint A vs checkpoint B on the same pairs: per-example deltas, top movers, and the DID q_{B/A}.
+A and B may come from two runs scored on the same dataset and reference (`compare_runs`).
 
 Pure pandas/numpy over a `ws.pairs` table. Either side may be "reference" (its values are the
 `ref_*` columns). The DID between the two treats A as the reference and B as the policy:
@@ -50,11 +51,24 @@ def compare_checkpoints(pairs: pd.DataFrame, a: str, b: str, beta: float,
     `did_ba_chosen`, `did_ba_rejected` (d_{B/A}(y_w), d_{B/A}(y_l), equal to the logp deltas),
     `q_ba_chosen` (q_{B/A}(y_w) over the pair) and `did_entropy_ba` (its entropy, nats).
     """
-    sa, sb = model_scores(pairs, a, aggregation), model_scores(pairs, b, aggregation)
+    return compare_scores(model_scores(pairs, a, aggregation), model_scores(pairs, b, aggregation), beta, beta)
+
+
+def compare_runs(pairs_a: pd.DataFrame, a: str, beta_a: float, pairs_b: pd.DataFrame, b: str, beta_b: float,
+                 aggregation: Aggregation = "sum") -> pd.DataFrame:
+    """`compare_checkpoints` across two runs: A is model `a` of run A's `ws.pairs` table, B model `b` of
+    run B's, each side's DPO loss at its own run's β. Only meaningful for runs scored on the same
+    dataset against the same reference score (`did_core.sweep.why_not_comparable`)."""
+    return compare_scores(model_scores(pairs_a, a, aggregation), model_scores(pairs_b, b, aggregation), beta_a, beta_b)
+
+
+def compare_scores(sa: pd.DataFrame, sb: pd.DataFrame, beta_a: float, beta_b: float) -> pd.DataFrame:
+    """The comparison table of two `model_scores` frames (see `compare_checkpoints`), A's DPO loss at
+    `beta_a` and B's at `beta_b`."""
     common = sa.index.intersection(sb.index, sort=False)
     sa, sb = sa.loc[common], sb.loc[common]
     out = pd.DataFrame(index=common)
-    for tag, s in (("a", sa), ("b", sb)):
+    for tag, s, beta in (("a", sa, beta_a), ("b", sb, beta_b)):
         out[f"logp_chosen_{tag}"] = s["logp_chosen"]
         out[f"logp_rejected_{tag}"] = s["logp_rejected"]
         out[f"log_margin_{tag}"] = s["logp_chosen"] - s["logp_rejected"]

@@ -45,6 +45,7 @@ from did_core.lab import js, rejected_distribution, temperature_for_entropy
 
 Progress = Callable[[str, int, int], None]
 RUN_NAMES = {"low": "demo-low", "high": "demo-high"}
+"""The two runs that contrast a low- and a high-entropy target DID (demo_summary, the figure)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class DemoConfig:
     save_every: int = 20
     dpo_lr: float = 5e-4
     dpo_batch_size: int = 32
+    sweep_beta: float = 0.1
+    """β of the third run: DPO on the low run's data at another β (a β sweep of two, for cross-run views)."""
     k_samples: int = 32
     n_boot: int = 200
 
@@ -148,9 +151,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------- DPO with TRL
 
 
+def sweep_run_name(cfg: DemoConfig) -> str:
+    """The third run's name: the low run's data at `cfg.sweep_beta` ("demo-low-beta0.1")."""
+    return f"{RUN_NAMES['low']}-beta{cfg.sweep_beta:g}"
+
+
+def demo_runs(cfg: DemoConfig) -> list[tuple[str, str, str, float]]:
+    """(folder under demo/runs, run name, dataset kind, β) of every run the demo trains and scores."""
+    return [("low", RUN_NAMES["low"], "low", cfg.beta), ("high", RUN_NAMES["high"], "high", cfg.beta),
+            (f"low-beta{cfg.sweep_beta:g}", sweep_run_name(cfg), "low", cfg.sweep_beta)]
+
+
 def train_dpo(reference_dir: Path, rows: list[dict], out_dir: Path, cfg: DemoConfig,
-              progress: Callable[[int, int], None] | None = None) -> None:
-    """TRL 1.16 DPOTrainer from the reference, on `rows`, saving checkpoint-N every `save_every` steps."""
+              progress: Callable[[int, int], None] | None = None, beta: float | None = None) -> None:
+    """TRL 1.16 DPOTrainer from the reference, on `rows`, saving checkpoint-N every `save_every` steps
+    (β: `beta`, default `cfg.beta`)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -161,7 +176,7 @@ def train_dpo(reference_dir: Path, rows: list[dict], out_dir: Path, cfg: DemoCon
                 progress(state.global_step, state.max_steps)
 
     args = DPOConfig(
-        output_dir=str(out_dir), beta=cfg.beta, learning_rate=cfg.dpo_lr, lr_scheduler_type="constant",
+        output_dir=str(out_dir), beta=cfg.beta if beta is None else beta, learning_rate=cfg.dpo_lr, lr_scheduler_type="constant",
         per_device_train_batch_size=cfg.dpo_batch_size, max_steps=cfg.dpo_steps, save_strategy="steps",
         save_steps=cfg.save_every, save_only_model=True, logging_steps=2, report_to="none", use_cpu=True,
         seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True, dataloader_num_workers=0, max_length=None)
@@ -275,18 +290,19 @@ def build_demo(workspace: str | Path, seed: int = 0, progress: Progress | None =
         say("data", 2, 2)
         lap("data")
 
-        for kind, d in data.items():
+        for kind, _, source, beta in demo_runs(cfg):
             out = demo / "runs" / kind
             say(f"train {kind}", 0, cfg.dpo_steps)
-            train_dpo(ref_dir, d["rows"], out, cfg, progress=lambda s, t, kind=kind: say(f"train {kind}", s, t))
+            train_dpo(ref_dir, data[source]["rows"], out, cfg, beta=beta,
+                      progress=lambda s, t, kind=kind: say(f"train {kind}", s, t))
             lap(f"train {kind}")
 
         ws = Workspace(root)
         settings = ScoreSettings(token_level=True)
         runs = []
-        for kind, d in data.items():
-            name = RUN_NAMES[kind]
-            run_score(str(demo / "data" / f"{kind}.jsonl"), str(ref_dir), run_dir=str(demo / "runs" / kind),
+        for kind, name, source, _ in demo_runs(cfg):
+            d = data[source]
+            run_score(str(demo / "data" / f"{source}.jsonl"), str(ref_dir), run_dir=str(demo / "runs" / kind),
                       workspace=root, settings=settings, name=name,
                       progress=lambda s, dn, t, kind=kind: say(f"score {kind}: {s}", dn, t))
             lap(f"score {kind}")

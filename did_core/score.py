@@ -41,6 +41,7 @@ from did_core.plan import (
 )
 from did_core.run_settings import RunSettings
 from did_core.store import fingerprint
+from did_core.sweep import trainer_args
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
 from did_core.trainer_numerics import precision_supported, score_trainer_batches, trainer_batches
 from did_core.workspace import Workspace, validate_name
@@ -274,7 +275,8 @@ def run_score(data: str, reference: str, *, policies: list[str] | None = None, r
                             for s, fp in zip(specs, pol_fps, strict=True)],
             "trainer_log_history": info.log_history if info else [],
             "extra": {"truncation": truncation_report(pairs), "elapsed_s": time.perf_counter() - t0,
-                      "dtype_check": dtype_report, "pi_l": str(pi_l) if pi_l else None},
+                      "dtype_check": dtype_report, "pi_l": str(pi_l) if pi_l else None,
+                      "trainer_args": trainer_args(info.training_args if info else None)},
         })
     _barrier(world)
     say("done", total_pairs, total_pairs)

@@ -31,20 +31,23 @@ class SyntheticData:
 
 def make_synthetic_workspace(root: str | Path, n_pairs: int = 200, n_checkpoints: int = 3, seed: int = 0,
                              tokens: bool = True, run_name: str = "synthetic", beta: float = 0.1,
-                             chunk_size: int = 1000, mean_tokens: int = 12) -> str:
+                             chunk_size: int = 1000, mean_tokens: int = 12, drift: float = 1.0) -> str:
     """Write a dataset, a reference score, `n_checkpoints` checkpoint scores and a run; return the run name.
 
     Token rows are consistent with the pair rows (sequence log-prob = sum of token log-probs) and
     with the dataset text (each token is one word). Checkpoints are `checkpoint-100`, `-200`, ...;
-    the reference is named `reference`. Everything is vectorized over flat token arrays, so that
+    the reference is named `reference`. `drift` scales how far the checkpoints move from the reference:
+    several runs with the same `seed` and sizes share the dataset and the reference score (the same
+    fingerprints), like a sweep, and differ in their checkpoints. Everything is vectorized over flat token arrays, so that
     10,000 pairs × 10 checkpoints take a few seconds.
     """
     with relaxed_durability():
-        return _build(Workspace(root), n_pairs, n_checkpoints, seed, tokens, run_name, beta, chunk_size, mean_tokens)
+        return _build(Workspace(root), n_pairs, n_checkpoints, seed, tokens, run_name, beta, chunk_size, mean_tokens,
+                      drift)
 
 
 def _build(ws: Workspace, n_pairs: int, n_checkpoints: int, seed: int, tokens: bool, run_name: str, beta: float,
-           chunk_size: int, mean_tokens: int) -> str:
+           chunk_size: int, mean_tokens: int, drift: float = 1.0) -> str:
     rng = np.random.default_rng(seed)
     ids = np.array([str(i) for i in range(n_pairs)], dtype=object)
     sides = ("chosen", "rejected")
@@ -64,15 +67,15 @@ def _build(ws: Workspace, n_pairs: int, n_checkpoints: int, seed: int, tokens: b
     entries = []
     for m, (name, step) in enumerate(models):
         # DPO-like drift: both likelihoods fall, the rejected one faster
-        drift = {"chosen": -0.02 * m, "rejected": -0.06 * m}
-        logp = {s: base[s] + np.float32(drift[s]) + (m > 0) * rng.normal(0, 0.05, len(base[s])).astype(np.float32)
+        shift = {"chosen": -0.02 * m * drift, "rejected": -0.06 * m * drift}
+        logp = {s: base[s] + np.float32(shift[s]) + (m > 0) * rng.normal(0, 0.05, len(base[s])).astype(np.float32)
                 for s in sides}
         ent = {s: (np.full(len(base[s]), np.nan, np.float32) if m == 0
                    else rng.uniform(0.5, 3.0, len(base[s])).astype(np.float32)) for s in sides}
         seq = {s: np.add.reduceat(logp[s].astype(np.float64), start[s]) for s in sides}
         ent_mean = {s: np.add.reduceat(ent[s].astype(np.float64), start[s]) / n_tok[s] for s in sides}
         ent_max = {s: np.maximum.reduceat(ent[s], start[s]).astype(np.float64) for s in sides}
-        score_fp = fingerprint("synthetic-score", data.fingerprint, name, seed)
+        score_fp = fingerprint("synthetic-score", data.fingerprint, name, seed, *([drift] if m and drift != 1.0 else []))
         store = ws.score_store(score_fp, {"model": {"name": name, "path": f"synthetic/{name}", "role":
                                                     "reference" if m == 0 else "policy", "step": step},
                                           "dataset": data.fingerprint, "reference_score": None,

@@ -200,6 +200,17 @@ def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame
                          run_settings(root, run, ver).settings)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare_runs(root: str, run_a: str, ver_a: str, a: str, run_b: str, ver_b: str, b: str
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """`compare` with A from run `run_a` and B from `run_b` (runs on the same dataset and reference)."""
+    def side(run: str, ver: str, model: str) -> dict:
+        rs = run_settings(root, run, ver).settings
+        return {"raw": raw_pairs(root, run, ver), "df": pairs(root, run, ver), "model": model, "beta": rs.beta,
+                "rs": rs, "label": views.run_label(run, model)}
+    return views.compare_runs(side(run_a, ver_a, a), side(run_b, ver_b, b))
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def entropy_table(root: str, run: str, ver: str) -> pd.DataFrame:
     return views.with_pair_entropy(pairs(root, run, ver))

@@ -258,3 +258,63 @@ def precision_curves(summary: pd.DataFrame, per_pair: pd.DataFrame) -> go.Figure
     fig.update_layout(**LAYOUT, title="Trainer numerics against exact, per pair", xaxis_title="step",
                       yaxis_title="nats (log scale)", yaxis_type="log", height=330)
     return fig
+
+
+RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+"""One colour per run in an overlay of several runs (Plotly's qualitative palette without its grey and
+olive), in the order the runs were chosen; repeated after eight."""
+TRAINER_DASH = {"trainer_train": "dash", "trainer_eval": "dot"}
+
+
+def run_colour(i: int) -> str:
+    return RUN_COLOURS[i % len(RUN_COLOURS)]
+
+
+def _run_traces(run: str, colour: str, scored: pd.DataFrame, trainer: pd.DataFrame | None) -> list[go.Scatter]:
+    """One run in an overlay: its 25–75 % band (one closed outline) and median when `scored` has
+    quantiles, else its mean with markers; the trainer's logged values dashed, in the run's colour."""
+    traces: list[go.Scatter] = []
+    if {"q25", "q75"} <= set(scored.columns):
+        band = scored[["q25", "q75"]].dropna()
+        traces.append(go.Scatter(x=[*band.index, *band.index[::-1]], y=[*band["q75"], *band["q25"][::-1]],
+                                 mode="lines", line=dict(width=0), fill="toself", fillcolor=hex_to_rgba(colour, 0.15),
+                                 name=f"{run}: 25–75 %", legendgroup=run, showlegend=False, hoverinfo="skip"))
+    centre = "q50" if "q50" in scored else "mean"
+    line = scored[centre].dropna()
+    traces.append(go.Scatter(x=line.index.tolist(), y=line.tolist(), mode="lines+markers", name=run, legendgroup=run,
+                             line=dict(color=colour), hovertemplate=f"{run}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"))
+    for source in (trainer.columns if trainer is not None else []):
+        values = trainer[source].dropna()
+        label = f"{run}: {TRAINER_STYLE.get(source, (source,))[0]}"
+        traces.append(go.Scatter(x=values.index.tolist(), y=values.tolist(), mode="lines", name=label,
+                                 legendgroup=label, line=dict(color=colour, dash=TRAINER_DASH.get(source, "dashdot"))))
+    return traces
+
+
+def run_overlay(panels: list[tuple[str, dict[str, tuple[pd.DataFrame, pd.DataFrame | None]]]], runs: list[str],
+                cols: int = 2, y_range: tuple[float, float] | None = None) -> go.Figure:
+    """Several runs over steps in one figure of subplots, one per quantity (title, {run: (scored,
+    trainer)}): per run one colour (its position in `runs`), its median and 25–75 % band over pairs
+    (or its mean, for shares), and the trainer's logged values dashed. One legend entry per run."""
+    from plotly.subplots import make_subplots
+
+    if not panels:
+        return go.Figure(layout=dict(title="Nothing to overlay for these runs", height=200, **LAYOUT))
+    cols = min(cols, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels], vertical_spacing=0.3 / rows,
+                        horizontal_spacing=0.08)
+    seen: set[str] = set()
+    for i, (_, frames) in enumerate(panels):
+        for k, run in enumerate(runs):
+            if run not in frames or frames[run][0].empty:
+                continue
+            for trace in _run_traces(run, run_colour(k), *frames[run]):
+                trace.showlegend = trace.showlegend is not False and trace.name not in seen
+                seen.add(trace.name)
+                fig.add_trace(trace, row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="step", row=rows)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    fig.update_layout(height=280 * rows + 80, **LAYOUT | {"legend": dict(orientation="h", y=-0.06 * 4 / max(rows, 1))})
+    return fig

@@ -10,14 +10,16 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PARAM_KEYS = ("run", "ckpt", "a", "example", "numerics")
+PARAM_KEYS = ("run", "ckpt", "a", "example", "numerics", "runs", "a_run")
 """Query parameters a view may carry: run, checkpoint, the baseline checkpoint A of Compare, example,
-and the numerics the numbers are in (a run scored in both: docs/NUMERICS.md)."""
+and the numerics the numbers are in (a run scored in both: docs/NUMERICS.md); `runs`, the runs lined up
+(`resolve_runs`), and `a_run`, the run of Compare's A when it is another run (`resolve_runs` too)."""
 
 PAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "": ("run", "ckpt", "numerics"), "runs": ("run", "ckpt", "numerics"), "curves": ("run", "ckpt", "numerics"),
-    "margins": ("run", "ckpt", "numerics"), "entropy": ("run", "ckpt", "numerics"),
-    "compare": ("run", "ckpt", "a", "numerics"), "example": ("run", "ckpt", "example", "numerics"),
+    "": ("run", "ckpt", "numerics", "runs"), "runs": ("run", "ckpt", "numerics", "runs"),
+    "curves": ("run", "ckpt", "numerics", "runs"), "margins": ("run", "ckpt", "numerics", "runs"),
+    "entropy": ("run", "ckpt", "numerics", "runs"),
+    "compare": ("run", "ckpt", "a", "numerics", "a_run"), "example": ("run", "ckpt", "example", "numerics"),
     "score": (), "lab": (),
 }
 """The query parameters each page owns, by url path ("" is the default page at /, Runs): what its
@@ -25,7 +27,9 @@ URL carries, what a link to it carries, and the only ones it reads (any other is
 `example` never leaks into another page's view). `run` and `ckpt` are the sidebar's pickers, on
 every page that shows a run; `a` is Compare's A; `example` is the pair the Example page shows;
 `numerics` (a third picker, for runs scored in both numerics) is kept across pages like run and ckpt.
-Score and Lab show no run. docs/ARCHITECTURE.md, "Navigation and the URL"."""
+`runs` (the runs lined up: Runs' sweep table, the overlaid curves) is kept across the pages that
+overlay runs; `a_run` is Compare's A's run. Score and Lab show no run. docs/ARCHITECTURE.md,
+"Navigation and the URL"."""
 
 
 def page_params(url_path: str | None, need_a: bool = False) -> tuple[str, ...]:
@@ -50,6 +54,10 @@ class ViewState:
     numerics: str | None = None
     """"trainer" (or "exact" when a run's primary is trainer) among those the run was scored in; None:
     the run's primary (exact when scored), which a URL does not carry."""
+    runs: str | None = None
+    """Not resolved by `resolve` (the pages that line runs up call `resolve_runs`)."""
+    a_run: str | None = None
+    """Not resolved by `resolve` (Compare calls `resolve_runs` with its comparable runs)."""
 
 
 def first_value(value: str | Sequence[str] | None) -> str | None:
@@ -212,3 +220,29 @@ def resolve_state(params: Mapping[str, Any], remembered: Mapping[str, Any], runs
 def to_query_params(state: ViewState, keys: Iterable[str] = PARAM_KEYS) -> dict[str, str]:
     """The URL parameters for `state` (only set fields, only `keys`)."""
     return {k: v for k in keys if (v := getattr(state, k)) is not None}
+
+
+RUNS_SEP = ","
+
+
+def runs_value(names: Iterable[str]) -> str:
+    """The `runs` parameter for these run names, in order ("" for none)."""
+    return RUNS_SEP.join(dict.fromkeys(names))
+
+
+def resolve_runs(value: str | Sequence[str] | None, runs: Sequence[str], *,
+                 why: Mapping[str, str] | None = None) -> tuple[list[str], tuple[str, ...]]:
+    """The runs a `runs=a,b` parameter asks for that are among `runs` (in the URL's order, without
+    repeats), and one warning per name that is not: unknown to the workspace, or, when `why` has it,
+    not offered for the reason `why[name]` gives (a sentence). Membership is the validation, as in
+    `resolve`."""
+    asked = [n for n in (first_value(value) or "").split(RUNS_SEP) if n.strip()]
+    known, warnings = [], []
+    for name in dict.fromkeys(asked):
+        if name in runs:
+            known.append(name)
+        elif why and name in why:
+            warnings.append(f"Run {_quoted(name)} is not offered here: {why[name]}.")
+        else:
+            warnings.append(f"No run {_quoted(name)} in this workspace; it is left out.")
+    return known, tuple(warnings)

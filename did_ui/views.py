@@ -149,6 +149,20 @@ def ordering(raw: pd.DataFrame, aggregation: str = "sum") -> pd.DataFrame:
                                   "ordered": "M_k > M_k−1 > M_k−2", "monotone": "monotone so far"})
 
 
+ORDERING_SHARES = {"M_k > M_ref": "M_k > M_ref (accuracy)", "M_k > M_k−1": "M_k > M_k−1 (increased)",
+                   "M_k > M_k−1 > M_k−2": "M_k > M_k−1 > M_k−2 (ordered)", "monotone so far": "monotone so far"}
+"""The ordering shares of `ordering`, as Log-margins' overlay of several runs draws them."""
+
+
+def step_frame(frame: pd.DataFrame, column: str, steps: pd.Series) -> pd.DataFrame:
+    """One value per checkpoint as the frame `figures.run_overlay` draws: index step (float, sorted),
+    column "mean" = `frame[column]`; `steps` gives each row's step. Rows without a step or a value
+    (an ordering share undefined at the first checkpoint) are left out."""
+    out = pd.DataFrame({"mean": pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)},
+                       index=pd.Index(pd.to_numeric(steps, errors="coerce").to_numpy(dtype=float), name="step"))
+    return out[np.isfinite(out.index.to_numpy()) & out["mean"].notna().to_numpy()].sort_index()
+
+
 def compare_baselines(checkpoints: list[str]) -> list[str]:
     """What Compare offers as A: the reference, then the run's checkpoints (B is always a checkpoint)."""
     return [compare_core.REFERENCE, *[c for c in checkpoints if c != compare_core.REFERENCE]]
@@ -182,13 +196,32 @@ def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float,
     DID q_{B/A} entropy and its bootstrap interval). A (or B) may be "reference". `loss` is the
     trainer's own loss (`rs`: the run's RunSettings), `dpo_loss` always the sigmoid DPO loss."""
     table = compare_core.compare_checkpoints(raw, a, b, beta)
+    return _comparison(table, _model_rows(df, a, beta, rs), _model_rows(df, b, beta, rs), a, b)
+
+
+def compare_runs(a: dict, b: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """`compare` across two runs that share the dataset and the reference score. Each side is
+    {"raw": ws.pairs table, "df": its `with_derived` table, "model": a checkpoint or "reference",
+    "beta", "rs": the run's RunSettings, "label": how the summary names it}; each side's rewards and
+    losses are at its own run's β and loss type (did_core.compare.compare_runs)."""
+    table = compare_core.compare_runs(a["raw"], a["model"], a["beta"], b["raw"], b["model"], b["beta"])
+    return _comparison(table, _model_rows(a["df"], a["model"], a["beta"], a["rs"]),
+                       _model_rows(b["df"], b["model"], b["beta"], b["rs"]), a["label"], b["label"])
+
+
+def run_label(run: str, model: str) -> str:
+    """How Compare names a side taken from another run than B's: "run · checkpoint"."""
+    return f"{run} · {model}"
+
+
+def _model_rows(df: pd.DataFrame, model: str, beta: float, rs) -> pd.DataFrame:
+    return reference_rows(df, beta, rs) if model == compare_core.REFERENCE else df[df["model"] == model]
+
+
+def _comparison(table: pd.DataFrame, pa: pd.DataFrame, pb: pd.DataFrame, a: str, b: str
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     table.index.name = "pair_id"
     cols = ["accuracy", "log_margin", "loss", "dpo_loss", "displaced", "logp_chosen", "logp_rejected", "reward_margin"]
-
-    def rows_of(model: str) -> pd.DataFrame:
-        return reference_rows(df, beta, rs) if model == compare_core.REFERENCE else df[df["model"] == model]
-
-    pa, pb = rows_of(a), rows_of(b)
     summary = pd.DataFrame({"A": pa[cols].mean(), "B": pb[cols].mean()})
     summary["Δ (B − A)"] = summary["B"] - summary["A"]
     summary = summary.rename(columns={"A": f"A: {a}", "B": f"B: {b}"})
@@ -248,6 +281,12 @@ def with_pair_entropy(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     out["did_entropy_pair"] = entropy.pair_did_entropy(out["log_ratio_chosen"].to_numpy(), out["log_ratio_rejected"].to_numpy())
     return out
+
+
+def pair_entropy_by_step(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean DID entropy over {y_w, y_l} per checkpoint of a `with_pair_entropy` table, as `step_frame`s it."""
+    by = df.groupby("model", sort=False).agg(step=("step", "first"), did_entropy_pair=("did_entropy_pair", "mean"))
+    return step_frame(by, "did_entropy_pair", by["step"])
 
 
 def entropy_vs_displacement(df: pd.DataFrame, column: str) -> pd.DataFrame:

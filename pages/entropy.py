@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, jobs, run_info, selection, views, widgets
+from did_ui import crossrun, data, figures, jobs, run_info, selection, views, widgets
 
 widgets.ensure_router()
 st.title("DID entropy")
@@ -13,6 +13,7 @@ v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
 run_info.page_notes(v)
+lined = crossrun.lined_up(v)
 
 st.caption("The paper's diagnostic: a low-entropy DID reinforces the policy (mass concentrates), a "
            "high-entropy DID smooths it. Every figure says which estimator it shows.")
@@ -28,6 +29,13 @@ shown = st.multiselect("Checkpoints", ckpts, default=ckpts, key="entropy_ckpts")
 panels = [(f"{spec['label']}: {side}", data.entropy_histogram(v.root, v.run, v.ver, estimator, column))
           for column, side in ((spec["chosen"], "chosen y_w"), (spec["rejected"], "rejected y_l")) if column is not None]
 st.plotly_chart(figures.histogram_panels(panels, "entropy (nats)", only=shown), key="entropy-hist")
+
+if lined:
+    st.subheader("DID entropy per checkpoint, runs overlaid")
+    st.caption(crossrun.overlay_caption(v, lined) + " Token-level (when scored): median and 25–75 % of pairs; "
+               "S = {y_w, y_l}: mean over pairs; exact: mean over prompts, where a run's responses can be enumerated "
+               "(the demo).")
+    st.plotly_chart(figures.run_overlay(crossrun.entropy_panels(v, lined), lined), key="entropy-overlay")
 
 by_step = data.sequence_entropy_by_step(v.root, v.run, v.ver)
 if by_step.empty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, run_info, selection, views, widgets
+from did_ui import crossrun, data, figures, run_info, selection, views, widgets
 
 widgets.ensure_router()
 st.title("Log-margins")
@@ -13,6 +13,7 @@ v = widgets.view()
 if v is None or v.ckpt is None:
     st.stop()
 run_info.page_notes(v)
+lined = crossrun.lined_up(v)
 
 aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum", key="margins_agg",
                                    format_func=lambda a: {"sum": "sequence sum", "mean": "per-token mean"}[a]) or "sum"
@@ -50,6 +51,10 @@ if pairs is not None:
 st.subheader("Ordering shares")
 st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "
            "M_k > M_k−1 > M_k−2 is the paper's log-margin ordering with c_k as π, c_k−1 as π_ref and c_k−2 as π_l.")
+if lined:
+    st.caption(crossrun.overlay_caption(v, lined))
+    st.plotly_chart(figures.run_overlay(crossrun.ordering_panels(v, lined, aggregation), lined, y_range=(0, 1)),
+                    key="ordering-overlay")
 st.dataframe(data.ordering(v.root, v.run, v.ver, aggregation), hide_index=True)
 
 st.subheader("Power-law fit")

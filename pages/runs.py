@@ -1,12 +1,11 @@
-"""Runs: the workspace's runs, and per checkpoint the paper's headline numbers."""
+"""Runs: the workspace's runs as a sweep table (settings, final numbers; select rows to line runs up),
+and per checkpoint of the picked run the paper's headline numbers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from did_ui import data, run_info, score_form, widgets
+from did_ui import crossrun, data, run_info, score_form, widgets
 
 widgets.ensure_router()
 st.title("Runs")
@@ -19,30 +18,9 @@ if not runs:
 v = widgets.view()
 assert v is not None
 
-overview = []
-for name in runs:
-    rver = data.run_version(root, name)
-    m, s = data.run_manifest(root, name, rver), data.summary(root, name, rver)
-    overview.append({
-        # file names here: the full paths are in the run.json expander below
-        "run": name, "dataset": Path(str(m.get("dataset", {}).get("source", ""))).name,
-        "pairs": m.get("dataset", {}).get("n_pairs"), "reference": Path(str(m.get("reference", {}).get("name", ""))).name,
-        "β": m.get("beta"), "checkpoints": len(s),
-        "loss type": data.run_settings(root, name, rver).settings.loss_label(),
-        "numerics": " + ".join(m.get("numerics") or ["exact"]), "overrides": len(m.get("overrides") or []),
-        "accuracy": s["accuracy"].tolist(), "loss": s["loss"].tolist(), "displaced": s["displaced share"].tolist(),
-    })
-st.dataframe(overview, hide_index=True, column_config={
-    "dataset": st.column_config.TextColumn("dataset", width="small"),
-    "reference": st.column_config.TextColumn("reference", width="small"),
-    "pairs": st.column_config.NumberColumn("pairs", width="small"),
-    "β": st.column_config.NumberColumn("β", width="small"),
-    "checkpoints": st.column_config.NumberColumn("ckpts", width="small", help="checkpoints scored"),
-    "overrides": st.column_config.NumberColumn("overrides", width="small", help="settings given instead of the trainer's"),
-    "accuracy": st.column_config.LineChartColumn("accuracy over steps", y_min=0, y_max=1, width="small"),
-    "loss": st.column_config.LineChartColumn("loss over steps", width="small"),
-    "displaced": st.column_config.LineChartColumn("displaced share", y_min=0, y_max=1, width="small"),
-})
+st.caption("One row per run: its settings with where each came from (trainer, default or override), its last "
+           "checkpoint's numbers and sparklines over steps. Select rows to line runs up.")
+crossrun.sweep_view(v)
 
 st.subheader(f"Checkpoints of {widgets.md_literal(v.run)}")
 run_info.run_notes(v)

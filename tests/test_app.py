@@ -307,7 +307,7 @@ def test_every_page_renders_on_the_demo_workspace(monkeypatch, demo_workspace):
     """The embedded demo (real TRL runs, exact DID tables), at the reduced test size unless
     DID_TEST_DEMO_WS names a full build."""
     at = _app(monkeypatch, demo_workspace)
-    for run in ("demo-low", "demo-high"):
+    for run in ("demo-low", "demo-high", "demo-low-beta0.1"):
         at.query_params["run"] = run
         for page in PAGES:
             _open(at, page)

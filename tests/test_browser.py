@@ -34,6 +34,9 @@ def server(tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("browser-ws")
     make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True)
+    # a second run on the same dataset and reference (a sweep): for the cross-run views
+    make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True, run_name="synthetic-b",
+                             beta=0.2, drift=2.0)  # tokens too: it rewrites the reference score the two share
     with serve(ws, env={"DID_INLINE_PAIRS": "200"}) as url:  # its 300 pairs' scatters start closed
         yield url
 
@@ -290,6 +293,51 @@ def test_the_runs_page_downloads_equal_the_cli_export(server, page, tmp_path):
     root = Path(page.evaluate("() => document.body.innerText").split("Workspace ")[1].split(" ·")[0])
     expected = write_table(pairs_table(root, run), tmp_path / "cli.csv").read_bytes()
     assert Path(download.path()).read_bytes() == expected
+
+
+def test_runs_lined_up_open_overlaid_curves_and_a_cross_run_compare(server, page):
+    """Two runs selected in Runs' sweep table (`?runs=`): its links open the overlaid curves (one legend
+    entry per run) and Compare from one run's checkpoint to the other's; each address, pasted into a
+    new page, shows the same view."""
+    def legend(pg) -> set[str]:
+        texts = pg.locator('[data-testid="stPlotlyChart"] .legendtext')
+        texts.filter(has_text="synthetic-b").first.wait_for()  # Plotly draws after the script has run
+        return {t.strip() for t in texts.all_text_contents()}
+
+    page.goto(f"{server}/?run=synthetic")  # select the two runs in the sweep table: each click writes `runs=`
+    _settle(page, "Runs")
+    for row, want in ((0, "synthetic"), (1, "synthetic,synthetic-b")):
+        grid = page.locator('[data-testid="stDataFrame"]').first
+        grid.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 12, box["y"] + 35 + 17 + 35 * row)  # the row's selection cell
+        page.wait_for_function("(want) => new URLSearchParams(location.search).get('runs') === want", arg=want)
+        _settle(page, "Runs")
+    fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    fresh.set_default_timeout(30_000)
+    try:
+        views = [("Training curves, overlaid", "Training curves"),
+                 ("Compare synthetic → synthetic-b", "Compare checkpoints")]
+        for link, title in views:
+            page.goto(f"{server}/?run=synthetic&runs=synthetic,synthetic-b")
+            _settle(page, "Runs")
+            page.get_by_role("link", name=link).click()
+            _settle(page, title)
+            _no_exception(page, link)
+            for pg in (page, fresh):
+                if pg is fresh:
+                    fresh.goto(page.url)
+                    _settle(fresh, title)
+                if title == "Training curves":
+                    assert {"synthetic", "synthetic-b"} <= legend(pg), legend(pg)
+                else:
+                    pg.get_by_role("heading", name="A = synthetic · checkpoint-400 → B = synthetic-b · checkpoint-400").wait_for()
+                _no_exception(pg, f"{title}, pasted")
+            page.screenshot(path=str(ARTIFACTS / f"lined-up-{title.split()[0].lower()}.png"), full_page=True)
+        assert _query(fresh) == {"run": "synthetic-b", "ckpt": "checkpoint-400", "a_run": "synthetic", "a": "checkpoint-400"}
+    finally:
+        fresh.close()
 
 
 def test_upload_and_score_in_the_browser(page, tmp_path):

@@ -151,3 +151,25 @@ def test_fast_build_writes_trl_runs_scores_and_exact_tables(fast_demo) -> None:
     stages = {s for s, _, _ in seen}
     assert {"reference", "data", "train low", "train high", "exact low", "done"} <= stages
     assert any(s.startswith("score low") for s in stages)
+
+
+@pytest.mark.slow
+def test_the_third_run_is_a_beta_sweep_of_the_low_run(fast_demo) -> None:
+    """The demo's third run: TRL DPO on the low run's data at another β, so that the cross-run views
+    have a pair to line up: same dataset and reference score as demo-low (comparable pair by pair),
+    β 0.1 read from the trainer's arguments, its learning rate recorded."""
+    from did_core import sweep
+    from did_core.demo import sweep_run_name
+    from did_core.workspace import Workspace
+
+    root, _, seen = fast_demo
+    ws = Workspace(root)
+    name = sweep_run_name(DemoConfig.fast())
+    assert name == "demo-low-beta0.1" and set(ws.run_names()) == {"demo-low", "demo-high", name}
+    run, low = ws.run(name), ws.run("demo-low")
+    assert run["run_settings"]["beta"]["value"] == pytest.approx(0.1) and run["run_settings"]["beta"]["source"] == "trainer"
+    assert sweep.learning_rate(run) == (pytest.approx(5e-4), "trainer")
+    assert sweep.why_not_comparable(low, run) is None
+    assert sweep.why_not_comparable(ws.run("demo-high"), run) == f"{name} was scored on another dataset (low.jsonl)"
+    assert len(exact_did(root, name)) == 8 * len(run["checkpoints"])
+    assert {"train low-beta0.1", "exact low-beta0.1"} <= {s for s, _, _ in seen}

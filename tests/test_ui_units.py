@@ -484,7 +484,8 @@ def test_only_the_pages_own_parameters_are_read():
     assert (bare.state.run, bare.state.ckpt, bare.state.example) == ("demo-high", "checkpoint-100", None)
     assert bare.warnings == () and bare.corrected_url() == {} == bare.asked
     assert selection.page_params("example") == ("run", "ckpt", "example", "numerics")
-    assert selection.page_params("compare") == ("run", "ckpt", "a", "numerics")
+    assert selection.page_params("compare") == ("run", "ckpt", "a", "numerics", "a_run")
+    assert selection.page_params("curves") == ("run", "ckpt", "numerics", "runs")
     assert selection.page_params("lab") == () == selection.page_params("score")
 
 
