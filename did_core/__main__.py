@@ -33,11 +33,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m did_core", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    ws_default = str(default_workspace())
-
+def _add_score(sub, ws_default: str) -> None:
+    """The `score` command's options (the run's settings come from run_settings.FIELDS)."""
     s = sub.add_parser("score", help="score a preference dataset with a reference and checkpoints")
     s.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet file, save_to_disk folder or hub id")
     s.add_argument("--ref", required=True, help="reference model: HF dir, hub id, PEFT adapter dir or .gguf")
@@ -71,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (unsafe)")
     s.add_argument("--trust-remote-code", action="store_true", help="run model code from the model dir (unsafe)")
     s.add_argument("--progress-json", default=None, help="append JSON-lines progress records to this file")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m did_core", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ws_default = str(default_workspace())
+
+    _add_score(sub, ws_default)
 
     e = sub.add_parser("export", help="export stored results")
     e.add_argument("--workspace", default=ws_default)

@@ -21,6 +21,9 @@ What makes it fast (docs/ARCHITECTURE.md, "Engine"), and why each trick keeps th
 Each model is first checked on a tiny probe against a plain full forward; a model where the shared
 prompt or the bare head would give different numbers (sliding windows, logit soft-capping, …) falls
 back to full-sequence forwards and/or the model's own logits.
+
+Why one module of ~470 lines: the batching, the shared-prompt layout, the probe and the head
+share one set of layout rules (`_strategy`, `padded_cost`); split apart, each would need the others.
 """
 
 from __future__ import annotations
@@ -397,6 +400,23 @@ def _score_batch(reference: nn.Module, policies: list[nn.Module], batch: list[Pa
     return ref_out, pol_out
 
 
+def _check_inputs(pairs: Sequence[PairLike], token_budget: int) -> None:
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    bad = [p.pair_id for p in pairs if not p.prompt_ids and (p.chosen_ids or p.rejected_ids)]
+    if bad:
+        raise ValueError(f"pairs {bad[:5]} have an empty prompt: nothing predicts their first response token")
+
+
+def _place(models: Sequence[nn.Module], dev: torch.device, dt: torch.dtype) -> None:
+    """Eval mode, on `dev` in `dt` (moved/cast in place only when not there yet)."""
+    for m in models:
+        p = next(m.parameters())
+        if p.device != dev or p.dtype != dt:
+            m.to(device=dev, dtype=dt)
+        m.eval()
+
+
 def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: Sequence[PairLike], *,
                        token_level: bool, score_reference: bool, token_budget: int,
                        device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,
@@ -413,19 +433,10 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
     `progress(n)` is called after each batch with the cumulative number of pairs finished.
     Raises ValueError, before any work, for a pair with a response but an empty prompt.
     """
-    if token_budget < 1:
-        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
-    bad = [p.pair_id for p in pairs if not p.prompt_ids and (p.chosen_ids or p.rejected_ids)]
-    if bad:
-        raise ValueError(f"pairs {bad[:5]} have an empty prompt: nothing predicts their first response token")
+    _check_inputs(pairs, token_budget)
     dev = torch.device(device)
-    dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     need_ref = score_reference or (token_level and bool(policies))
-    for m in ([reference] if need_ref else []) + list(policies):
-        p = next(m.parameters())
-        if p.device != dev or p.dtype != dt:
-            m.to(device=dev, dtype=dt)
-        m.eval()
+    _place(([reference] if need_ref else []) + list(policies), dev, getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     n = len(pairs)
     ref_res: list[PairScores | None] = [None] * n
     pol_res: list[list[PairScores | None]] = [[None] * n for _ in policies]

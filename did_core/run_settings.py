@@ -15,6 +15,8 @@ its source:
 
 `FIELDS` is the one definition the CLI's options (`add_cli_options`), the Score page's form and
 the job's argument list (`overrides_to_argv`) are built from, so the three cannot drift apart.
+Why one module of ~420 lines: the settings, their CLI/form definitions and their resolution
+(trainer, default, override) are one concept, kept together so that none of the three drifts.
 """
 
 from __future__ import annotations

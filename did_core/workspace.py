@@ -6,6 +6,9 @@
 
 Writers are atomic (temp file + `os.replace`). Readers never write. Every name that may come from a
 URL or the command line (run names, fingerprints) is validated to resolve inside the workspace.
+
+Why one module of ~370 lines: it is the one reader and writer of the layout above; its readers
+join stored numbers to the reference and to the dataset, which need the same paths and checks.
 """
 
 from __future__ import annotations
