@@ -70,7 +70,7 @@ def _add_score(sub, ws_default: str) -> None:
     s.add_argument("--progress-json", default=None, help="append JSON-lines progress records to this file")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m did_core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ws_default = str(default_workspace())
@@ -261,7 +261,7 @@ Set before torch loads OpenMP; a value the user set is kept."""
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from did_core.errors import InputError
     from did_core.workspace import Workspace
 

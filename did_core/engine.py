@@ -85,12 +85,25 @@ Layout = Literal["tree", "repeat", "full"]
 
 
 @dataclass(frozen=True)
-class _Strategy:
+class Strategy:
+    """How the engine runs one model (chosen by a probe against a plain forward: `strategy_of`)."""
+
     layout: Layout  # tree: one row per pair, 4-D mask; repeat: prompt KV cache repeated; full: a row per response
     head_only: bool  # base model for hidden states, head applied to scored rows only
 
 
-_STRATEGIES: weakref.WeakKeyDictionary[nn.Module, _Strategy] = weakref.WeakKeyDictionary()
+_STRATEGIES: weakref.WeakKeyDictionary[nn.Module, Strategy] = weakref.WeakKeyDictionary()
+
+
+def strategy_of(model: nn.Module) -> Strategy | None:
+    """The strategy the probe chose for `model` (None before its first batch)."""
+    return _STRATEGIES.get(model)
+
+
+def force_strategy(model: nn.Module, strategy: Strategy) -> None:
+    """Use `strategy` for `model` instead of probing (every strategy gives the naive numbers on a model
+    the probe accepts; tests force each one to prove it)."""
+    _STRATEGIES[model] = strategy
 
 
 class _Layout:
@@ -227,7 +240,7 @@ def _call(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.T
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 
-def _features(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.Tensor:
+def _features(model: nn.Module, strategy: Strategy, layout: _Layout) -> torch.Tensor:
     """The rows that predict each scored token: (N, H) hidden states, or (N, V) logits when the
     model's own head must be used."""
     body = model.base_model if strategy.head_only else model
@@ -261,7 +274,7 @@ def _features(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.T
 class _Scorer:
     """Turns feature rows into logits chunk by chunk (bounded memory), for one model."""
 
-    def __init__(self, model: nn.Module, strategy: _Strategy, feats: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, strategy: Strategy, feats: torch.Tensor) -> None:
         self.head = model.get_output_embeddings() if strategy.head_only else None
         self.feats = feats
         width = self.head.weight.shape[0] if self.head is not None else feats.shape[-1]
@@ -291,7 +304,7 @@ def _probe_pairs(vocab: int) -> list[Any]:
     return [_P("probe0", ids(3, 5), ids(4, 11), ids(2, 13)), _P("probe1", ids(6, 17), ids(1, 19), ids(5, 23))]
 
 
-def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
+def _strategy(model: nn.Module, device: torch.device) -> Strategy:
     """Pick the fastest path that reproduces a plain full forward of the model (cached per model)."""
     if model in _STRATEGIES:
         return _STRATEGIES[model]
@@ -312,8 +325,8 @@ def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
     want = torch.cat(truth)  # (N,)
     tol = 1e-3 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 0.5
     layouts: list[Layout] = (["tree", "repeat"] if shared_ok else []) + ["full"]
-    candidates = [_Strategy(lay, h) for lay in layouts for h in (True, False) if head_ok or not h]
-    chosen = _Strategy("full", False)
+    candidates = [Strategy(lay, h) for lay in layouts for h in (True, False) if head_ok or not h]
+    chosen = Strategy("full", False)
     for cand in candidates:
         try:
             got = _model_logps(model, cand, _Layout(pairs, device))
@@ -326,7 +339,7 @@ def _strategy(model: nn.Module, device: torch.device) -> _Strategy:
     return chosen
 
 
-def _model_logps(model: nn.Module, strategy: _Strategy, layout: _Layout) -> torch.Tensor:
+def _model_logps(model: nn.Module, strategy: Strategy, layout: _Layout) -> torch.Tensor:
     sc = _Scorer(model, strategy, _features(model, strategy, layout))
     return torch.cat([token_logprobs(sc.logits(s, e), layout.targets[s:e]) for s, e in sc.spans()]
                      or [torch.zeros(0, device=layout.device)])
@@ -361,8 +374,8 @@ def empty_pair(token_level: bool) -> PairScores:
     return PairScores(r(), r())
 
 
-def _score_batch(reference: nn.Module, policies: list[nn.Module], batch: list[PairLike], *, token_level: bool,
-                 score_reference: bool, device: torch.device) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
+def score_one_batch(reference: nn.Module, policies: list[nn.Module], batch: list[PairLike], *, token_level: bool,
+                    score_reference: bool, device: torch.device) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
     """Score one batch under every model: reference features once, then each policy."""
     layout = _Layout(batch, device)
     targets, lengths = layout.targets, layout.lengths
@@ -453,7 +466,7 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
             end = next_batch_end(pairs, todo, pos, budget, layouts)
             idx = todo[pos:end]
             try:
-                r_out, p_out = _score_batch(reference, list(policies), [pairs[i] for i in idx],
+                r_out, p_out = score_one_batch(reference, list(policies), [pairs[i] for i in idx],
                                             token_level=token_level, score_reference=score_reference, device=dev)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or len(idx) == 1:

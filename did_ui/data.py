@@ -359,12 +359,15 @@ def _wait_for_a_pause(limit_s: float, quiet_s: float = 0.2) -> None:
         time.sleep(0.05)
 
 
-def warm_up(root: str) -> None:
+def warm_up(root: str, again: bool = False) -> None:
     """Once per server process and workspace: fill the caches of the default run's views in a
     background thread, so the first visit to each page reads memory, not Parquet. Runs no `st.*`
     command and needs no script context: `st.cache_data` fills the server's shared cache from any
-    thread (tests/test_app.py checks that the warm-up fills it and logs no context warning)."""
-    if root in _warming or os.environ.get("DID_WARM_UP") == "0" or not run_names(root, version(root)):
+    thread (tests/test_app.py checks that the warm-up fills it and logs no context warning).
+    `again`: even when this process warmed `root` before."""
+    if (root in _warming and not again) or os.environ.get("DID_WARM_UP") == "0":
+        return
+    if not run_names(root, version(root)):
         return
     _warming.add(root)
     threading.Thread(target=_warm, args=(root,), name="did-warm-up", daemon=True).start()

@@ -265,9 +265,19 @@ _HOLD_S = 60.0  # a script run still going after this long no longer holds jobs 
 NEW_PAGE_SETTLE_S = 1.0
 """A page load draws for longer after its script than a click does: the browser also loads and runs
 the Plotly chunk (0.7–1.0 s more, measured on the chart pages with one idle Chromium)."""
-_runs = 0
-_until = 0.0  # the latest end (+ settle) of the runs in progress or just ended
-_runs_lock = threading.Lock()
+
+
+class Holds:
+    """This server's script runs in progress and the latest end (+ settle) of those just ended: what
+    `foreground` writes into the workspace's DRAWING marker. One per process (`HOLDS`)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.until = 0.0
+        self.lock = threading.Lock()
+
+
+HOLDS = Holds()
 
 
 def yield_seconds() -> float:
@@ -285,24 +295,24 @@ def foreground(workspace: str | Path, settle_s: float = 0.0) -> Iterator[None]:
     """Around one script run of the dashboard (app.py): running jobs pause from its start until
     `yield_seconds()` after the last concurrent run ends, plus `settle_s` for this run (app.py gives
     a session's first run, a page load, NEW_PAGE_SETTLE_S). See `_supervise`. One utime call."""
-    global _runs, _until
     marker = jobs_dir(workspace) / DRAWING
-    with _runs_lock:
-        _runs += 1
-        _touch(marker, time.time() + _HOLD_S, new_hold=_runs == 1)
+    h = HOLDS
+    with h.lock:
+        h.runs += 1
+        _touch(marker, time.time() + _HOLD_S, new_hold=h.runs == 1)
     try:
         yield
     finally:
-        with _runs_lock:
-            _runs -= 1
-            _until = max(_until, time.time() + settle_s)
-            if _runs == 0:
-                _touch(marker, _until)
+        with h.lock:
+            h.runs -= 1
+            h.until = max(h.until, time.time() + settle_s)
+            if h.runs == 0:
+                _touch(marker, h.until)
 
 
 def pages_running() -> int:
     """How many of this server's script runs are in progress (see `foreground`)."""
-    return _runs
+    return HOLDS.runs
 
 
 def _touch(marker: Path, when: float, new_hold: bool = False) -> None:

@@ -225,13 +225,13 @@ def pair_chart(fig, key: str) -> object:
                            config=SCATTER_CONFIG)
 
 
-def _env_count(name: str, default: int) -> int:
+def env_count(name: str, default: int) -> int:
     """A whole number >= 0 from the environment; `default` when unset or not one."""
     value = os.environ.get(name, "").strip()
     return int(value) if value.isdigit() else default
 
 
-INLINE_PAIRS = _env_count("DID_INLINE_PAIRS", 1000)
+INLINE_PAIRS = env_count("DID_INLINE_PAIRS", 1000)
 """Per-pair scatters of runs with up to this many pairs are drawn when the page opens; above it they
 wait in a closed drill-down (DID_INLINE_PAIRS in the environment, a whole number, overrides). What
 a page's full load costs the browser grows with the points drawn: at 2,000 pairs, Compare with its

@@ -58,9 +58,9 @@ def test_every_cited_reference_section_exists():
 
 
 def _subcommands() -> dict:
-    from did_core.__main__ import _parser
+    from did_core.__main__ import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(sub.choices)
 

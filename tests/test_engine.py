@@ -76,7 +76,7 @@ def test_parity_with_naive_loop(models, arch, budget):
     seen = []
     ref_s, pol_s = score_batch_models(ref, [pol], pairs, token_level=False, score_reference=True,
                                       token_budget=budget, device="cpu", dtype=torch.float32, progress=seen.append)
-    assert engine._STRATEGIES[ref] == engine._Strategy("tree", head_only=True)
+    assert engine.strategy_of(ref) == engine.Strategy("tree", head_only=True)
     check_against_naive(ref, pairs, ref_s)
     check_against_naive(pol, pairs, pol_s[0])
     assert pol_s[0][0].chosen.did_entropy is None
@@ -135,7 +135,7 @@ def test_fallback_paths_match_naive(models, strategy):
     v = len(models["tok"])
     ref, pol = tiny_gpt2(v, seed=3), tiny_llama(v, seed=4)
     for m in (ref, pol):
-        engine._STRATEGIES[m] = engine._Strategy(*strategy)
+        engine.force_strategy(m, engine.Strategy(*strategy))
     pairs = make_pairs(models["tok"], n_random=6)
     r, (p,) = score_batch_models(ref, [pol], pairs, token_level=False, score_reference=True, token_budget=90,
                                  device="cpu", dtype=torch.float32)
@@ -155,7 +155,7 @@ def test_probe_refuses_paths_that_would_change_numbers(models):
     pairs = make_pairs(models["tok"], n_random=3)
     r, _ = score_batch_models(model, [], pairs, token_level=False, score_reference=True, token_budget=80,
                               device="cpu", dtype=torch.float32)
-    assert engine._STRATEGIES[model] == engine._Strategy("full", head_only=False)
+    assert engine.strategy_of(model) == engine.Strategy("full", head_only=False)
     check_against_naive(model, pairs, r)
 
 
@@ -175,7 +175,7 @@ def test_probe_notices_a_model_that_ignores_4d_masks(models):
     pairs = make_pairs(models["tok"], n_random=3)
     r, _ = score_batch_models(model, [], pairs, token_level=False, score_reference=True, token_budget=80,
                               device="cpu", dtype=torch.float32)
-    assert engine._STRATEGIES[model] == engine._Strategy("repeat", head_only=True)
+    assert engine.strategy_of(model) == engine.Strategy("repeat", head_only=True)
     check_against_naive(model, pairs, r)
 
 
@@ -206,7 +206,7 @@ def test_out_of_memory_halves_budget_and_retries(models, monkeypatch):
     pairs = make_pairs(models["tok"], n_random=8)
     want_r, (want_p,) = score_batch_models(ref, [pol], pairs, token_level=True, score_reference=True,
                                            token_budget=100_000, device="cpu", dtype=torch.float32)
-    real, sizes = engine._score_batch, []
+    real, sizes = engine.score_one_batch, []
 
     def flaky(reference, policies, batch, **kw):
         sizes.append(len(batch))
@@ -214,7 +214,7 @@ def test_out_of_memory_halves_budget_and_retries(models, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(reference, policies, batch, **kw)
 
-    monkeypatch.setattr(engine, "_score_batch", flaky)
+    monkeypatch.setattr(engine, "score_one_batch", flaky)
     seen = []
     got_r, (got_p,) = score_batch_models(ref, [pol], pairs, token_level=True, score_reference=True,
                                          token_budget=100_000, device="cpu", dtype=torch.float32,
@@ -222,7 +222,7 @@ def test_out_of_memory_halves_budget_and_retries(models, monkeypatch):
     assert sizes[0] > 3 and max(sizes[-3:]) <= 3 and seen[-1] == len(pairs)
     for a, b in zip(want_p + want_r, got_p + got_r):
         assert abs(a.chosen.logp_sum - b.chosen.logp_sum) <= 1e-5
-    monkeypatch.setattr(engine, "_score_batch", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    monkeypatch.setattr(engine, "score_one_batch", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
     with pytest.raises(RuntimeError, match="other"):
         score_batch_models(ref, [pol], pairs, token_level=False, score_reference=True, token_budget=50,
                            device="cpu", dtype=torch.float32)

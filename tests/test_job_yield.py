@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process
 @pytest.fixture(autouse=True)
 def _no_earlier_page(monkeypatch):
     """Each test starts with no page of an earlier test (in this process) still holding jobs."""
-    monkeypatch.setattr(jobs, "_until", 0.0)
+    monkeypatch.setattr(jobs, "HOLDS", jobs.Holds())
 
 
 COUNTER = ("import os, sys, time\n"

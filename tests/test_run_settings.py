@@ -66,16 +66,16 @@ def test_invalid_settings_are_refused(bad):
 def test_cli_argv_and_form_share_one_definition():
     """Every field: a value goes through the job's argv (overrides_to_argv), the CLI's real parser and
     back (overrides_from_namespace) unchanged; the form parses text as the CLI does."""
-    from did_core.__main__ import _parser
+    from did_core.__main__ import build_parser
 
     values = {"beta": 0.37, "max_length": None, "truncation_mode": "keep_end", "loss_type": ("ipo", "sft"),
               "loss_weights": (0.5, 2.0), "label_smoothing": 0.1, "f_divergence_type": "alpha_divergence",
               "f_alpha_divergence_coef": 0.3, "discopop_tau": 0.07, "precision": "fp16", "eval_batch_size": 3}
     assert set(values) == {f.name for f in FIELDS}
     argv = ["score", "--data", "d", "--ref", "r", "--run", "x", *run_settings.overrides_to_argv(values)]
-    ns = _parser().parse_args(argv)
+    ns = build_parser().parse_args(argv)
     assert run_settings.overrides_from_namespace(ns) == values
-    assert run_settings.overrides_from_namespace(_parser().parse_args(argv[:7])) == {}  # absent = the trainer's
+    assert run_settings.overrides_from_namespace(build_parser().parse_args(argv[:7])) == {}  # absent = the trainer's
     for f in FIELDS:  # the form's text → the same value
         words = run_settings.format_value(f, values[f.name])[1:]
         assert run_settings.parse_value(f, " ".join(words)) == values[f.name]

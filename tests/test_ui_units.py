@@ -342,7 +342,7 @@ def test_inline_pairs_comes_from_the_environment_or_defaults(monkeypatch, value,
         monkeypatch.delenv("DID_INLINE_PAIRS", raising=False)
     else:
         monkeypatch.setenv("DID_INLINE_PAIRS", value)
-    assert widgets._env_count("DID_INLINE_PAIRS", 1000) == expected
+    assert widgets.env_count("DID_INLINE_PAIRS", 1000) == expected
 
 
 def _power_law_pairs(beta: float, pi_l_shift: float, n: int = 400, seed: int = 0) -> pd.DataFrame:
