@@ -44,7 +44,8 @@ first_run = "_did_drawn" not in st.session_state  # a page load: the browser has
 st.session_state["_did_drawn"] = True
 with jobs.foreground(data.workspace_root(), jobs.NEW_PAGE_SETTLE_S if first_run else 0.0):
     try:
-        page.run()  # background jobs pause while this page is computed and drawn
-    finally:  # also after st.stop(): the menu carries the selection the page has just shown
+        with widgets.page_frame():  # a page that ends early (widgets.end_page) still gets the menu
+            page.run()  # background jobs pause while this page is computed and drawn
+    finally:  # the menu carries the selection the page has just shown
         shown = [home if page is home and p is runs else p for p in explore]  # at /, Runs is lit: "/"'s own link
         widgets.page_menu(menu, {"Explore": shown, "Tools": tools})

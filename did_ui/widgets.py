@@ -7,12 +7,16 @@ built, and whole prompts/responses are shown with `st.text`/`st.code`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import html
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 import pandas as pd
 import streamlit as st
@@ -58,6 +62,35 @@ def ensure_router() -> None:
     if not st.session_state.get(ROUTED):
         st.navigation([st.Page(p) for p in PAGES.values()], position="hidden")
         st.rerun()
+
+
+class EndPage(Exception):
+    """Raised by `end_page` inside `page_frame`: the page's script ends there."""
+
+
+_FRAMED: contextvars.ContextVar[bool] = contextvars.ContextVar("did_page_framed", default=False)
+
+
+@contextlib.contextmanager
+def page_frame() -> Iterator[None]:
+    """Around app.py's `page.run()`: a page that ends early (`end_page`) ends only itself, and the
+    script goes on to draw the menu. `st.stop()` would end the menu too: once a stop is requested,
+    every later `st.*` call of the run stops it again (the menu vanished from Compare with A = B)."""
+    token = _FRAMED.set(True)
+    try:
+        yield
+    except EndPage:
+        pass
+    finally:
+        _FRAMED.reset(token)
+
+
+def end_page() -> NoReturn:
+    """End the page here (what it drew stays): inside app.py's `page_frame` only the page ends;
+    a page run alone (AppTest) stops as with `st.stop()`."""
+    if _FRAMED.get():
+        raise EndPage
+    st.stop()
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ st.title("Compare checkpoints")
 cross = crossrun.compare_wants_other_run()  # A from another run: its pickers are drawn by crossrun
 v = widgets.view(need_a=not cross)
 if v is None or v.ckpt is None:
-    st.stop()
+    widgets.end_page()
 run_info.page_notes(v)
 offered, refused = crossrun.comparable(v)
 a_run, a = crossrun.compare_a(v, offered, refused)
 if refused:
     st.caption(widgets.md_literal(sweep.refusal_sentence(refused, v.run)))
 if a is None:
-    st.stop()
+    widgets.end_page()
 b = v.ckpt  # A: the reference or a checkpoint (views.compare_baselines), of B's run or another; deltas are B − A
 
 loss_b = data.run_settings(v.root, v.run, v.ver).settings.loss_label()
@@ -50,7 +50,7 @@ for col, (metric, label, fmt) in zip(cols, [("accuracy", "accuracy", "{:.3f}"), 
                delta_color="inverse" if metric in ("loss", "displaced") else "normal",
                help=None if same else f"B; the delta is B − A (A: {fmt.format(row[f'A: {label_a}'])})")
 if same:
-    st.stop()
+    widgets.end_page()
 
 st.subheader("The DID between A and B")
 st.latex(r"d_{B/A}(y) = \log\pi_B(y\mid x) - \log\pi_A(y\mid x),\qquad "

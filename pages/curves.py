@@ -11,7 +11,7 @@ widgets.ensure_router()
 st.title("Training curves")
 v = widgets.view()
 if v is None:
-    st.stop()
+    widgets.end_page()
 lined = crossrun.lined_up(v)
 
 aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum", key="curves_agg",

@@ -11,7 +11,7 @@ widgets.ensure_router()
 st.title("DID entropy")
 v = widgets.view()
 if v is None or v.ckpt is None:
-    st.stop()
+    widgets.end_page()
 run_info.page_notes(v)
 lined = crossrun.lined_up(v)
 

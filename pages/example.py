@@ -12,7 +12,7 @@ widgets.ensure_router()
 st.title("Example")
 v = widgets.view()
 if v is None or v.ckpt is None:
-    st.stop()
+    widgets.end_page()
 run_info.page_notes(v)
 
 ids = data.pair_id_list(v.root, v.run, v.ver)

@@ -38,7 +38,7 @@ try:
     result = data.lab(settings)
 except ValueError as exc:
     st.error(f"Invalid setting: {exc}")
-    st.stop()
+    widgets.end_page()
 
 history, target = result["history"], result["target"]
 last = history.iloc[-1]

@@ -13,7 +13,7 @@ root = data.workspace_root()
 runs = data.run_names(root, data.version(root))
 if not runs:
     widgets.demo_panel(root)
-    st.stop()
+    widgets.end_page()
 
 v = widgets.view()
 assert v is not None

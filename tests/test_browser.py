@@ -172,6 +172,18 @@ def test_back_and_forward_restore_each_page_and_its_selection(server, page):
         pg.close()
 
 
+def test_a_page_that_ends_early_keeps_the_menu(server, page):
+    """Compare with A = B ends its page after the notice (widgets.end_page): the menu is still drawn
+    (st.stop() used to take it away, and with it every way to another page)."""
+    page.goto(f"{server}/compare?run=synthetic&ckpt=checkpoint-400&a=checkpoint-400")
+    _settle(page, "Compare checkpoints")
+    page.get_by_text("A and B are the same checkpoint").first.wait_for()
+    page.locator(MENU).get_by_role("link", name="Runs").wait_for()
+    page.locator(MENU).get_by_role("link", name="Log-margins").click()
+    _settle(page, "Log-margins")
+    _no_exception(page, "menu after an early end")
+
+
 def test_bad_deep_links_warn_and_runs_keeps_its_query(server, page):
     """A deep-link value the workspace cannot honour is named in a warning with what is shown
     instead (before: a silent fallback); /runs keeps the run and checkpoint it was given (before:
