@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 SLOW_MODULES = {
     # start processes (the CLI, jobs, servers), train with TRL, or run the app's pages with AppTest
     "test_cli", "test_errors", "test_faults", "test_hostile", "test_trainer_numerics", "test_app", "test_demo",
-    "test_job_yield", "test_runs_page", "test_score_page", "test_access", "test_callback", "test_sweep",
+    "test_jobs", "test_runs_page", "test_score_page", "test_access", "test_callback", "test_sweep",
 }
 """Whole modules in the `slow` tier; the fast tier (`scripts/test.sh --fast`, `pytest -m "not slow"`) is
 the unit layer: pure functions, the engine's parity with naive loops, the store, the selection logic."""

