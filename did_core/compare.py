@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from did_core.entropy import did_distribution, effective_sample_size, pair_did_entropy
-from did_core.losses import Aggregation, aggregate_logp, neg_log_sigmoid
+from did_core.losses import Aggregation, aggregate_logp, log_margin, preference_loss
 
 REFERENCE = "reference"
 
@@ -71,9 +71,9 @@ def compare_scores(sa: pd.DataFrame, sb: pd.DataFrame, beta_a: float, beta_b: fl
     for tag, s, beta in (("a", sa, beta_a), ("b", sb, beta_b)):
         out[f"logp_chosen_{tag}"] = s["logp_chosen"]
         out[f"logp_rejected_{tag}"] = s["logp_rejected"]
-        out[f"log_margin_{tag}"] = s["logp_chosen"] - s["logp_rejected"]
-        ref_margin = s["ref_logp_chosen"] - s["ref_logp_rejected"]
-        out[f"dpo_loss_{tag}"] = neg_log_sigmoid(beta * (out[f"log_margin_{tag}"] - ref_margin))
+        out[f"log_margin_{tag}"] = log_margin(s["logp_chosen"], s["logp_rejected"])
+        out[f"dpo_loss_{tag}"] = preference_loss(s["logp_chosen"], s["logp_rejected"], s["ref_logp_chosen"],
+                                                 s["ref_logp_rejected"], beta=beta)
     for col in ("logp_chosen", "logp_rejected", "log_margin", "dpo_loss"):
         out[f"delta_{col}"] = out[f"{col}_b"] - out[f"{col}_a"]
     out["did_ba_chosen"] = out["delta_logp_chosen"]
