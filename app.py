@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, jobs, widgets
+from did_ui import data, jobs, page_list, widgets
 
 st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
 data.warm_up(data.workspace_root())
@@ -21,20 +21,12 @@ st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 # one (`home`); /runs (its address before it became the default, the one a user would guess, and
 # where the menu links: a link's href is its page's path) runs the same file, in place, keeping
 # its query. It is listed first so that "pages/runs.py" in st.page_link/st.switch_page means it.
-runs = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs")
-home = st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", default=True, url_path="home")
-explore = [
-    runs,
-    st.Page("pages/curves.py", title="Training curves", icon=":material/show_chart:", url_path="curves"),
-    st.Page("pages/margins.py", title="Log-margins", icon=":material/scatter_plot:", url_path="margins"),
-    st.Page("pages/entropy.py", title="DID entropy", icon=":material/bar_chart:", url_path="entropy"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
-    st.Page("pages/example.py", title="Example", icon=":material/article:", url_path="example"),
-]
-tools = [
-    st.Page("pages/score.py", title="Score", icon=":material/play_arrow:", url_path="score"),
-    st.Page("pages/lab.py", title="Synthetic lab", icon=":material/science:", url_path="lab"),
-]
+info = page_list.PAGES
+pages = {key: st.Page(p.path, title=p.title, icon=p.icon, url_path=key) for key, p in info.items()}
+runs = pages["runs"]
+home = st.Page(info["runs"].path, title=info["runs"].title, icon=info["runs"].icon, default=True, url_path="home")
+explore = [pages[k] for k, p in info.items() if p.section == "Explore"]
+tools = [pages[k] for k, p in info.items() if p.section == "Tools"]
 
 # st.navigation's own menu drops the query on every click; the menu is widgets.page_menu's links.
 page = st.navigation([*explore, home, *tools], position="hidden")

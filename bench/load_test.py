@@ -48,12 +48,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from did_ui import page_list  # noqa: E402
+
 CHROMIUM = os.environ.get("DID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--disable-quic", "--disable-dev-shm-usage"]
-PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", "entropy": "DID entropy",
-         "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
-NAV = {title: title for title in PAGES.values()} | {"Compare checkpoints": "Compare"}  # heading -> sidebar label
+PAGES = page_list.HEADINGS  # url path -> the heading its page draws
+NAV = {p.heading: p.title for p in page_list.PAGES.values()}  # heading -> sidebar label
 DRAWN = """(title) => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;

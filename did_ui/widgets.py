@@ -22,12 +22,15 @@ import pandas as pd
 import streamlit as st
 
 from did_core.run_settings import NUMERICS_LABEL
-from did_ui import data, jobs, selection, views
+from did_ui import data, jobs, page_list, selection, views
 
-PAGES = {
-    "runs": "pages/runs.py", "score": "pages/score.py", "curves": "pages/curves.py", "margins": "pages/margins.py",
-    "entropy": "pages/entropy.py", "compare": "pages/compare.py", "example": "pages/example.py", "lab": "pages/lab.py",
-}
+PAGES = {key: p.path for key, p in page_list.PAGES.items()}
+"""url path -> the page's file (for st.page_link / st.switch_page)."""
+
+
+def title(page: str) -> None:
+    """The page's heading (page_list.PAGES)."""
+    st.title(page_list.PAGES[page].heading)
 _REMEMBER = "_did_view"
 
 

@@ -9,7 +9,7 @@ from did_core import sweep
 from did_ui import crossrun, data, figures, run_info, selection, views, widgets
 
 widgets.ensure_router()
-st.title("Compare checkpoints")
+widgets.title("compare")
 cross = crossrun.compare_wants_other_run()  # A from another run: its pickers are drawn by crossrun
 v = widgets.view(need_a=not cross)
 if v is None or v.ckpt is None:

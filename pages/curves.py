@@ -8,7 +8,7 @@ import streamlit as st
 from did_ui import crossrun, data, figures, run_info, views, widgets
 
 widgets.ensure_router()
-st.title("Training curves")
+widgets.title("curves")
 v = widgets.view()
 if v is None:
     widgets.end_page()

@@ -8,7 +8,7 @@ import streamlit as st
 from did_ui import crossrun, data, figures, jobs, run_info, selection, views, widgets
 
 widgets.ensure_router()
-st.title("DID entropy")
+widgets.title("entropy")
 v = widgets.view()
 if v is None or v.ckpt is None:
     widgets.end_page()

@@ -9,7 +9,7 @@ import streamlit as st
 from did_ui import data, figures, run_info, widgets
 
 widgets.ensure_router()
-st.title("Example")
+widgets.title("example")
 v = widgets.view()
 if v is None or v.ckpt is None:
     widgets.end_page()

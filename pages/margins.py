@@ -8,7 +8,7 @@ import streamlit as st
 from did_ui import crossrun, data, figures, run_info, selection, views, widgets
 
 widgets.ensure_router()
-st.title("Log-margins")
+widgets.title("margins")
 v = widgets.view()
 if v is None or v.ckpt is None:
     widgets.end_page()

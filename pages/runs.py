@@ -8,7 +8,7 @@ import streamlit as st
 from did_ui import crossrun, data, run_info, score_form, widgets
 
 widgets.ensure_router()
-st.title("Runs")
+widgets.title("runs")
 root = data.workspace_root()
 runs = data.run_names(root, data.version(root))
 if not runs:

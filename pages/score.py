@@ -16,7 +16,7 @@ from did_ui import data, jobs, score_form, widgets
 MAX_UPLOAD_MB = int(os.environ.get("DID_MAX_UPLOAD_MB") or 200)  # = server.maxUploadSize in .streamlit/config.toml
 
 widgets.ensure_router()
-st.title("Score")
+widgets.title("score")
 root = data.workspace_root()
 st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stopped; finished work is never recomputed.")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from did_ui import page_list
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +20,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("DID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic"]
-PAGES = {"runs": "Runs", "curves": "Training curves", "margins": "Log-margins", "entropy": "DID entropy",
-         "compare": "Compare checkpoints", "example": "Example", "score": "Score", "lab": "Synthetic lab"}
+PAGES = page_list.HEADINGS  # url path -> the heading its page draws
 MENU = ".st-key-did_menu"  # widgets.page_menu: the app's own menu of page links (st.navigation's is hidden)
 
 
