@@ -320,18 +320,23 @@ def fingerprint_pairs(pairs: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def load_preference_data(source: str, *, column_map: dict[str, str] | None = None,
+def load_preference_data(source: Any, *, column_map: dict[str, str] | None = None,
                          limit: int | None = None) -> PreferenceData:
-    """Read `source` (file, save_to_disk folder or hub id), rename columns, normalize the §4 format.
+    """Read `source` (file, save_to_disk folder, hub id, or an in-memory `datasets.Dataset`), rename
+    columns, normalize the §4 format.
 
     `column_map` renames source columns (`{"question": "prompt", "good": "chosen"}`); `limit` keeps
     the first N rows. `pair_id` is the `id` column as text when present (else a `pair_id` column),
     otherwise the 0-based row index. Raises InputError, with one line naming file, row and column.
     """
-    source = str(source)
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
-    records, lines = _read_source(source, limit)
+    if hasattr(source, "to_list") and hasattr(source, "column_names"):  # an in-memory datasets.Dataset
+        label = f"datasets.Dataset({len(source)} rows)"
+        records, lines, source = _read_dataset_object(source, label, limit), None, label
+    else:
+        source = str(source)
+        records, lines = _read_source(source, limit)
     if not records:
         raise InputError(f"{source}: empty dataset (no rows)")
     if column_map:

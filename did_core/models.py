@@ -19,14 +19,7 @@ from typing import Any
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.errors import InputError
 from did_core.files import read_json
-from did_core.fingerprints import (  # noqa: F401 — re-exported until every caller imports them from there
-    PICKLE_SUFFIXES,
-    check_same_tokenizer,
-    looks_like_hub_id,
-    model_fingerprint,
-    tokenizer_fingerprint,
-)
-from did_core.trl_run import RunInfo, discover_run, read_training_args  # noqa: F401 — re-exported, likewise
+from did_core.fingerprints import PICKLE_SUFFIXES, looks_like_hub_id
 
 
 # -- devices and dtypes ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from did_core.trl_run import RunInfo, discover_run
 
 def plan_models(reference: str, policies: Sequence[str] | None, run_dir: str | None,
                 pi_l: str | None = None) -> tuple[ModelSpec, list[ModelSpec], RunInfo | None]:
-    """The reference and policy specs, and what a TRL output dir records (`models.RunInfo`) when given.
+    """The reference and policy specs, and what a TRL output dir records (`trl_run.RunInfo`) when given.
 
     `pi_l` (a model of the rejected-response generator) is scored like a policy, last, without a step.
     """

@@ -2,7 +2,7 @@
 
 A DPO user compares our numbers with what their trainer logged, so every setting that changes a
 number (β, max length, truncation, loss, precision, eval batch) is read from the run folder —
-TRL's `training_args.bin` (read by `models.read_training_args`, no code runs), `training_args.json`
+TRL's `training_args.bin` (read by `trl_run.read_training_args`, no code runs), `training_args.json`
 or `args.json` — and only an explicit flag or form value replaces it. Each resolved value carries
 its source:
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from did_core.config import ModelSpec, ScoreSettings
 from did_core.data import PreferenceData
 from did_core.errors import InputError
-from did_core.store import atomic_write_parquet, fingerprint
+from did_core.fingerprints import fingerprint
+from did_core.store import atomic_write_parquet
 from did_core.tokenization import tokenize_pairs
 from did_core.workspace import Workspace
 

@@ -35,7 +35,6 @@ import pyarrow.parquet as pq
 
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes, pid_alive
-from did_core.fingerprints import fingerprint  # noqa: F401 — re-exported for the store's users
 
 PAIRS_SCHEMA = pa.schema([
     ("pair_id", pa.string()),

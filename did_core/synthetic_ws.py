@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from did_core.files import relaxed_durability
-from did_core.store import fingerprint
+from did_core.fingerprints import fingerprint
 from did_core.workspace import Workspace
 
 _WORDS = ["the", "model", "prefers", "this", "answer", "because", "it", "is", "kind", "and", "clear", "short"]

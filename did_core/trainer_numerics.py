@@ -21,6 +21,7 @@ on a GPU and scored on a CPU gets rounding of the same size, not the same roundi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,18 @@ def _fused(model: nn.Module) -> None:
 
     add_fused_lm_head(model)
     model._did_fused_lm_head = True
+
+
+def adopt_fused_head(model: nn.Module) -> None:
+    """Give `model` TRL's fused head unless a trainer already did (TRL's DPOTrainer patches its policy
+    and reference: their `forward` then takes `fused_lm_head`), never twice: patching again would drop
+    the extra outputs (entropy, …) the trainer asked its head for. Under mixed precision accelerate has
+    wrapped that forward in autocast and kept it as `_original_forward`."""
+    forward = vars(model).get("_original_forward", model.forward)
+    # TRL's patch wraps the model's forward with functools.wraps: its own signature, not the wrapped one
+    if "fused_lm_head" in inspect.signature(forward, follow_wrapped=False).parameters:
+        model._did_fused_lm_head = True
+    _fused(model)
 
 
 def _forward_batch(model: nn.Module, batch: dict[str, torch.Tensor], dtype: torch.dtype | None,

@@ -28,12 +28,11 @@ from did_core.config import default_workspace
 from did_core.data import display_text
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
-from did_core.fingerprints import model_fingerprint
+from did_core.fingerprints import fingerprint, model_fingerprint
 from did_core.store import (
     CorruptStoreError,
     ScoreStore,
     atomic_write_json,
-    fingerprint,
     remove_orphaned_temps,
     table_to_parquet_bytes,
 )

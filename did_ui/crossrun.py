@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from did_core import sweep
-from did_ui import data, selection, views, widgets
+from did_ui import data, live, selection, views, widgets
 
 REMEMBERED = "_did_view"
 """The selection the menu's links carry (widgets.page_menu); a cleared `runs` is dropped from it here,
@@ -200,7 +200,7 @@ def sweep_table(root: str, runs: list[str]) -> pd.DataFrame:
         m, s = data.run_manifest(root, name, ver), data.summary(root, name, ver)
         last = s.iloc[-1] if len(s) else pd.Series(dtype=object)
         rows.append({
-            "run": name, "dataset": _file_name(m.get("dataset", {}).get("source")),
+            "run": name, "live": live.is_live(m), "dataset": _file_name(m.get("dataset", {}).get("source")),
             "pairs": m.get("dataset", {}).get("n_pairs"), "reference": _file_name(m.get("reference", {}).get("name")),
             **sweep.settings_row(m), "checkpoints": len(s), "overrides": len(m.get("overrides") or []),
             "final step": last.get("step"), "final accuracy": last.get("accuracy"),
@@ -222,6 +222,7 @@ def sweep_picked(key: str, runs: list[str]) -> None:
 
 
 SWEEP_COLUMNS = {
+    "live": st.column_config.CheckboxColumn("live", width="small", help="being written by a training job (DIDCallback)"),
     "dataset": st.column_config.TextColumn("dataset", width="small"),
     "reference": st.column_config.TextColumn("reference", width="small"),
     "pairs": st.column_config.NumberColumn("pairs", width="small"),

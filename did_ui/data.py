@@ -39,11 +39,13 @@ def version(root: str) -> str:
 def run_version(root: str, run: str) -> str:
     """A cheap token that changes whenever this run is rewritten: every writer (score, sample) replaces
     its run.json last. It keys the run's cached views, so scoring one run leaves every other run's
-    views cached."""
+    views cached. A live run (did_core/live_run.py) rewrites it at every step, seconds apart; the inode
+    and size are in the token too, so two rewrites within one tick of the file system's clock differ."""
     try:
-        return str((Path(root) / "runs" / run / "run.json").stat().st_mtime_ns)
+        st_ = (Path(root) / "runs" / run / "run.json").stat()
     except OSError:
         return "none"
+    return f"{st_.st_mtime_ns}.{st_.st_ino}.{st_.st_size}"
 
 
 NUMERICS_SEP = "~"

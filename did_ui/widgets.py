@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from did_core.run_settings import NUMERICS_LABEL
-from did_ui import data, jobs, page_list, selection, views
+from did_ui import data, jobs, live, page_list, selection, views
 
 PAGES = {key: p.path for key, p in page_list.PAGES.items()}
 """url path -> the page's file (for st.page_link / st.switch_page)."""
@@ -201,7 +201,7 @@ def view(need_a: bool = False) -> View | None:
         st.warning(md_literal(message), icon=":material/link_off:")
     state = resolution.state
     pick = dict(keys=keys, owned=owned, root=root, runs=runs)
-    run = _pick("Run", "pick_run", "run", runs, state.run, **pick)
+    run = _pick("Run", "pick_run", "run", runs, state.run, **pick, format_func=live.run_label(root))
     assert run is not None
     ver = data.run_version(root, run)
     ckpts = data.checkpoints(root, run, ver)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, figures, run_info, views, widgets
+from did_ui import crossrun, data, figures, live, run_info, views, widgets
 
 widgets.ensure_router()
 widgets.title("curves")
 v = widgets.view()
+live.follow(v)  # a live run: reruns when it gains a step
 if v is None:
     widgets.end_page()
 lined = crossrun.lined_up(v)

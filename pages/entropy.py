@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, figures, jobs, run_info, selection, views, widgets
+from did_ui import crossrun, data, figures, jobs, live, run_info, selection, views, widgets
 
 widgets.ensure_router()
 widgets.title("entropy")
 v = widgets.view()
+live.follow(v)  # a live run: reruns when it gains a step
 if v is None or v.ckpt is None:
     widgets.end_page()
 run_info.page_notes(v)

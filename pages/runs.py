@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, run_info, score_form, widgets
+from did_ui import crossrun, data, live, run_info, score_form, widgets
 
 widgets.ensure_router()
 widgets.title("runs")
@@ -16,6 +16,7 @@ if not runs:
     widgets.end_page()
 
 v = widgets.view()
+live.follow(v)  # a live run: reruns when it gains a step
 assert v is not None
 
 st.caption("One row per run: its settings with where each came from (trainer, default or override), its last "

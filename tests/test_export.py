@@ -10,7 +10,7 @@ import pytest
 
 from did_core.errors import InputError
 from did_core.export import export, export_trl_reference
-from did_core.store import fingerprint
+from did_core.fingerprints import fingerprint
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
 from did_core.workspace import PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace
 
