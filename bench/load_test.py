@@ -299,7 +299,7 @@ def main() -> int:
     from did_core.synthetic_ws import make_synthetic_workspace
 
     transformers.utils.logging.disable_progress_bar()
-    with tempfile.TemporaryDirectory(prefix="did-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="did-load-", ignore_cleanup_errors=True) as tmp:  # a job may still write
         tmp = Path(tmp)
         ws = tmp / "ws"
         t0 = time.perf_counter()
