@@ -13,7 +13,7 @@ import streamlit as st
 from did_core import sweep
 from did_ui import data, live, selection, views, widgets
 
-REMEMBERED = "_did_view"
+REMEMBERED = widgets.REMEMBER
 """The selection the menu's links carry (widgets.page_menu); a cleared `runs` is dropped from it here,
 since the menu only ever adds what the URL has."""
 
@@ -32,11 +32,6 @@ def _set_url(values: dict[str, str]) -> None:
             remembered.pop(k, None)
     if new != current:
         st.query_params.from_dict(new)
-
-
-def _warn(messages) -> None:
-    for message in messages:
-        st.warning(widgets.md_literal(message), icon=":material/link_off:")
 
 
 def all_runs(root: str) -> list[str]:
@@ -61,7 +56,7 @@ def lined_up(v: widgets.View, picker: bool = True) -> list[str]:
     if remembered.get("_a_run_of") != v.run:  # Compare's A from another run goes with the B run it was picked for
         remembered.pop("a_run", None)
     chosen, warnings = selection.resolve_runs(st.query_params.get("runs"), names)
-    _warn(warnings)
+    widgets.warn_link(warnings)
     if warnings:
         _set_url({"runs": selection.runs_value(chosen)})
     if picker and len(names) > 1:
@@ -173,7 +168,7 @@ def compare_a(v: widgets.View, offered: list[str], refused: dict[str, str]) -> t
         st.session_state["pick_a_other"] = a
         st.sidebar.selectbox(f"Compare from A (of {a_run})", options, key="pick_a_other", on_change=_a_picked,
                              format_func=lambda m: "reference (π_ref)" if m == options[0] else m)
-    _warn(warnings)
+    widgets.warn_link(warnings)
     if corrections:
         _set_url(corrections)
     st.session_state.setdefault(REMEMBERED, {})["_a_run_of"] = v.run

@@ -31,7 +31,8 @@ PAGES = {key: p.path for key, p in page_list.PAGES.items()}
 def title(page: str) -> None:
     """The page's heading (page_list.PAGES)."""
     st.title(page_list.PAGES[page].heading)
-_REMEMBER = "_did_view"
+REMEMBER = "_did_view"
+"""Session key of the selection the menu's links carry (page_menu): what each page last showed."""
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
@@ -155,7 +156,7 @@ def _write_url(values: dict[str, str], owned: tuple[str, ...]) -> None:
 def _remember(state: selection.ViewState, keys: tuple[str, ...]) -> None:
     """Keep what this page shows for the menu's links to other pages (selection.PAGE_PARAMS); a
     checkpoint A or an example chosen under another run is dropped."""
-    remembered = st.session_state.setdefault(_REMEMBER, {})
+    remembered = st.session_state.setdefault(REMEMBER, {})
     if remembered.get("run") != state.run:
         for key in ("a", "example"):
             remembered.pop(key, None)
@@ -181,6 +182,12 @@ def _pick(label: str, key: str, param: str, options: list[str], value: str | Non
     return st.sidebar.selectbox(label, options, key=key, on_change=to_url, **selectbox)
 
 
+def warn_link(messages) -> None:
+    """One warning per deep-link value that could not be honoured (what was asked, what is shown)."""
+    for message in messages:
+        st.warning(md_literal(message), icon=":material/link_off:")
+
+
 def view(need_a: bool = False) -> View | None:
     """Resolve run / checkpoint / example from the URL, warn about every value that cannot be shown,
     draw the sidebar pickers; None (with an empty state drawn) when there are no runs.
@@ -197,8 +204,7 @@ def view(need_a: bool = False) -> View | None:
     owned = selection.page_params(current_page(), need_a)
     keys = tuple(k for k in owned if k != "a" or need_a)
     resolution = _resolve(root, runs, st.query_params.to_dict(), keys)
-    for message in resolution.warnings:
-        st.warning(md_literal(message), icon=":material/link_off:")
+    warn_link(resolution.warnings)
     state = resolution.state
     pick = dict(keys=keys, owned=owned, root=root, runs=runs)
     run = _pick("Run", "pick_run", "run", runs, state.run, **pick, format_func=live.run_label(root))
@@ -236,7 +242,7 @@ def page_menu(box, sections: dict[str, list]) -> None:
     st.navigation's own menu, whose links drop every query parameter: the page then wrote them
     back, 3-4 history entries per click. Drawn after the page ran, so that it carries what the page
     has just shown, including what a page set in the URL itself (Compare's A, Example's pair)."""
-    remembered = st.session_state.setdefault(_REMEMBER, {})
+    remembered = st.session_state.setdefault(REMEMBER, {})
     url = st.query_params.to_dict()
     remembered.update({k: url[k] for k in selection.page_params(current_page()) if url.get(k)})
     with box:
@@ -311,7 +317,7 @@ def open_example(v: View, pair_id: str, ckpt: str | None = None) -> None:
     one: so the pair's link is drawn and a script clicks it at once (`st.html` with
     `unsafe_allow_javascript`, documented API). Without JavaScript the link is there to click."""
     params = example_link_params(v, pair_id, ckpt)
-    st.session_state.setdefault(_REMEMBER, {}).update(params)
+    st.session_state.setdefault(REMEMBER, {}).update(params)
     if current_page() == "example":
         st.switch_page(PAGES["example"], query_params=params)
     with st.container(key=OPEN_EXAMPLE_KEY):
