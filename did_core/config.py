@@ -36,6 +36,9 @@ class ScoreSettings:
     """Allow loading pickled `.bin` weights (unsafe: arbitrary code)."""
     trust_remote_code: bool = False
     """Pass `trust_remote_code=True` to transformers (unsafe)."""
+    max_memory: int | None = None
+    """Bytes the job may hold (reference + one policy + working memory + the reference's cache);
+    None: 90% of the device's free memory (`memory.plan_memory`)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -44,6 +47,8 @@ class ScoreSettings:
             raise ValueError(f"device must be auto|cpu|cuda, got {self.device!r}")
         if self.token_budget is not None and self.token_budget < 16:
             raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise ValueError(f"max_memory must be >= 1 byte, got {self.max_memory}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 

@@ -75,6 +75,7 @@ class PairScores:
 
 # Logits rows per head call: bounds the (rows, V) float32 temporaries to ~32 MiB.
 _CHUNK_ELEMENTS = 1 << 23
+CHUNK_BYTES = 4 * _CHUNK_ELEMENTS  # one head call's float32 (rows, V) logits: the unit of the engine's memory bound
 # Keep the reference's (N, V) logits between policies only when they are this small.
 _REF_CACHE_BYTES = 1 << 30
 # Config fields that make logits differ from `lm_head(hidden)`: the bare-head path is then refused.
@@ -271,6 +272,35 @@ def _features(model: nn.Module, strategy: Strategy, layout: _Layout) -> torch.Te
     return pool[s["src"]]  # (N, X)
 
 
+class FeatureCache:
+    """The reference's head inputs per batch, kept between policies within a byte budget.
+
+    Checkpoint-major scoring (`chunked.run_chunks`) scores one policy at a time; token-level DID
+    entropy needs the reference's next-token distribution at the same rows for each of them. With
+    this cache the reference's body runs once per batch and only its head (a matmul) per policy;
+    a batch that does not fit is recomputed. The numbers are the same either way.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.used = max_bytes, 0
+        self._rows: dict[tuple, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        got = self._rows.get(key)
+        self.hits, self.misses = self.hits + (got is not None), self.misses + (got is None)
+        return got
+
+    def put(self, key: tuple, rows: torch.Tensor) -> None:
+        size = rows.numel() * rows.element_size()
+        if key not in self._rows and self.used + size <= self.max_bytes:
+            self._rows[key], self.used = rows, self.used + size
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self.used = 0
+
+
 class _Scorer:
     """Turns feature rows into logits chunk by chunk (bounded memory), for one model."""
 
@@ -375,14 +405,21 @@ def empty_pair(token_level: bool) -> PairScores:
 
 
 def score_one_batch(reference: nn.Module, policies: list[nn.Module], batch: list[PairLike], *, token_level: bool,
-                    score_reference: bool, device: torch.device) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
-    """Score one batch under every model: reference features once, then each policy."""
+                    score_reference: bool, device: torch.device, ref_cache: FeatureCache | None = None,
+                    ) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
+    """Score one batch under every model: reference features once (or from `ref_cache`), then each policy."""
     layout = _Layout(batch, device)
     targets, lengths = layout.targets, layout.lengths
     ref: _Scorer | None = None
     if score_reference or (token_level and policies):
         rs = _strategy(reference, device)
-        ref = _Scorer(reference, rs, _features(reference, rs, layout))
+        key = (rs, tuple(p.pair_id for p in batch))
+        feats = ref_cache.get(key) if ref_cache is not None else None
+        if feats is None:
+            feats = _features(reference, rs, layout)
+            if ref_cache is not None:
+                ref_cache.put(key, feats)
+        ref = _Scorer(reference, rs, feats)
     n_vocab_bytes = targets.numel() * 4 * (ref.head.weight.shape[0] if ref and ref.head is not None else 0)
     keep = token_level and len(policies) > 1 and n_vocab_bytes <= _REF_CACHE_BYTES
     ref_cache: dict[int, torch.Tensor] = {}
@@ -433,7 +470,7 @@ def _place(models: Sequence[nn.Module], dev: torch.device, dt: torch.dtype) -> N
 def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: Sequence[PairLike], *,
                        token_level: bool, score_reference: bool, token_budget: int,
                        device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,
-                       progress: Callable[[int], None] | None = None,
+                       progress: Callable[[int], None] | None = None, ref_cache: FeatureCache | None = None,
                        ) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
     """Score `pairs` under the reference (when `score_reference`) and every policy.
 
@@ -467,7 +504,8 @@ def score_batch_models(reference: nn.Module, policies: list[nn.Module], pairs: S
             idx = todo[pos:end]
             try:
                 r_out, p_out = score_one_batch(reference, list(policies), [pairs[i] for i in idx],
-                                            token_level=token_level, score_reference=score_reference, device=dev)
+                                            token_level=token_level, score_reference=score_reference, device=dev,
+                                            ref_cache=ref_cache)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or len(idx) == 1:
                     raise

@@ -114,22 +114,31 @@ def _from_pretrained(source: str, settings: ScoreSettings, **kw):
         raise InputError(f"{source}: cannot load the model ({type(e).__name__}: {msg})") from None
 
 
+def _hf_tokenizer(directory: Path, settings: ScoreSettings):
+    # TRL checkpoints carry the tokenizer; a bare checkpoint falls back to its run folder's.
+    tok_dir = directory if _has_tokenizer(directory) or not _has_tokenizer(directory.parent) else directory.parent
+    return _load_tokenizer(str(tok_dir), settings, local_files_only=True)
+
+
 def _load_hf_dir(directory: Path, settings: ScoreSettings):
     read_json(directory / "config.json")  # a clear error for a corrupt config before transformers sees it
     use_safetensors = _check_weights(directory, settings)
     model = _from_pretrained(str(directory), settings, use_safetensors=use_safetensors, local_files_only=True)
-    # TRL checkpoints carry the tokenizer; a bare checkpoint falls back to its run folder's.
-    tok_dir = directory if _has_tokenizer(directory) or not _has_tokenizer(directory.parent) else directory.parent
-    return model, _load_tokenizer(str(tok_dir), settings, local_files_only=True)
+    return model, _hf_tokenizer(directory, settings)
 
 
-def _load_peft(directory: Path, settings: ScoreSettings):
+def _peft_base(directory: Path) -> str:
     cfg = read_json(directory / "adapter_config.json")
     base = cfg.get("base_model_name_or_path")
     if not base or not isinstance(base, str):
         raise InputError(f"{directory / 'adapter_config.json'}: no base_model_name_or_path")
     if not Path(base).exists() and (directory / base).exists():
         base = str(directory / base)
+    return base
+
+
+def _load_peft(directory: Path, settings: ScoreSettings):
+    base = _peft_base(directory)
     use_safetensors = _check_weights(directory, settings, adapter=True)
     base_model, base_tok = _load_any(base, settings)
     try:
@@ -151,7 +160,11 @@ def _load_gguf(path: Path, settings: ScoreSettings):
     except ImportError as e:
         raise InputError(f"{path}: loading .gguf needs the `gguf` and `accelerate` packages ({e.name} missing)") from None
     model = _from_pretrained(str(path.parent), settings, gguf_file=path.name, local_files_only=True)
-    return model, _load_tokenizer(str(path.parent), settings, gguf_file=path.name, local_files_only=True)
+    return model, _gguf_tokenizer(path, settings)
+
+
+def _gguf_tokenizer(path: Path, settings: ScoreSettings):
+    return _load_tokenizer(str(path.parent), settings, gguf_file=path.name, local_files_only=True)
 
 
 def _load_hub(repo_id: str, settings: ScoreSettings):
@@ -192,3 +205,20 @@ def load_model(spec: ModelSpec, settings: ScoreSettings) -> tuple[Any, Any]:
     return model, tok
 
 
+def load_tokenizer(spec: ModelSpec, settings: ScoreSettings) -> Any:
+    """The tokenizer `load_model(spec, …)` would return, without loading the weights (a job checks
+    every checkpoint's tokenizer before it loads any model)."""
+    kind = _model_kind(spec.path)
+    p = Path(spec.path).expanduser()
+    if kind == "hf":
+        read_json(p / "config.json")
+        _check_weights(p, settings)
+        return _hf_tokenizer(p, settings)
+    if kind == "peft":
+        _check_weights(p, settings, adapter=True)
+        if _has_tokenizer(p):
+            return _load_tokenizer(str(p), settings, local_files_only=True)
+        return load_tokenizer(ModelSpec(name=spec.name, path=_peft_base(p), role=spec.role), settings)
+    if kind == "gguf":
+        return _gguf_tokenizer(p, settings)
+    return _load_tokenizer(spec.path, settings, local_files_only=_offline())

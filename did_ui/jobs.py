@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from did_core.files import atomic_write_text, pid_alive
+from did_ui import standby
 
+STARTING_S = 60.0  # a job.json without a pid yet is a job being launched (start() writes it twice)
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
 
 _PROGRESS = re.compile(r"(?:(?P<stage>[A-Za-z][\w /-]{0,40}?):?\s+)?(?:\d+%\|[^|]*\|\s*)?(?P<done>\d+)/(?P<total>\d+)")
@@ -121,14 +123,15 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
         argv = _without_flag(argv, "--progress-json") + ["--progress-json", str(d / "progress.jsonl")]
     meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
     atomic_write_text(d / "job.json", json.dumps(meta))
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "DID_PROGRESS_FILE": str(d / "progress.jsonl"), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "did_ui.jobs", "wrap", str(d)], cwd=cwd or root, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    _live[job_id] = proc
-    atomic_write_text(d / "job.json", json.dumps(meta | {"pid": proc.pid}))
+    env = standby.job_env({"DID_PROGRESS_FILE": str(d / "progress.jsonl")})
+    pid = standby.take(workspace, d, argv, env) if cwd is None else None  # a warm process, when one waits
+    if pid is None:
+        proc = subprocess.Popen([sys.executable, "-m", "did_ui.jobs", "wrap", str(d)],
+                                cwd=cwd or str(Path(__file__).resolve().parent.parent), env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        _live[job_id] = proc
+    atomic_write_text(d / "job.json", json.dumps(meta | {"pid": pid or proc.pid, "standby": pid is not None}))
     return job_id
 
 
@@ -199,7 +202,8 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
     elif rc_text is not None:
         status = "done" if rc_text == "0" else "failed"
     else:
-        status = "running" if pid_alive(meta.get("pid")) else "interrupted"
+        starting = meta.get("pid") is None and time.time() - float(meta.get("created") or 0) < STARTING_S
+        status = "running" if starting or pid_alive(meta.get("pid")) else "interrupted"
     errors = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("error:")]
     error = errors[-1] if errors else (f"exited with status {rc_text}" if status == "failed" else None)
     stage, done, total, eta = _progress(d, log)
@@ -358,13 +362,18 @@ def _lower_priority() -> None:
             os.nice(int(nice))
 
 
-def _wrap(d: Path) -> int:
+def _popen(argv: list[str], log, preexec) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            process_group=0, preexec_fn=preexec)  # noqa: PLW1509 — single-threaded here
+
+
+def wrap(d: Path, launch=_popen) -> int:
     """Run the job's argv in a process group of its own, logging to log.txt; pause it while the
-    dashboard draws (`_supervise`); write rc when it ends (also on SIGTERM, which it forwards)."""
+    dashboard draws (`_supervise`); write rc when it ends (also on SIGTERM, which it forwards).
+    `launch(argv, log, preexec)` starts it: a new process, or a fork of a warm one (`standby`)."""
     meta = json.loads((d / "job.json").read_text())
     with (d / "log.txt").open("ab", buffering=0) as log:  # the wrapper keeps its priority: it must act at once
-        child = subprocess.Popen(meta["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 process_group=0, preexec_fn=_lower_priority)  # noqa: PLW1509 — single-threaded here
+        child = launch(meta["argv"], log, _lower_priority)
 
         ending = threading.Event()
 
@@ -426,6 +435,6 @@ def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: t
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "wrap":
-        sys.exit(_wrap(Path(sys.argv[2])))
+        sys.exit(wrap(Path(sys.argv[2])))
     print("usage: python -m did_ui.jobs wrap JOB_DIR", file=sys.stderr)
     sys.exit(2)

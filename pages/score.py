@@ -11,13 +11,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from did_ui import data, jobs, score_form, widgets
+from did_ui import data, jobs, score_form, standby, widgets
 
 MAX_UPLOAD_MB = int(os.environ.get("DID_MAX_UPLOAD_MB") or 200)  # = server.maxUploadSize in .streamlit/config.toml
 
 widgets.ensure_router()
 widgets.title("score")
 root = data.workspace_root()
+standby.ensure(root)  # a warm process for the job this page may start (did_ui/standby.py)
 st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stopped; finished work is never recomputed.")
 
 with st.form("score_form"):

@@ -9,11 +9,13 @@ torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DID_STANDBY", "0")  # no warm job process per test workspace (tests/test_standby.py turns it on)
 
 SLOW_MODULES = {
     # start processes (the CLI, jobs, servers), train with TRL, or run the app's pages with AppTest
     "test_cli", "test_errors", "test_faults", "test_hostile", "test_trainer_numerics", "test_app", "test_demo",
     "test_jobs", "test_runs_page", "test_score_page", "test_access", "test_callback", "test_sweep",
+    "test_memory", "test_standby",
 }
 """Whole modules in the `slow` tier; the fast tier (`scripts/test.sh --fast`, `pytest -m "not slow"`) is
 the unit layer: pure functions, the engine's parity with naive loops, the store, the selection logic."""

@@ -48,3 +48,58 @@ def test_opens_during_another_browser_s_start_up_are_grouped_apart():
     groups = load_test.by_phase(log)
     assert groups == {("click", "start-up"): [0.5], ("full", "start-up"): [0.2], ("click", "first round"): [1.0, 0.3],
                       ("drill", "later"): [2.5]}
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_step_in_its_cpu_dry_mode():
+    """bench/gpu_check.py on CPU with a tiny model (the CUDA run needs a GPU machine): every step runs
+    and prints, and parity passes, so the script cannot rot between GPU runs."""
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run"], cwd=root, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    for step in ("1. cpu float32 vs CPU float32", "2. bf16 vs CPU float32", "3. float32, reference + 1 checkpoint",
+                 "naive loop", "head-at-labels peer", "4. bf16 engine"):
+        assert step in p.stdout, p.stdout
+    assert "OK" in p.stdout.splitlines()[1] and "of the roofline" in p.stdout
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "bench/gpu_check.py"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: no CUDA device"), p.stderr
+
+
+def test_the_peers_agree_with_a_float64_computation():
+    """bench/peers.py: both peers' per-sequence sums equal a float64 forward's, on a tiny model."""
+    import random
+
+    import torch
+    from peers import head_at_labels, naive_loop
+
+    from did_core.tiny import tiny_llama
+    from did_core.tokenization import TokenizedPair
+
+    model = tiny_llama(97, seed=3)
+    rng = random.Random(1)
+    pairs = [TokenizedPair(f"p{i}", tuple(rng.randrange(97) for _ in range(rng.randint(1, 9))),
+                           tuple(rng.randrange(97) for _ in range(rng.randint(1, 7))),
+                           tuple(rng.randrange(97) for _ in range(rng.randint(0, 7))), 0, 0) for i in range(9)]
+    m64 = tiny_llama(97, seed=3).double()
+    want = []
+    with torch.inference_mode():
+        for p in pairs:
+            row = []
+            for r in (p.chosen_ids, p.rejected_ids):
+                if not r:
+                    row.append(0.0)
+                    continue
+                lp = torch.log_softmax(m64(input_ids=torch.tensor([list(p.prompt_ids) + list(r)])).logits[0], -1)
+                row.append(sum(float(lp[len(p.prompt_ids) - 1 + j, t]) for j, t in enumerate(r)))
+            want.append(tuple(row))
+    for got in (naive_loop([model], pairs)[0], head_at_labels([model], pairs, budget=24)[0]):
+        assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w)) < 1e-4

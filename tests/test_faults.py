@@ -101,7 +101,7 @@ def test_kill_9_at_random_moments_then_rerun_is_identical(world, baseline, tmp_p
         assert chunks_computed(out) == n_chunks - ref_kept, (kept, out)
         assert not list(ws.rglob(".*.tmp")), "the rerun left the killed job's temp files"
         assert identical(results(ws), baseline["results"]), f"kill at {kill['kill_s']:.2f} s"
-        survived.append(ref_kept)
+        survived.append(max(kept.values(), default=0))  # (checkpoint-major: the stores fill one turn after another)
     assert " 0/" in _score_in_process(world, tmp_path / "ws0", capsys)  # finished: nothing recomputed
     assert max(survived) > 0, survived  # at least one kill landed after some chunks were stored
 
