@@ -108,10 +108,27 @@ def _from_pretrained(source: str, settings: ScoreSettings, **kw):
     except InputError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else ""
-        if "trust_remote_code" in str(e):  # transformers says so past the first line, which msg keeps
-            msg += " (pass --trust-remote-code only if you trust this code)"
-        raise InputError(f"{source}: cannot load the model ({type(e).__name__}: {msg})") from None
+        raise _load_error(source, "model", e) from None
+
+
+def _load_error(source: str, what: str, e: Exception) -> InputError:
+    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    if "trust_remote_code" in str(e):  # transformers says so past the first line, which msg keeps
+        msg += " (pass --trust-remote-code only if you trust this code)"
+    return InputError(f"{source}: cannot load the {what} ({type(e).__name__}: {msg})")
+
+
+def _check_config(directory: Path, settings: ScoreSettings) -> None:
+    """The model's config loads as `load_model` would load it: a model that needs remote code is
+    refused here, before a job starts, unless `trust_remote_code` is set."""
+    from transformers import AutoConfig
+
+    read_json(directory / "config.json")  # a clear error for a corrupt config before transformers sees it
+    try:
+        AutoConfig.from_pretrained(str(directory), trust_remote_code=settings.trust_remote_code,
+                                   local_files_only=True)
+    except Exception as e:
+        raise _load_error(str(directory), "model", e) from None
 
 
 def _hf_tokenizer(directory: Path, settings: ScoreSettings):
@@ -211,7 +228,7 @@ def load_tokenizer(spec: ModelSpec, settings: ScoreSettings) -> Any:
     kind = _model_kind(spec.path)
     p = Path(spec.path).expanduser()
     if kind == "hf":
-        read_json(p / "config.json")
+        _check_config(p, settings)
         _check_weights(p, settings)
         return _hf_tokenizer(p, settings)
     if kind == "peft":
