@@ -120,25 +120,33 @@ def _score_counting(world, ws, monkeypatch, **settings) -> tuple[score.ScoreStat
     return stats, seen, n_loads[0]
 
 
-def test_at_most_two_models_are_alive_while_scoring_six_checkpoints(world, tmp_path, monkeypatch):
-    monkeypatch.setenv("DID_CHUNK_SIZE", "4")
-    stats, seen, loads = _score_counting(world, tmp_path / "ws", monkeypatch)
+@pytest.fixture(scope="module")
+def one_block(world, tmp_path_factory):
+    """The 6-checkpoint run scored once with the default budget (everything fits in one block):
+    (workspace, stats, live models seen, loads)."""
+    ws = tmp_path_factory.mktemp("one_block")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DID_CHUNK_SIZE", "4")
+        return (ws, *_score_counting(world, ws, mp))
+
+
+def test_at_most_two_models_are_alive_while_scoring_six_checkpoints(one_block):
+    _, stats, seen, loads = one_block
     assert stats.n_pairs == 20 and stats.chunks_computed == 5
     assert len(seen) > 6 and max(seen) <= 2, seen  # the reference and one policy, never more
     assert max(seen) == 2 and loads == 1 + len(STEPS)  # each policy loaded once (one block: all fits)
     assert "memory budget" in stats.memory
 
 
-def test_a_small_cache_budget_scores_in_blocks_with_the_same_numbers(world, tmp_path, monkeypatch):
+def test_a_small_cache_budget_scores_in_blocks_with_the_same_numbers(world, one_block, tmp_path, monkeypatch):
     """With a budget that leaves the reference's cache room for about one chunk, policies are loaded
     once per block, and every stored number equals the one-block run's."""
     monkeypatch.setenv("DID_CHUNK_SIZE", "4")
-    full, _, _ = _score_counting(world, tmp_path / "full", monkeypatch)
     n = parameter_count(str(world["ref"]))
     tight = 2 * 4 * n + memory.WORKING_BYTES + 20_000  # ~one chunk of 32-wide float32 rows
     small, seen, loads = _score_counting(world, tmp_path / "small", monkeypatch, max_memory=tight)
     assert max(seen) <= 2 and loads > 1 + len(STEPS), loads  # several blocks: each policy loaded again
-    a, b = Workspace(tmp_path / "full"), Workspace(tmp_path / "small")
+    a, b = Workspace(one_block[0]), Workspace(tmp_path / "small")
     pd.testing.assert_frame_equal(a.pairs("t"), b.pairs("t"))
     for cp in a.run("t")["checkpoints"]:
         ta, tb = a.open_store(cp["score"]).read_tokens(), b.open_store(cp["score"]).read_tokens()

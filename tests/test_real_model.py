@@ -22,15 +22,30 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_model,
               pytest.mark.skipif(not HH.is_file(), reason=f"no HH-RLHF sample at {HH}")]
 
 
-def test_engine_equals_naive_loop_on_smollm2_and_hh():
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """The GGUF loaded once through the product's loader, and a float32 safetensors copy of it
+    (dequantizing takes most of a GGUF load; the copy is the same model, fast to load twice)."""
     from did_core.config import ModelSpec, ScoreSettings
+    from did_core.models import load_model
+
+    model, tok = load_model(ModelSpec("smollm2", str(GGUF), "reference"), ScoreSettings())
+    out = tmp_path_factory.mktemp("smollm2")
+    model.hf_quantizer = None  # plain float32 weights once loaded
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return model, tok, out
+
+
+def test_engine_equals_naive_loop_on_smollm2_and_hh(smollm2):
     from did_core.data import load_preference_data
     from did_core.engine import score_batch_models
-    from did_core.models import load_model
     from did_core.tokenization import tokenize_pairs
 
-    settings, max_length = ScoreSettings(), 192
-    model, tok = load_model(ModelSpec("smollm2", str(GGUF), "reference"), settings)
+    max_length = 192
+    model, tok, _ = smollm2
     pairs = tokenize_pairs(load_preference_data(str(HH), limit=6), tok, max_length)
     assert sum(len(p.chosen_ids) > 0 for p in pairs) >= 3
     ref_scores, (pol_scores,) = score_batch_models(model, [model], pairs, token_level=True, score_reference=True,
@@ -54,7 +69,7 @@ def test_engine_equals_naive_loop_on_smollm2_and_hh():
                 assert abs(float(ent.min()) - log_v) < 1e-3 and abs(float(ent.max()) - log_v) < 1e-3
 
 
-def test_both_numerics_on_smollm2_and_hh(tmp_path):
+def test_both_numerics_on_smollm2_and_hh(smollm2, tmp_path):
     """The real-model path in both numerics (bf16 autocast as TRL's default): the trainer numerics
     differ from the exact ones by bf16 rounding (more than float32's, less than a few nats), and the
     audit reads them. bench/precision_audit.py prints the figures for a real TRL run."""
@@ -63,7 +78,8 @@ def test_both_numerics_on_smollm2_and_hh(tmp_path):
     from did_core.score import run_score
     from did_core.workspace import Workspace
 
-    stats = run_score(str(HH), str(GGUF), policies=[str(GGUF)], workspace=tmp_path, name="smol", numerics="both",
+    local = str(smollm2[2])  # the GGUF's float32 copy: this test is about the numerics, not the loader
+    stats = run_score(str(HH), local, policies=[local], workspace=tmp_path, name="smol", numerics="both",
                       overrides={"precision": "bf16", "max_length": 192, "eval_batch_size": 2},
                       settings=ScoreSettings(token_level=False, limit=4))
     assert stats.numerics == ("exact", "trainer")
