@@ -5,8 +5,10 @@ screenshots to tests/artifacts/. Skips when Chromium or Playwright is missing.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,11 @@ def test_every_page_opens_without_an_exception(server, page):
         _settle(page, title)
         _no_exception(page, path)
         assert page.get_by_text("Page not found").count() == 0, path
+        section = {"margins": "CHES", "curves": "Squeezing: how peaked the model's next-token distribution is"}.get(path)
+        if section:  # the CHES and squeezing sections (did_ui/ches_view.py) draw, charts included
+            page.get_by_role("heading", name=section, exact=True).first.wait_for()
+            key = {"margins": "ches_quintiles", "curves": "squeezing"}[path]
+            page.locator(f".st-key-{key} .main-svg").first.wait_for()
         page.screenshot(path=str(ARTIFACTS / f"{path}.png"), full_page=False)
 
 
@@ -354,16 +361,21 @@ def test_runs_lined_up_open_overlaid_curves_and_a_cross_run_compare(server, page
 
 
 def test_upload_and_score_in_the_browser(page, tmp_path):
-    """Score page in a real browser: upload a JSONL, give a reference and a TRL run folder, start;
-    the background job finishes and its run opens on Runs."""
+    """Score page in a real browser, as a user has it (the warm job process on): upload a JSONL, give
+    a reference and a TRL run folder, start; the job runs in the warm process, finishes, and its run
+    opens on Runs."""
     from cli_world import build_world
     from streamlit_server import serve
 
     world = build_world(tmp_path / "w", n_pairs=12)
-    with serve(tmp_path / "ws") as url:
+    ws = tmp_path / "ws"
+    with serve(ws, env={"DID_STANDBY": "1"}) as url:
         pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.goto(f"{url}/score")
         _settle(pg, "Score")
+        deadline = time.time() + 60  # the page starts the warm process; a person typing gives it this long
+        while not list((ws / "jobs" / ".standby").glob("*/ready")) and time.time() < deadline:
+            time.sleep(0.2)
         pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(world["data"]))
         pg.get_by_text("pairs.jsonl").first.wait_for()
         pg.get_by_label("Reference model (SFT)").fill(str(world["ref"]))
@@ -371,6 +383,8 @@ def test_upload_and_score_in_the_browser(page, tmp_path):
         pg.get_by_role("button", name="Start scoring").click()
         pg.get_by_text("done · 12/12").first.wait_for(timeout=120_000)  # (not "done · done": widgets.job_label)
         _no_exception(pg, "score job")
+        (job,) = [json.loads(p.read_text()) for p in (ws / "jobs").glob("*/job.json")]
+        assert job.get("standby") is True, job  # run by the warm process, not a new one
         pg.locator(MENU).get_by_role("link", name="Runs").click()
         _settle(pg, "Runs")
         assert pg.get_by_text("12 pairs").count() > 0
