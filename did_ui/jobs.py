@@ -66,6 +66,8 @@ class JobInfo:
     log_tail: str
     paused_s: float = 0.0
     """How long the job has been held stopped while the dashboard drew pages (`_supervise`)."""
+    cold_start: str | None = None
+    """Why the job started in a new process rather than the dashboard's warm one (`standby.take`)."""
 
     @property
     def fraction(self) -> float | None:
@@ -124,14 +126,15 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
     atomic_write_text(d / "job.json", json.dumps(meta))
     env = standby.job_env({"DID_PROGRESS_FILE": str(d / "progress.jsonl")})
-    pid = standby.take(workspace, d, argv, env) if cwd is None else None  # a warm process, when one waits
+    pid, cold = standby.take(workspace, d, argv, env) if cwd is None else (None, "run from another folder")
     if pid is None:
         proc = subprocess.Popen([sys.executable, "-m", "did_ui.jobs", "wrap", str(d)],
                                 cwd=cwd or str(Path(__file__).resolve().parent.parent), env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         _live[job_id] = proc
-    atomic_write_text(d / "job.json", json.dumps(meta | {"pid": pid or proc.pid, "standby": pid is not None}))
+    atomic_write_text(d / "job.json", json.dumps(meta | {"pid": pid or proc.pid, "standby": pid is not None}
+                                                 | ({"cold_start": cold} if pid is None else {})))
     return job_id
 
 
@@ -214,7 +217,8 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
         eta = elapsed * (total - done) / done
     return JobInfo(id=job_id, kind=meta["kind"], argv=list(meta["argv"]), created=float(meta["created"]),
                    status=status, stage=stage, done=done, total=total, eta_s=eta, error=error,
-                   log_tail="\n".join(log.replace("\r", "\n").splitlines()[-40:]), paused_s=_paused(d))
+                   log_tail="\n".join(log.replace("\r", "\n").splitlines()[-40:]), paused_s=_paused(d),
+                   cold_start=meta.get("cold_start"))
 
 
 def _paused(d: Path) -> float:

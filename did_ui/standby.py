@@ -38,6 +38,10 @@ IDLE_S = 600.0  # an unused standby gives its memory back after this long
 POLL_S = 0.05  # how often a waiting standby looks for its job: the hand-over's latency
 CLAIM_WAIT_S = 10.0  # a claim whose `job` file never comes (its taker died) is given up after this
 JOB_ENV_KEYS = ("DID_PROGRESS_FILE",)  # what may differ between the standby's environment and a job's
+# Variables a library writes into its own process's environment, a default it derives the same way in
+# any process (torch's inductor sets its cache folder when first asked): a server that has run that
+# code has them and a fresh standby does not, which changes nothing the standby imported.
+SELF_SET_KEYS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 _spawned: dict[str, subprocess.Popen] = {}  # this server's standbys, reaped when they end
 
 
@@ -89,26 +93,38 @@ def ensure(workspace: str | Path) -> None:
     _spawned[f"{Path(workspace).resolve()}|{proc.pid}"] = proc
 
 
-def take(workspace: str | Path, job_dir: Path, argv: list[str], env: dict[str, str]) -> int | None:
-    """Hand the job in `job_dir` to a waiting standby; its pid (the job's wrapper), or None when no
-    standby can run it (none waiting, another command than `python -m did_core`, another environment)."""
-    if not enabled() or argv[:3] != [sys.executable, "-m", "did_core"]:
-        return None
+def _env_differences(theirs: dict[str, str], env: dict[str, str]) -> list[str]:
+    """The variables that differ between a standby's environment and a job's, except the job's own
+    (`JOB_ENV_KEYS`) and a library's self-set default missing on one side (`SELF_SET_KEYS`)."""
+    return sorted(k for k in set(theirs) | set(env)
+                  if k not in JOB_ENV_KEYS and theirs.get(k) != env.get(k)
+                  and not (k in SELF_SET_KEYS and (k not in theirs or k not in env)))
+
+
+def take(workspace: str | Path, job_dir: Path, argv: list[str], env: dict[str, str]) -> tuple[int | None, str]:
+    """Hand the job in `job_dir` to a waiting standby: (its pid, the job's wrapper; ""), or (None, why
+    no standby can run it: off, none waiting, another command than `python -m did_core`, another
+    environment), which the job panel shows."""
+    if not enabled():
+        return None, "the warm process is off (DID_STANDBY=0)"
+    if argv[:3] != [sys.executable, "-m", "did_core"]:
+        return None, "not a `python -m did_core` command"
+    why = "no warm process was ready yet"
     for d in _waiting(workspace):
         try:
             theirs = json.loads((d / "env.json").read_text())
         except (OSError, ValueError):
             continue
-        if {k: v for k, v in theirs.items() if k not in JOB_ENV_KEYS} != \
-                {k: v for k, v in env.items() if k not in JOB_ENV_KEYS}:
+        if diff := _env_differences(theirs, env):
+            why = f"the warm process's environment differs ({', '.join(diff[:3])})"
             continue
         try:
             os.rename(d / "ready", d / "taken")  # the claim: only one taker succeeds
         except OSError:
             continue
         atomic_write_text(d / "job", json.dumps({"dir": str(job_dir), "env": env}))
-        return int(d.name)
-    return None
+        return int(d.name), ""
+    return None, why
 
 
 # -- the standby process ---------------------------------------------------------------------------------

@@ -395,6 +395,9 @@ def job_panel(root: str, job_id: str) -> None:
     st.progress(job.fraction if job.fraction is not None else (1.0 if job.status == "done" else 0.0), text=label)
     if job.status == "failed":
         st.error(job.error or "failed")
+    if job.cold_start:
+        st.caption(f"Started in a new process: {job.cold_start}. Its imports and model loading "
+                   "add a few seconds that a job in the dashboard's warm process does not pay.")
     c1, c2 = st.columns(2)
     if job.status == "running" and c1.button("Cancel", key=f"cancel-{job.id}"):
         jobs.cancel(root, job.id)

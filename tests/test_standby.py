@@ -99,12 +99,17 @@ def test_a_standby_is_handed_one_job_and_only_a_matching_one(world, tmp_path, on
     d.mkdir(parents=True)
     env = standby.job_env({"DID_PROGRESS_FILE": str(d / "progress.jsonl")})
     argv = _score_argv(world, ws, "m")
-    assert standby.take(ws, d, ["/bin/echo", "hi"], env) is None  # not `python -m did_core`
-    assert standby.take(ws, d, argv, env | {"DID_CHUNK_SIZE": "3"}) is None  # another environment
+    assert standby.take(ws, d, ["/bin/echo", "hi"], env) == (None, "not a `python -m did_core` command")
+    pid, why = standby.take(ws, d, argv, env | {"DID_CHUNK_SIZE": "3"})  # another environment
+    assert pid is None and "environment differs (DID_CHUNK_SIZE)" in why
     (d / "job.json").write_text(json.dumps({"argv": argv}))
-    pid = standby.take(ws, d, argv, env)
-    assert pid is not None
-    assert standby.take(ws, d, argv, env) is None  # claimed: never handed twice
+    # torch writes its inductor cache folder into the environment of a process that asks for it (the
+    # server may have, a fresh standby has not): that alone keeps no job from the standby
+    key = "TORCHINDUCTOR_CACHE_DIR"
+    one_sided = {k: v for k, v in env.items() if k != key} if key in env else env | {key: "/tmp/torchinductor_x"}
+    pid, why = standby.take(ws, d, argv, one_sided)
+    assert pid is not None and why == ""
+    assert standby.take(ws, d, argv, env) == (None, "no warm process was ready yet")  # claimed: never twice
     assert _wait(lambda: (d / "rc").exists(), 300) and (d / "rc").read_text() == "0"
 
 
@@ -135,3 +140,25 @@ def test_off_means_no_standby(tmp_path, monkeypatch):
     monkeypatch.setenv("DID_STANDBY", "0")
     standby.ensure(tmp_path)
     assert not (tmp_path / "jobs" / ".standby").exists()
+    job_id = jobs.start(tmp_path, [sys.executable, "-c", "pass"])
+    assert _wait(lambda: jobs.info(tmp_path, job_id).status == "done")
+    assert jobs.info(tmp_path, job_id).cold_start == "the warm process is off (DID_STANDBY=0)"
+
+
+def test_the_job_panel_says_why_a_job_started_cold(tmp_path, monkeypatch):
+    """A job that could not go to the warm process says so, and why, under its progress bar."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("DID_STANDBY", "0")
+    job_id = jobs.start(tmp_path, [sys.executable, "-c", "pass"])
+    assert _wait(lambda: jobs.info(tmp_path, job_id).status == "done")
+    at = AppTest.from_function(_panel, args=(str(tmp_path), job_id)).run(timeout=30)
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any("Started in a new process: the warm process is off (DID_STANDBY=0)" in c for c in captions), captions
+
+
+def _panel(root, job_id):
+    from did_ui import widgets
+
+    widgets.job_panel(root, job_id)
