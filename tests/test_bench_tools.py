@@ -79,3 +79,53 @@ def test_the_peers_agree_with_a_float64_computation():
             want.append(tuple(row))
     for got in (naive_loop([model], pairs)[0], head_at_labels([model], pairs, budget=24)[0]):
         assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w)) < 1e-4
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+GPU_CHECK_STEPS = ("1. parity", "2. bf16 log-ratio error", "3. throughput, float32 engine", "4. throughput, bf16 engine",
+                   "5. roofline")
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_step_in_its_cpu_dry_mode(tmp_path):
+    """bench/gpu_check.py --dry-run: every step on CPU with a tiny model (so the GPU script cannot rot),
+    run from another working directory."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--dry-run", "--json", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for step in GPU_CHECK_STEPS:
+        assert sum(line.startswith(step) for line in lines) == 1, (step, proc.stdout)
+    parity = next(line for line in lines if line.startswith("1. parity"))
+    assert parity.endswith(": OK"), parity
+    assert "float32 CPU matmul" in next(line for line in lines if line.startswith("5. roofline"))
+    import json
+
+    figures = json.loads(out.read_text())
+    assert figures["parity_ok"] and figures["dry_run"] and figures["parity_token_max"] < 1e-3
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: gpu_check runs for real there")
+    proc = subprocess.run([sys.executable, str(GPU_CHECK)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: no CUDA device"), proc.stderr
+
+
+@pytest.mark.slow
+def test_memory_bench_dry_run_prints_both_peaks_and_their_ratio(tmp_path):
+    """bench/memory_bench.py --dry-run: a 1M-parameter TRL-style run scored with 1 and 3 checkpoints, each
+    in a process of its own (a smoke test: the weights are too small here for the ratio to mean much)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "memory_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("peak RSS, 1 checkpoint: ") for line in lines), proc.stdout
+    assert any(line.startswith("peak RSS, 3 checkpoints: ") for line in lines), proc.stdout
+    assert any(line.startswith("ratio 3 vs 1: ") and "target <= 1.2x" in line for line in lines), proc.stdout
