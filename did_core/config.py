@@ -7,9 +7,14 @@ the run folder; this dataclass holds only what is ours to choose.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, done, total)`: how every long job (score, sample, demo) reports, in the units
+its stage counts (pair passes while scoring)."""
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]

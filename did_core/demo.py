@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from did_core.config import Progress
 from did_core.demo_language import (
     Language,
     build_language_tokenizer,
@@ -43,7 +44,6 @@ from did_core.demo_language import (
 )
 from did_core.lab import js, rejected_distribution, temperature_for_entropy
 
-Progress = Callable[[str, int, int], None]
 RUN_NAMES = {"low": "demo-low", "high": "demo-high"}
 """The two runs that contrast a low- and a high-entropy target DID (demo_summary, the figure)."""
 

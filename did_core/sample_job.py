@@ -8,7 +8,6 @@ second request with the same settings samples nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +15,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from did_core.config import ModelSpec, ScoreSettings
+from did_core.config import ModelSpec, Progress, ScoreSettings
 from did_core.data import PreferenceData
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
 from did_core.store import atomic_write_parquet
 from did_core.tokenization import tokenize_pairs
 from did_core.workspace import Workspace
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from did_core import chunked, distributed
-from did_core.config import ModelSpec, ScoreSettings
+from did_core.config import ModelSpec, Progress, ScoreSettings
 from did_core.data import PreferenceData, load_preference_data
 from did_core.engine import score_batch_models
 from did_core.errors import InputError
@@ -40,8 +40,6 @@ from did_core.sweep import trainer_args
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
 from did_core.trainer_numerics import precision_supported, trainer_batches
 from did_core.workspace import Workspace, validate_name
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
