@@ -155,7 +155,8 @@ def trl_evaluate(ref, pol, tok, pairs_text, batch: int) -> tuple[float, dict]:
     args = DPOConfig(output_dir="/tmp/score_bench_trl", per_device_eval_batch_size=batch, max_length=MAX_LENGTH,
                      bf16=False, fp16=False, report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
                      disable_tqdm=True)
-    trainer = DPOTrainer(model=pol, ref_model=ref, args=args, eval_dataset=Dataset.from_pandas(pairs_text),
+    data = Dataset.from_pandas(pairs_text)  # TRL 1.16 requires a train_dataset even to evaluate only
+    trainer = DPOTrainer(model=pol, ref_model=ref, args=args, train_dataset=data, eval_dataset=data,
                          processing_class=tok)
     t0 = time.perf_counter()
     metrics = trainer.evaluate()

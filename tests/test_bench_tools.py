@@ -129,3 +129,27 @@ def test_memory_bench_dry_run_prints_both_peaks_and_their_ratio(tmp_path):
     assert any(line.startswith("peak RSS, 1 checkpoint: ") for line in lines), proc.stdout
     assert any(line.startswith("peak RSS, 3 checkpoints: ") for line in lines), proc.stdout
     assert any(line.startswith("ratio 3 vs 1: ") and "target <= 1.2x" in line for line in lines), proc.stdout
+
+
+def test_score_bench_s_trl_evaluate_runs_trl_and_matches_the_peers(tmp_path):
+    """bench/score_bench.py's TRL column: TRL's own DPOTrainer.evaluate() runs on a tiny model (so the
+    benchmark cannot rot against TRL's API) and its logged mean log-probs equal the naive loop's."""
+    import json
+
+    import pandas as pd
+    import score_bench
+    from peers import naive_loop
+
+    from did_core.data import load_preference_data
+    from did_core.tiny import build_tokenizer, tiny_llama
+    from did_core.tokenization import tokenize_pairs
+
+    tok = build_tokenizer()
+    ref, pol = tiny_llama(len(tok), seed=0), tiny_llama(len(tok), seed=1)
+    rows = [{"prompt": f"ab{'c' * i} ", "chosen": f"de{'a' * i}", "rejected": f"b{'d' * (i + 1)}"} for i in range(4)]
+    (tmp_path / "p.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    text = pd.DataFrame(rows)
+    _, metrics = score_bench.trl_evaluate(ref, pol, tok, text, batch=2)
+    pairs = tokenize_pairs(load_preference_data(str(tmp_path / "p.jsonl")), tok, score_bench.MAX_LENGTH)
+    want = score_bench.mean_logps(naive_loop([ref, pol], pairs)[1])
+    assert abs(metrics["eval_logps/chosen"] - want[0]) < 1e-3 and abs(metrics["eval_logps/rejected"] - want[1]) < 1e-3
