@@ -83,9 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export stored results")
     e.add_argument("--workspace", default=ws_default)
     e.add_argument("--out", required=True, help="FILE.csv, FILE.parquet or FILE.jsonl")
-    e.add_argument("--kind", default="pairs", choices=["pairs", "tokens", "trl"],
+    e.add_argument("--kind", default="pairs", choices=["pairs", "tokens", "trl", "filtered"],
                    help="pairs: one row per (pair, model); tokens: per response token; "
-                        "trl: the dataset with TRL's ref_chosen_logps/ref_rejected_logps")
+                        "trl: the dataset with TRL's ref_chosen_logps/ref_rejected_logps; "
+                        "filtered: the dataset without its top --drop-top-ches %% CHES pairs (TRL's format)")
+    e.add_argument("--drop-top-ches", type=float, default=None, metavar="Q",
+                   help="with --kind filtered: the percentage of pairs to drop, highest CHES first (0-100)")
     e.add_argument("--run", default=None, help="run name (default: every run)")
     e.add_argument("--numerics", default=None, choices=["exact", "trainer"],
                    help="only these numerics (default: pairs in every numerics a run has, one row each; "
@@ -219,12 +222,20 @@ def _end_process_group() -> None:
 
 
 def _cmd_export(a: argparse.Namespace) -> None:
-    from did_core.export import export, export_trl_reference
+    from did_core.errors import InputError
+    from did_core.export import export, export_filtered, export_metadata, export_trl_reference, not_stored_notes
 
+    if (a.drop_top_ches is not None) != (a.kind == "filtered"):
+        raise InputError("--drop-top-ches Q goes with --kind filtered (and --kind filtered needs it)")
     if a.kind == "trl":
         path = export_trl_reference(a.workspace, a.run, a.out, numerics=a.numerics)
+    elif a.kind == "filtered":
+        path = export_filtered(a.workspace, a.run, a.out, a.drop_top_ches)
     else:
         path = export(a.workspace, a.out, kind=a.kind, run=a.run, numerics=a.numerics)
+        if a.kind in ("pairs", "tokens"):
+            for line in not_stored_notes(export_metadata(a.workspace, a.run), a.kind):
+                print(f"note: {line}", file=sys.stderr)
     print(f"wrote {path}")
 
 

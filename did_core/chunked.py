@@ -31,8 +31,10 @@ from did_core.tokenization import TokenizedPair, truncation_report
 from did_core.trainer_numerics import score_trainer_batches
 
 CHUNK_SIZE = 128  # pairs per stored chunk: the unit of resume
-EXACT_STORED = "ches+squeezing"
-"""The per-example columns an exact store holds (`chunk_frames`); keyed into its fingerprint."""
+EXACT_STORED = "ches+squeezing+token-squeezing"
+"""The per-example columns an exact store holds (`chunk_frames`); keyed into its fingerprint. It grew
+with each addition ("ches+squeezing": the pairs rows' CHES and squeezing means; "+token-squeezing":
+the tokens rows' top1_prob and token_entropy), so a store from before is rescored, never mixed."""
 
 
 def chunk_size() -> int:
@@ -160,19 +162,24 @@ def _mean(values: np.ndarray | None) -> float:
     return float(np.mean(values, dtype=np.float64)) if values is not None and len(values) else np.nan
 
 
+def _value(x: float | None) -> float:
+    return np.nan if x is None else float(x)
+
+
 def chunk_frames(pairs: Sequence[TokenizedPair], scores: Sequence[PairScores], pieces: dict[int, str],
                  with_entropy: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model's scores for one chunk as the store's pairs and tokens tables (ARCHITECTURE.md)."""
     rows, tok_cols = [], {k: [] for k in ("pair_id", "side", "position", "token_id", "token", "logp",
-                                          "did_entropy")}
+                                          "did_entropy", "top1_prob", "token_entropy")}
     for p, s in zip(pairs, scores, strict=True):
-        row = {"pair_id": p.pair_id}
+        row = {"pair_id": p.pair_id, "ches": _value(s.ches), "ches_norm": _value(s.ches_norm)}
         for side, ids, r, dropped in (("chosen", p.chosen_ids, s.chosen, p.chosen_dropped),
                                       ("rejected", p.rejected_ids, s.rejected, p.rejected_dropped)):
             ent = r.did_entropy if (with_entropy and r.did_entropy is not None) else None
             row |= {f"logp_{side}": float(r.logp_sum), f"n_tokens_{side}": len(ids), f"dropped_{side}": dropped,
                     f"did_entropy_{side}": float(np.mean(ent)) if ent is not None and len(ent) else np.nan,
-                    f"did_entropy_max_{side}": float(np.max(ent)) if ent is not None and len(ent) else np.nan}
+                    f"did_entropy_max_{side}": float(np.max(ent)) if ent is not None and len(ent) else np.nan,
+                    f"top1_prob_{side}": _mean(r.top1_prob), f"token_entropy_{side}": _mean(r.token_entropy)}
             n = len(ids)
             tok_cols["pair_id"] += [p.pair_id] * n
             tok_cols["side"] += [side] * n
@@ -181,10 +188,14 @@ def chunk_frames(pairs: Sequence[TokenizedPair], scores: Sequence[PairScores], p
             tok_cols["token"] += [pieces[i] for i in ids]
             tok_cols["logp"] += list(np.asarray(r.token_logps, dtype=np.float32))
             tok_cols["did_entropy"] += list(ent) if ent is not None else [np.nan] * n
+            for k in ("top1_prob", "token_entropy"):  # None from the trainer numerics: NaN, said by the readers
+                v = getattr(r, k)
+                tok_cols[k] += list(np.asarray(v, dtype=np.float32)) if v is not None else [np.nan] * n
         rows.append(row)
     pairs_df = pd.DataFrame(rows)
     tokens_df = pd.DataFrame(tok_cols).astype({"position": "int32", "token_id": "int32", "logp": "float32",
-                                               "did_entropy": "float32"})
+                                               "did_entropy": "float32", "top1_prob": "float32",
+                                               "token_entropy": "float32"})
     return pairs_df, tokens_df
 
 

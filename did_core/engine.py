@@ -17,13 +17,17 @@ What makes it fast (docs/ARCHITECTURE.md, "Engine"), and why each trick keeps th
   first completion token, completion position j predicts token j+1.
 - The reference runs once per batch and serves every policy (token-level DID entropy needs its
   full next-token distribution at the same rows).
+- What else falls out of those passes, at no extra forward: the top-1 probability and next-token
+  entropy of every scored row (squeezing: `ches.head_stats`, in the same head chunk), and CHES per
+  pair from the reference's head inputs (`ches.ches_rows`, float64).
 
 Each model is first checked on a tiny probe against a plain full forward; a model where the shared
 prompt or the bare head would give different numbers (sliding windows, logit soft-capping, …) falls
 back to full-sequence forwards and/or the model's own logits.
 
-Why one module of ~470 lines: the batching, the shared-prompt layout, the probe and the head
+Why one module of ~590 lines: the batching, the shared-prompt layout, the probe and the head
 share one set of layout rules (`_strategy`, `padded_cost`); split apart, each would need the others.
+(The maths of the head pass and of CHES lives in `ches.py` and `logprobs.py`.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from did_core.ches import ches_rows, head_stats
 from did_core.logprobs import did_entropy, log_softmax, token_logprobs
 
 
@@ -61,6 +66,10 @@ class ResponseScores:
     """(T,) float32: H_t of softmax(log π − log π_ref) over the vocabulary (policies, token-level only)."""
     logp_sum: float
     """Σ_t log π(y_t | x, y_<t), accumulated in float64 (0.0 for an empty response)."""
+    top1_prob: np.ndarray | None = None
+    """(T,) float32: max_v π(v | x, y_<t), the model's own top-1 probability (squeezing; exact numerics)."""
+    token_entropy: np.ndarray | None = None
+    """(T,) float32: −Σ_v π(v|·) log π(v|·), the entropy of the model's next-token distribution."""
 
     @property
     def n_tokens(self) -> int:
@@ -71,6 +80,11 @@ class ResponseScores:
 class PairScores:
     chosen: ResponseScores
     rejected: ResponseScores
+    ches: float | None = None
+    """CHES = ⟨S⁺, S⁻⟩ − ‖S⁺‖² over this model's head inputs (reference scores only; NaN when a
+    response is empty)."""
+    ches_norm: float | None = None
+    """The same with the mean head input of each response in place of the sum."""
 
 
 # Logits rows per head call: bounds the (rows, V) float32 temporaries to ~32 MiB.
@@ -230,21 +244,35 @@ def plan_batches(pairs: Sequence[PairLike], budget: int, layouts: Sequence[Layou
 
 
 def _call(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-          cache: DynamicCache | None) -> torch.Tensor:
-    """One forward: hidden states (B, L, H) of a base model, or logits (B, L, V) of a causal LM."""
+          cache: DynamicCache | None, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward: hidden states (B, L, H) of a base model, or logits (B, L, V) of a causal LM; and,
+    with `hidden` on a causal LM, its last hidden states (B, L, H) (HF's `hidden_states[-1]`: after
+    the final norm, the head's input), else None."""
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
                               "use_cache": cache is not None, "return_dict": True}
     if cache is not None:
         params = inspect.signature(module.forward).parameters
         kwargs["cache" if "cache" in params else "past_key_values"] = cache
+    if hidden:  # costs the other layers' states too, held until the forward returns (fallback path only)
+        kwargs["output_hidden_states"] = True
     out = module(**kwargs)
-    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+    if hasattr(out, "logits"):
+        return out.logits, (out.hidden_states[-1] if hidden else None)
+    return out.last_hidden_state, None
 
 
 def _features(model: nn.Module, strategy: Strategy, layout: _Layout) -> torch.Tensor:
     """The rows that predict each scored token: (N, H) hidden states, or (N, V) logits when the
     model's own head must be used."""
+    return _features_and_hidden(model, strategy, layout, hidden=False)[0]
+
+
+def _features_and_hidden(model: nn.Module, strategy: Strategy, layout: _Layout,
+                         hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_features`, and with `hidden` the head inputs (N, H) of the same rows: the features themselves
+    on the bare-head path, else the model's last hidden states from the same forward (no second one)."""
     body = model.base_model if strategy.head_only else model
+    want = hidden and not strategy.head_only
     if strategy.layout in ("tree", "full"):
         t = layout.rows(together=strategy.layout == "tree")
         seg = t["seg"]  # (R, L)
@@ -258,18 +286,28 @@ def _features(model: nn.Module, strategy: Strategy, layout: _Layout) -> torch.Te
             # Additive form: eager attention adds it, SDPA accepts it; no row is fully masked.
             mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
             mask = mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]  # (R, 1, L, L)
-        out = _call(body, t["ids"], mask, t["pos"], None)  # (R, L, X)
-        return out.reshape(-1, out.shape[-1])[t["src"]]  # (R·L, X) -> (N, X)
+        out, hid = _call(body, t["ids"], mask, t["pos"], None, want)  # (R, L, X), (R, L, H) | None
+        feats = out.reshape(-1, out.shape[-1])[t["src"]]  # (R·L, X) -> (N, X)
+        if not hidden:
+            return feats, None
+        return feats, (feats if hid is None else hid.reshape(-1, hid.shape[-1])[t["src"]])  # (N, H)
     s = layout.shared()
     cache = DynamicCache(config=model.config)
-    out = _call(body, s["prompt_ids"], s["prompt_mask"], s["prompt_pos"], cache)  # (B, P, X)
-    pool = out[torch.arange(layout.n_pairs, device=out.device), s["prompt_last"]]  # (B, X)
+    out, hid = _call(body, s["prompt_ids"], s["prompt_mask"], s["prompt_pos"], cache, want)  # (B, P, X)
+    first = torch.arange(layout.n_pairs, device=out.device)
+    pool = out[first, s["prompt_last"]]  # (B, X)
+    hpool = hid[first, s["prompt_last"]] if hid is not None else None  # (B, H)
     if s["comp_ids"].shape[1] > 0:
         cache.batch_repeat_interleave(2)  # (B, h, P, d) -> (2B, h, P, d): rows c_0, r_0, c_1, …
         mask = torch.cat([s["prompt_mask"].repeat_interleave(2, dim=0), s["comp_mask"]], dim=1)  # (2B, P+Lc)
-        comp = _call(body, s["comp_ids"], mask, s["comp_pos"], cache)  # (2B, Lc, X)
+        comp, chid = _call(body, s["comp_ids"], mask, s["comp_pos"], cache, want)  # (2B, Lc, X)
         pool = torch.cat([pool, comp.reshape(-1, comp.shape[-1])])  # (B + 2B·Lc, X)
-    return pool[s["src"]]  # (N, X)
+        if hpool is not None and chid is not None:
+            hpool = torch.cat([hpool, chid.reshape(-1, chid.shape[-1])])  # (B + 2B·Lc, H)
+    feats = pool[s["src"]]  # (N, X)
+    if not hidden:
+        return feats, None
+    return feats, (feats if hpool is None else hpool[s["src"]])  # (N, H)
 
 
 class FeatureCache:
@@ -389,36 +427,72 @@ def _split(values: torch.Tensor | None, lengths: list[int]) -> list[np.ndarray |
     return list(np.split(arr, np.cumsum(lengths)[:-1])) if lengths else []
 
 
-def _pair_scores(logps: torch.Tensor, ents: torch.Tensor | None, lengths: list[int]) -> list[PairScores]:
-    """(N,) flat token values of a batch -> one PairScores per pair (responses c_0, r_0, c_1, …)."""
+def _pair_scores(logps: torch.Tensor, ents: torch.Tensor | None, lengths: list[int],
+                 squeeze: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 ches: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[PairScores]:
+    """(N,) flat token values of a batch -> one PairScores per pair (responses c_0, r_0, c_1, …).
+
+    squeeze: (N,) top-1 probabilities and (N,) next-token entropies; ches: (B,) CHES and ches_norm."""
     lp, en = _split(logps, lengths), _split(ents, lengths)
+    top, ent = (_split(squeeze[0], lengths), _split(squeeze[1], lengths)) if squeeze else ([None] * len(lp),) * 2
     resp = [ResponseScores(a.astype(np.float32), None if h is None else h.astype(np.float32),
-                           float(np.sum(a, dtype=np.float64))) for a, h in zip(lp, en)]
-    return [PairScores(resp[2 * i], resp[2 * i + 1]) for i in range(len(resp) // 2)]
+                           float(np.sum(a, dtype=np.float64)), t, e) for a, h, t, e in zip(lp, en, top, ent)]
+    c, cn = (ches[0].cpu().numpy(), ches[1].cpu().numpy()) if ches else (None, None)
+    return [PairScores(resp[2 * i], resp[2 * i + 1], None if c is None else float(c[i]),
+                       None if cn is None else float(cn[i])) for i in range(len(resp) // 2)]
 
 
 def empty_pair(token_level: bool) -> PairScores:
-    """Scores of a pair with nothing to score (both responses cut away): empty arrays, sums 0."""
+    """Scores of a pair with nothing to score (both responses cut away): empty arrays, sums 0, no CHES."""
     def r() -> ResponseScores:
-        return ResponseScores(np.zeros(0, np.float32), np.zeros(0, np.float32) if token_level else None, 0.0)
-    return PairScores(r(), r())
+        return ResponseScores(np.zeros(0, np.float32), np.zeros(0, np.float32) if token_level else None, 0.0,
+                              np.zeros(0, np.float32), np.zeros(0, np.float32))
+    return PairScores(r(), r(), float("nan"), float("nan"))
+
+
+def _head_pass(logits: Callable[[int, int], torch.Tensor], spans: list[tuple[int, int]], targets: torch.Tensor,
+               ref_logits: Callable[[int, int], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    """One model's head, chunk by chunk (never (N, V) at once): (N,) log-probs, ((N,) top-1 probability,
+    (N,) entropy), and with `ref_logits` the (N,) token-level DID entropy against the reference."""
+    lps, tops, ents, dids = [], [], [], []
+    for s, e in spans:
+        z = logits(s, e)  # (n, V)
+        lp, top, ent = head_stats(z, targets[s:e])  # the max and entropy of the same softmax
+        lps.append(lp)
+        tops.append(top)
+        ents.append(ent)
+        if ref_logits is not None:  # the DID needs no log-softmax: raw logit differences give the same q
+            dids.append(did_entropy(z, ref_logits(s, e)))
+    if not spans:
+        z0 = torch.zeros(0, device=targets.device)
+        return z0, (z0, z0), (z0 if ref_logits is not None else None)
+    return torch.cat(lps), (torch.cat(tops), torch.cat(ents)), (torch.cat(dids) if ref_logits is not None else None)
 
 
 def score_one_batch(reference: nn.Module, policies: list[nn.Module], batch: list[PairLike], *, token_level: bool,
                     score_reference: bool, device: torch.device, ref_cache: FeatureCache | None = None,
                     ) -> tuple[list[PairScores] | None, list[list[PairScores]]]:
-    """Score one batch under every model: reference features once (or from `ref_cache`), then each policy."""
+    """Score one batch under every model: reference features once (or from `ref_cache`), then each policy.
+
+    The reference's scores carry CHES, from the head inputs of the forward that scores it."""
     layout = _Layout(batch, device)
     targets, lengths = layout.targets, layout.lengths
     ref: _Scorer | None = None
+    ref_hidden = None
     if score_reference or (token_level and policies):
         rs = _strategy(reference, device)
         key = (rs, tuple(p.pair_id for p in batch))
-        feats = ref_cache.get(key) if ref_cache is not None else None
+        # Cached rows are head inputs on the bare-head path; on the model's-own-logits path CHES needs
+        # the hidden states, which only a fresh forward of the reference's scoring pass returns.
+        usable = not (score_reference and not rs.head_only)
+        feats = ref_cache.get(key) if ref_cache is not None and usable else None
         if feats is None:
-            feats = _features(reference, rs, layout)
+            feats, ref_hidden = _features_and_hidden(reference, rs, layout, hidden=score_reference)
             if ref_cache is not None:
                 ref_cache.put(key, feats)
+        elif score_reference:
+            ref_hidden = feats
         ref = _Scorer(reference, rs, feats)
     n_vocab_bytes = targets.numel() * 4 * (ref.head.weight.shape[0] if ref and ref.head is not None else 0)
     keep = token_level and len(policies) > 1 and n_vocab_bytes <= _REF_CACHE_BYTES
@@ -434,19 +508,15 @@ def score_one_batch(reference: nn.Module, policies: list[nn.Module], batch: list
 
     ref_out = None
     if score_reference and ref is not None:
-        lps = torch.cat([token_logprobs(ref_logits(s, e), targets[s:e]) for s, e in ref.spans()])
-        ref_out = _pair_scores(lps, None, lengths)
+        lps, squeeze, _ = _head_pass(ref_logits, ref.spans(), targets)
+        ref_out = _pair_scores(lps, None, lengths, squeeze, ches_rows(ref_hidden, lengths))
     pol_out = []
     for policy in policies:
         ps = _strategy(policy, device)
         sc = _Scorer(policy, ps, _features(policy, ps, layout))
-        lps, ents = [], []
-        for s, e in sc.spans():  # the same row spans as the reference: same N, same chunk rule
-            z = sc.logits(s, e)  # (n, V)
-            lps.append(token_logprobs(z, targets[s:e]))
-            if token_level:  # the DID needs no log-softmax: raw logit differences give the same q
-                ents.append(did_entropy(z, ref_logits(s, e)))
-        pol_out.append(_pair_scores(torch.cat(lps), torch.cat(ents) if token_level else None, lengths))
+        # the same row spans as the reference: same N, same chunk rule
+        lps, squeeze, ents = _head_pass(sc.logits, sc.spans(), targets, ref_logits if token_level else None)
+        pol_out.append(_pair_scores(lps, ents, lengths, squeeze))
     return ref_out, pol_out
 
 

@@ -7,8 +7,14 @@
   reference has no rows of its own: it is step 0 of every curve, and its values are the `ref_*`
   columns (e.g. `ref_logp_chosen`) of any row.
 - `kind="tokens"`: one row per response token of every checkpoint (pair_id, model, step, side,
-  position, token_id, token, logp, ref_logp, log_ratio, did_entropy), then `run`.
+  position, token_id, token, logp, ref_logp, log_ratio, did_entropy, top1_prob, token_entropy,
+  ref_top1_prob, ref_token_entropy), then `run`.
 - `export_trl_reference`: the dataset with TRL's `ref_chosen_logps` / `ref_rejected_logps`.
+- `export_filtered` (`--kind filtered --drop-top-ches Q`): the dataset without its top-Q% CHES pairs
+  (Razin et al. 2024's mitigation), in TRL's preference format, to retrain on.
+
+`ches`/`ches_norm` and the squeezing columns of a run scored before they were stored are empty, and
+the export's metadata says so per run (`not_stored`: column → why; the CLI prints it as a `note:`).
 
 With `run=None`, every run in the workspace is exported, one after another, told apart by the `run`
 column (an error if the workspace has none). The file is written atomically. Each run's resolved
@@ -28,9 +34,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from did_core import ches
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
-from did_core.workspace import Workspace
+from did_core.workspace import CHES_COLUMNS, Workspace
 
 FORMATS = (".csv", ".parquet", ".jsonl")
 
@@ -114,8 +121,33 @@ def export_metadata(workspace: str | Path | Workspace, run: str | None = None) -
         m = ws.run(name)
         out[name] = {"run_settings": ws.run_settings(m).to_manifest(), "overrides": m.get("overrides") or [],
                      "notes": m.get("notes") or [], "numerics": ws.numerics(m),
-                     "numerics_detail": m.get("numerics_detail") or {"exact": {"dtype": "float32", "sums": "float64"}}}
+                     "numerics_detail": m.get("numerics_detail") or {"exact": {"dtype": "float32", "sums": "float64"}},
+                     "not_stored": {nm: ws.not_stored(name, nm) for nm in ws.numerics(m)},
+                     "tokens_not_stored": {nm: _tokens_not_stored(ws, name, m, nm) for nm in ws.numerics(m)}}
     return {"runs": out}
+
+
+def _tokens_not_stored(ws: Workspace, name: str, manifest: dict, numerics: str) -> dict[str, str]:
+    """{column: why} for the per-token squeezing columns the tokens export leaves empty for some
+    checkpoint of the run (`Workspace.tokens_not_stored`, over its checkpoints)."""
+    out: dict[str, str] = {}
+    for cp in manifest.get("checkpoints", []):
+        if ws.score_dir(ws.score_of(manifest, cp, numerics)).joinpath("meta.json").is_file():
+            out.update(ws.tokens_not_stored(name, cp["name"], numerics))
+    return out
+
+
+def not_stored_notes(metadata: dict, kind: str = "pairs") -> list[str]:
+    """One line per (run, numerics) whose `kind` export ("pairs" or "tokens") leaves CHES or squeezing
+    columns empty, and why."""
+    lines = []
+    key = "tokens_not_stored" if kind == "tokens" else "not_stored"
+    for run, info in metadata.get("runs", {}).items():
+        for nm, cols in (info.get(key) or {}).items():
+            for why in dict.fromkeys(cols.values()):
+                names = [c for c, w in cols.items() if w == why]
+                lines.append(f"run {run} ({nm} numerics): {', '.join(names)} empty: {why}")
+    return lines
 
 
 def tokens_table(workspace: str | Path | Workspace, run: str | None = None,
@@ -149,6 +181,61 @@ def export(workspace: str | Path, out: str | Path, kind: str = "pairs", run: str
     else:
         raise InputError(f"unknown export kind {kind!r}; use pairs or tokens")
     return write_table(df, out, export_metadata(workspace, run))
+
+
+def _one_run(ws: Workspace, run: str | None) -> str:
+    if run is None:
+        names = _runs(ws, None)
+        if len(names) > 1:
+            raise InputError(f"workspace {ws.root} has {len(names)} runs; choose one with --run ({', '.join(names)})")
+        return names[0]
+    return run
+
+
+def filtered_table(workspace: str | Path | Workspace, run: str | None, drop_top_ches: float
+                   ) -> tuple[pd.DataFrame, dict]:
+    """The run's dataset without its top `drop_top_ches` percent of pairs by CHES (the reference's,
+    exact numerics), and what was dropped.
+
+    Rows keep the dataset's columns (pair_id, prompt, chosen, rejected as given: text, or message lists
+    for a conversational dataset, then any extra columns): TRL's preference format. Pairs the reference
+    did not score (`--limit`) are left out; pairs without a CHES (an empty response after truncation)
+    cannot be ranked and are kept (`did_core.ches.drop_top_ches`). Raises InputError when the run's reference
+    score holds no CHES (scored before it was stored).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    run = _one_run(ws, run)
+    manifest = ws.run(run)
+    missing = {c: why for c, why in ws.not_stored(run, "exact" if "exact" in ws.numerics(manifest) else None).items()
+               if c in CHES_COLUMNS}
+    if missing:
+        raise InputError(f"run {run!r} has no CHES to filter by: {missing['ches']}")
+    ref = ws.open_store(ws.score_of(manifest, manifest["reference"], "exact")).read_pairs()[["pair_id", "ches"]]
+    data = ws.dataset_records(run)
+    df = data.merge(ref, on="pair_id", how="inner", sort=False)
+    try:
+        keep = ches.drop_top_ches(pd.Series(df["ches"].to_numpy(np.float64), index=df["pair_id"]), drop_top_ches)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    kept = df[keep.to_numpy()].drop(columns=["ches"])
+    dropped = df[~keep.to_numpy()]
+    info = {"run": run, "drop_top_ches": drop_top_ches, "by": "ches (reference, exact numerics)",
+            "n_pairs": len(df), "dropped": len(dropped), "kept": len(kept),
+            "unranked_kept": int(df["ches"].isna().sum()), "not_scored_left_out": len(data) - len(df),
+            "ches_threshold": float(dropped["ches"].min()) if len(dropped) else None,
+            "dropped_pair_ids": dropped["pair_id"].tolist()}
+    return kept.reset_index(drop=True), info
+
+
+def export_filtered(workspace: str | Path, run: str | None, out: str | Path, drop_top_ches: float) -> Path:
+    """Write `filtered_table` to `out` (.jsonl or .parquet; .csv only for a text dataset), with the
+    filter's record (`filter`: counts, threshold, dropped pair ids) beside the run's metadata."""
+    fmt = _format(out)
+    ws = Workspace(workspace)
+    df, info = filtered_table(ws, run, drop_top_ches)
+    if fmt == ".csv" and ws.run(info["run"])["dataset"].get("conversational"):
+        raise InputError(f"{out}: a conversational dataset's message lists do not fit CSV; write .jsonl or .parquet")
+    return write_table(df, out, export_metadata(ws, info["run"]) | {"filter": info})
 
 
 def trl_reference_table(workspace: str | Path | Workspace, run: str | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from did_core.plan import (
 )
 from did_core.run_settings import ResolvedSettings
 from did_core.sweep import trainer_args
+from did_core.token_audit import audit_for_manifest
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
 from did_core.trainer_numerics import precision_supported, trainer_batches
 from did_core.workspace import Workspace, validate_name
@@ -91,6 +92,8 @@ class ScorePlan:
     pieces: dict[int, str]
     memory: MemoryPlan
     pi_l: str | None = None
+    audit: dict = field(default_factory=dict)
+    """The tokenization audit of `pairs` (`token_audit`), recorded as run.json's `extra.audit`."""
 
     @property
     def n_chunks(self) -> int:
@@ -140,7 +143,7 @@ def plan_score(data: str, reference: str, *, policies: list[str] | None = None, 
     ref_model_fp = model_fingerprint(ref_spec.path)
     pol_model_fps = [model_fingerprint(s.path) for s in specs]
     ref_fp = chunked.reference_fingerprints(pdata.fingerprint, ref_model_fp, tok_fp, fields)
-    return ScorePlan(
+    plan = ScorePlan(
         run_name=run_name, source=str(data), data=pdata, pairs=pairs, reference=ref_spec, policies=specs, info=info,
         resolved=resolved, wanted=wanted, settings=settings, device=device, notes=tuple(notes), fields=fields,
         chunk_size=size, ref_model_fp=ref_model_fp, ref_fp=ref_fp,
@@ -148,6 +151,7 @@ def plan_score(data: str, reference: str, *, policies: list[str] | None = None, 
         pol_model_fps=pol_model_fps, tokenizer_fp=tok_fp,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         pieces=chunked.token_strings(tokenizer, pairs), memory=memory, pi_l=pi_l)
+    return replace(plan, audit=audit_for_manifest(plan, tokenizer))
 
 
 def _targets(plan: ScorePlan, ws: Workspace) -> list[chunked.Target]:
@@ -227,7 +231,7 @@ def _manifest(plan: ScorePlan, elapsed_s: float, dtype_report: dict | None) -> d
                      for s, fp in zip(plan.policies, plan.pol_fps, strict=True)],
         log_history=info.log_history if info else [],
         extra={"elapsed_s": elapsed_s, "dtype_check": dtype_report, "pi_l": str(plan.pi_l) if plan.pi_l else None,
-               "memory": asdict(plan.memory),
+               "memory": asdict(plan.memory), "audit": plan.audit,
                "trainer_args": trainer_args(info.training_args if info else None)})
 
 

@@ -43,10 +43,19 @@ PAIRS_SCHEMA = pa.schema([
     ("dropped_chosen", pa.int64()), ("dropped_rejected", pa.int64()),
     ("did_entropy_chosen", pa.float64()), ("did_entropy_rejected", pa.float64()),
     ("did_entropy_max_chosen", pa.float64()), ("did_entropy_max_rejected", pa.float64()),
+    # CHES (the reference's score only; NaN in a policy's) and squeezing (every model, exact numerics):
+    # docs/ANALYTICS.md, "CHES and squeezing". Stores written before these columns have other
+    # fingerprints (chunked.EXACT_STORED); `Workspace.not_stored` names what an old store lacks.
+    ("ches", pa.float64()), ("ches_norm", pa.float64()),
+    ("top1_prob_chosen", pa.float64()), ("top1_prob_rejected", pa.float64()),
+    ("token_entropy_chosen", pa.float64()), ("token_entropy_rejected", pa.float64()),
 ])
 TOKENS_SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("side", pa.string()), ("position", pa.int32()), ("token_id", pa.int32()),
     ("token", pa.string()), ("logp", pa.float32()), ("did_entropy", pa.float32()),
+    # squeezing per token (the row's model's own next-token distribution; exact numerics, NaN in the
+    # trainer's): what the pairs rows' top1_prob_* / token_entropy_* are the means of
+    ("top1_prob", pa.float32()), ("token_entropy", pa.float32()),
 ])
 MERGED_PAIRS = "pairs.parquet"
 class CorruptStoreError(InputError):

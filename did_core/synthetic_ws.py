@@ -31,7 +31,8 @@ class SyntheticData:
 
 def make_synthetic_workspace(root: str | Path, n_pairs: int = 200, n_checkpoints: int = 3, seed: int = 0,
                              tokens: bool = True, run_name: str = "synthetic", beta: float = 0.1,
-                             chunk_size: int = 1000, mean_tokens: int = 12, drift: float = 1.0) -> str:
+                             chunk_size: int = 1000, mean_tokens: int = 12, drift: float = 1.0,
+                             stored_extras: bool = True) -> str:
     """Write a dataset, a reference score, `n_checkpoints` checkpoint scores and a run; return the run name.
 
     Token rows are consistent with the pair rows (sequence log-prob = sum of token log-probs) and
@@ -39,16 +40,18 @@ def make_synthetic_workspace(root: str | Path, n_pairs: int = 200, n_checkpoints
     the reference is named `reference`. `drift` scales how far the checkpoints move from the reference:
     several runs with the same `seed` and sizes share the dataset and the reference score (the same
     fingerprints), like a sweep, and differ in their checkpoints. Everything is vectorized over flat token arrays, so that
-    10,000 pairs × 10 checkpoints take a few seconds.
+    10,000 pairs × 10 checkpoints take a few seconds. `stored_extras`: CHES (the reference's) and the
+    squeezing columns, drawn from a generator of their own (False: stores as written before they existed).
     """
     with relaxed_durability():
         return _build(Workspace(root), n_pairs, n_checkpoints, seed, tokens, run_name, beta, chunk_size, mean_tokens,
-                      drift)
+                      drift, stored_extras)
 
 
 def _build(ws: Workspace, n_pairs: int, n_checkpoints: int, seed: int, tokens: bool, run_name: str, beta: float,
-           chunk_size: int, mean_tokens: int, drift: float = 1.0) -> str:
+           chunk_size: int, mean_tokens: int, drift: float = 1.0, stored_extras: bool = True) -> str:
     rng = np.random.default_rng(seed)
+    extra_rng = np.random.default_rng([seed, 16])  # CHES/squeezing: the other columns' draws stay as they were
     ids = np.array([str(i) for i in range(n_pairs)], dtype=object)
     sides = ("chosen", "rejected")
     n_tok = {side: rng.integers(1, 2 * mean_tokens, n_pairs) for side in sides}  # (N,) tokens per response
@@ -89,8 +92,20 @@ def _build(ws: Workspace, n_pairs: int, n_checkpoints: int, seed: int, tokens: b
                 pairs[f"n_tokens_{s}"] = n_tok[s][lo:hi]
                 pairs[f"did_entropy_{s}"] = ent_mean[s][lo:hi]
                 pairs[f"did_entropy_max_{s}"] = ent_max[s][lo:hi]
+            if stored_extras:
+                k = hi - lo
+                if m == 0:
+                    pairs["ches"] = extra_rng.normal(-20.0, 5.0, k)
+                    pairs["ches_norm"] = pairs["ches"] / 10.0
+                for s in sides:
+                    pairs[f"top1_prob_{s}"] = np.clip(extra_rng.normal(0.5 + 0.02 * m, 0.1, k), 0.05, 1.0)
+                    pairs[f"token_entropy_{s}"] = np.clip(extra_rng.normal(1.5 - 0.05 * m, 0.3, k), 0.0, None)
             toks = pd.concat([_token_rows(ids, s, lo, hi, start[s], n_tok[s], tok_ids[s], pieces[s], logp[s], ent[s])
                               for s in sides], ignore_index=True) if tokens else None
+            if stored_extras and toks is not None:  # per-token squeezing (drawn after the pair columns)
+                toks["top1_prob"] = np.clip(extra_rng.normal(0.5 + 0.02 * m, 0.15, len(toks)), 0.01, 1.0).astype("float32")
+                toks["token_entropy"] = np.clip(extra_rng.normal(1.5 - 0.05 * m, 0.4, len(toks)), 0.0, None).astype(
+                    "float32")
             store.write_chunk(c, pairs, toks)
         store.mark_complete()
         entries.append({"name": name, "path": f"synthetic/{name}", "step": step, "score": score_fp})

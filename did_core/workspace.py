@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from did_core.config import default_workspace
@@ -38,14 +39,28 @@ from did_core.store import (
 )
 
 __all__ = ["Workspace", "ScoreStore", "CorruptStoreError", "fingerprint", "default_workspace", "validate_name",
-           "PAIRS_COLUMNS", "TOKENS_COLUMNS"]
+           "PAIRS_COLUMNS", "TOKENS_COLUMNS", "CHES_COLUMNS", "SQUEEZING_COLUMNS", "TOKEN_SQUEEZING_COLUMNS"]
 
 PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
                  "n_tokens_chosen", "n_tokens_rejected", "reward_chosen", "reward_rejected", "reward_margin",
-                 "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected"]
-"""docs/REFERENCE.md §7's export columns, in order; `ws.pairs` appends dropped_* and did_entropy_max_*."""
+                 "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected",
+                 "ches", "ches_norm", "top1_prob_chosen", "top1_prob_rejected", "token_entropy_chosen",
+                 "token_entropy_rejected"]
+"""docs/REFERENCE.md §7's export columns, in order; `ws.pairs` appends dropped_*, did_entropy_max_* and
+the reference's squeezing columns (ref_top1_prob_*, ref_token_entropy_*)."""
+CHES_COLUMNS = ("ches", "ches_norm")
+"""The reference's, from its exact-numerics store (the same on every row of a pair)."""
+SQUEEZING_COLUMNS = ("top1_prob_chosen", "top1_prob_rejected", "token_entropy_chosen", "token_entropy_rejected")
+"""The row's model's, in the row's numerics (exact only: the trainer numerics compute none)."""
+RESCORE_HINT = ("scored before CHES and squeezing were stored: score the run again (`python -m did_core score`, "
+                "or the Score page) to compute them; its stores get new fingerprints, the old ones stay")
+TOKEN_SQUEEZING_COLUMNS = ("top1_prob", "token_entropy", "ref_top1_prob", "ref_token_entropy")
+"""The model's and the reference's top-1 probability and next-token entropy at each position (exact
+numerics only; `tokens_not_stored` says when they are empty)."""
 TOKENS_COLUMNS = ["pair_id", "model", "step", "side", "position", "token_id", "token", "logp", "ref_logp",
-                  "log_ratio", "did_entropy"]
+                  "log_ratio", "did_entropy", *TOKEN_SQUEEZING_COLUMNS]
+RESCORE_TOKENS_HINT = ("scored before per-token squeezing was stored: score the run again (`python -m did_core "
+                       "score`, or the Score page) to compute it; its stores get new fingerprints, the old ones stay")
 _META_KEY = b"did_explorer"
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\:*?\"<>|]{1,200}$")
 _FP_RE = re.compile(r"^[0-9a-f]{8,64}$")
@@ -254,9 +269,89 @@ class Workspace:
 
         return run_settings.from_manifest(manifest.get("run_settings"), manifest.get("beta"))
 
+    @staticmethod
+    def _stored_names(store: ScoreStore, kind: str = "pairs") -> set[str] | None:
+        """Columns that hold values in a store's `kind` ("pairs" or "tokens") rows (its first chunk: a
+        store written before a column existed lacks it, or has it all NaN when the writer filled the
+        schema); None when nothing is stored yet."""
+        try:
+            meta = store.meta()
+        except CorruptStoreError:
+            return None
+        done = sorted(meta.get("chunks_done") or [])
+        if not done:
+            return None
+        try:
+            t = pq.read_table(store.chunk_path(done[0], kind))
+        except (OSError, pa.ArrowException):
+            return None
+        return {c for c in t.column_names
+                if t.num_rows == 0 or pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type)
+                                                       else pc.is_null(t[c]))).as_py()}
+
+    def _ches_store(self, manifest: dict, numerics: str) -> ScoreStore | None:
+        """The reference store CHES is read from: the exact numerics' (CHES is a property of the
+        reference's weights, computed in its exact scoring pass), whatever numerics a row is in."""
+        have = self.numerics(manifest)
+        if "exact" not in have:
+            return None
+        return ScoreStore(self.score_dir(self.score_of(manifest, manifest["reference"], "exact")))
+
+    def not_stored(self, name: str, numerics: str | None = None) -> dict[str, str]:
+        """{column: why} for each CHES/squeezing column `pairs(name, numerics)` leaves NaN on every row.
+
+        Old stores (scored before these columns existed) lack them: that is said here, and the
+        readers that show or export them say it too, instead of a silent NaN.
+        """
+        manifest = self.run(name)
+        numerics = numerics or self.numerics(manifest)[0]
+        out: dict[str, str] = {}
+        ches = self._ches_store(manifest, numerics)
+        have = self._stored_names(ches) if ches is not None and ches.exists() else None
+        for c in CHES_COLUMNS:
+            if ches is None:
+                out[c] = "the run has no exact-numerics reference score (CHES is computed in its exact pass)"
+            elif have is not None and c not in have:
+                out[c] = RESCORE_HINT
+        for c in SQUEEZING_COLUMNS:
+            if numerics == "trainer":
+                out[c] = "the trainer numerics compute no squeezing (exact numerics only)"
+                continue
+            for entry in [manifest["reference"], *self._checkpoints(manifest)]:
+                store = ScoreStore(self.score_dir(self.score_of(manifest, entry, numerics)))
+                names = self._stored_names(store) if store.exists() else None
+                if names is not None and c not in names:
+                    out[c] = RESCORE_HINT
+                    break
+        return out
+
+    def tokens_not_stored(self, name: str, model: str, numerics: str | None = None) -> dict[str, str]:
+        """{column: why} for each TOKEN_SQUEEZING_COLUMNS column `tokens(name, model, …, numerics)` leaves
+        NaN: the trainer numerics compute none, and a store scored before them lacks them (its first
+        chunk holding no value; a store with no token rows at all is not reported here)."""
+        manifest = self.run(name)
+        numerics = numerics or self.numerics(manifest)[0]
+        if numerics == "trainer":
+            return dict.fromkeys(TOKEN_SQUEEZING_COLUMNS, "the trainer numerics compute no squeezing (exact "
+                                 "numerics only)")
+        out: dict[str, str] = {}
+        entry = self._model_entry(manifest, model)
+        for prefix, e in (("", entry), ("ref_", manifest["reference"])):
+            store = ScoreStore(self.score_dir(self.score_of(manifest, e, numerics)))
+            names = self._stored_names(store, "tokens") if store.exists() else None
+            for c in ("top1_prob", "token_entropy"):
+                if names is not None and c not in names:
+                    out[prefix + c] = RESCORE_TOKENS_HINT
+        return out
+
     def pairs(self, name: str, numerics: str | None = None) -> pd.DataFrame:
         """One row per (pair, checkpoint) in `numerics` (None: the run's primary): PAIRS_COLUMNS, then
-        dropped_*, did_entropy_max_*, `accuracy`, `loss` and `numerics`.
+        dropped_*, did_entropy_max_*, ref_top1_prob_*, ref_token_entropy_*, `accuracy`, `loss` and
+        `numerics`.
+
+        `ches`, `ches_norm` are the reference's (from its exact-numerics store; the same on every row
+        of a pair); the squeezing columns are the row's model's. Columns a store lacks (stored before
+        they existed, or not computed in these numerics) are NaN: `not_stored` says which and why.
 
         The DPO quantities are `losses.pair_quantities`' (reward_* = β·(ℓ_π − ℓ_ref), margins, dpo_loss =
         −log σ(reward_margin), accuracy = reward_margin > 0) with the run's β; `loss` is the trainer's own
@@ -273,6 +368,17 @@ class Workspace:
         ref_index = pd.Index(ref["pair_id"].to_numpy(zero_copy_only=False))
         ref_lc = ref["logp_chosen"].to_numpy()
         ref_lr = ref["logp_rejected"].to_numpy()
+
+        def column(t: pa.Table, c: str) -> np.ndarray:  # NaN for a column the store lacks (see not_stored)
+            return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
+
+        ref_extra = {f"ref_{c}": column(ref, c) for c in SQUEEZING_COLUMNS}
+        ches_store = self._ches_store(manifest, numerics)
+        ches_t = ref if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
+                                                  and ches_store.exists() else None)
+        ches_index = pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False)) if ches_t is not None else ref_index
+        ches_vals = {c: column(ches_t, c) if ches_t is not None else np.full(len(ref_index), np.nan)
+                     for c in CHES_COLUMNS}
         parts: dict[str, list[np.ndarray]] = {}
         for cp in self._checkpoints(manifest):
             store = ScoreStore(self.score_dir(self.score_of(manifest, cp, numerics)))
@@ -293,6 +399,13 @@ class Workspace:
             for c in ("n_tokens_chosen", "n_tokens_rejected", "did_entropy_chosen", "did_entropy_rejected",
                       "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected"):
                 cols[c] = t[c].to_numpy()
+            for c in SQUEEZING_COLUMNS:
+                cols[c] = column(t, c)
+            for c, v in ref_extra.items():
+                cols[c] = np.where(ok, v[pos], np.nan)
+            cpos = ches_index.get_indexer(pid)
+            for c, v in ches_vals.items():
+                cols[c] = np.where(cpos >= 0, v[cpos], np.nan) if len(v) else np.full(n, np.nan)
             for c, v in cols.items():
                 parts.setdefault(c, []).append(v)
         if not parts:
@@ -307,8 +420,9 @@ class Workspace:
             **{k: q[k].to_numpy() for k in ("reward_chosen", "reward_rejected", "reward_margin", "log_margin",
                                             "ref_log_margin", "dpo_loss")},
         }
-        for k in ("did_entropy_chosen", "did_entropy_rejected", "dropped_chosen", "dropped_rejected",
-                  "did_entropy_max_chosen", "did_entropy_max_rejected"):
+        for k in ("did_entropy_chosen", "did_entropy_rejected", *CHES_COLUMNS, *SQUEEZING_COLUMNS,
+                  "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected",
+                  *(f"ref_{x}" for x in SQUEEZING_COLUMNS)):
             out[k] = c[k]
         out["accuracy"] = q["accuracy"].to_numpy()
         out["loss"] = losses.run_loss(raw, rs)
@@ -326,16 +440,25 @@ class Workspace:
         """One row per response token of `model` (a checkpoint name, or the reference's name) in `numerics`
         (None: the run's primary): TOKENS_COLUMNS.
 
-        ref_logp comes from the reference joined on (pair_id, side, position); log_ratio = logp − ref_logp.
+        ref_* come from the reference joined on (pair_id, side, position); log_ratio = logp − ref_logp.
+        The squeezing columns are NaN where a store lacks them: `tokens_not_stored` says which and why.
         """
         manifest = self.run(name)
         entry = self._model_entry(manifest, model)
         toks = self.open_store(self.score_of(manifest, entry, numerics)).read_tokens(pair_ids)
+        for c in ("top1_prob", "token_entropy"):  # an old store's chunks lack them
+            if c not in toks:
+                toks[c] = np.full(len(toks), np.nan, dtype=np.float32)
         if entry is manifest["reference"]:
-            toks["ref_logp"] = toks["logp"]
+            for c in ("logp", "top1_prob", "token_entropy"):
+                toks[f"ref_{c}"] = toks[c]
         else:
             ref = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_tokens(pair_ids)
-            ref = ref[["pair_id", "side", "position", "logp"]].rename(columns={"logp": "ref_logp"})
+            for c in ("top1_prob", "token_entropy"):
+                if c not in ref:
+                    ref[c] = np.full(len(ref), np.nan, dtype=np.float32)
+            ref = ref[["pair_id", "side", "position", "logp", "top1_prob", "token_entropy"]].rename(
+                columns={"logp": "ref_logp", "top1_prob": "ref_top1_prob", "token_entropy": "ref_token_entropy"})
             toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
         toks["log_ratio"] = (toks["logp"] - toks["ref_logp"]).astype("float32")
         toks["model"] = model

@@ -192,6 +192,52 @@ def checkpoint_rows(root: str, run: str, ver: str, ckpt: str, aggregation: str =
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def not_stored(root: str, run: str, ver: str) -> dict[str, str]:
+    """{column: why} for the CHES / squeezing columns this run's stores lack in `ver`'s numerics."""
+    return workspace(root).not_stored(run, numerics_of(ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def tokens_not_stored(root: str, run: str, ver: str, ckpt: str) -> dict[str, str]:
+    """{column: why} for the per-token squeezing columns `example_tokens` leaves empty under `ckpt`."""
+    try:
+        return workspace(root).tokens_not_stored(run, ckpt, numerics_of(ver))
+    except (FileNotFoundError, KeyError, ValueError):
+        return {}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def ches_view(root: str, run: str, ver: str, ckpt: str, aggregation: str = "sum") -> dict:
+    """CHES against Δ log π(y_w) at `ckpt` (did_core.ches): per-pair rows, Spearman ρ with its 95%
+    bootstrap interval, displaced share per CHES quintile. aggregation "mean": ches_norm and the
+    per-token Δ."""
+    from did_core import ches
+
+    column, per_token = ("ches_norm", True) if aggregation == "mean" else ("ches", False)
+    rows = ches.ches_vs_displacement(raw_pairs(root, run, ver), ckpt, column, per_token)
+    x, y = rows["ches"].to_numpy(), rows["delta_logp_chosen"].to_numpy()
+    return {"rows": rows, "rho": ches.spearman_interval(x, y, n_boot=1000),
+            "quintiles": ches.displaced_by_quantile(x, y, n_bins=5)}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def ches_correlations(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
+    """ρ(CHES, Δ log π(y_w)) with its interval at every checkpoint (did_core.ches.correlations)."""
+    from did_core import ches
+
+    column, per_token = ("ches_norm", True) if aggregation == "mean" else ("ches", False)
+    return ches.correlations(raw_pairs(root, run, ver), column, n_boot=1000, per_token=per_token)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def squeezing(root: str, run: str, ver: str) -> pd.DataFrame:
+    """Mean top-1 probability and next-token entropy per model and side, the reference at step 0."""
+    from did_core import ches
+
+    return ches.squeezing_curves(raw_pairs(root, run, ver))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def ordering(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
     return views.ordering(raw_pairs(root, run, ver), aggregation)
 

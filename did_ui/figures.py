@@ -28,6 +28,10 @@ TRACE_NAMES: dict[str, str] = {
     "did_entropy_chosen": "DID entropy, chosen (token mean)", "did_entropy_rejected": "DID entropy, rejected (token mean)",
     "did_entropy_pair": "DID entropy over {y_w, y_l}", "did_entropy_ba": "H(q_B/A) over {y_w, y_l}",
     "residual": "residual of the fit",
+    # CHES and squeezing (did_core.ches)
+    "ches": "CHES (reference)", "ches_norm": "CHES, length-normalised (reference)",
+    "delta_logp_chosen": "Δ log π(y_w) (policy − reference)",
+    "top1_prob": "mean top-1 probability", "token_entropy": "mean next-token entropy (nats)",
 }
 """Human names for the column names the pages pass to the builders: every legend entry and colour
 bar says what a trace is in the paper's words, never a column name (tests/test_app.py checks)."""
@@ -220,20 +224,40 @@ def lines(frame: pd.DataFrame, x: str, ys: list[str], title: str, y_title: str =
     return fig
 
 
+UNRELIABLE = "#9e9e9e"
+
+
 def estimator_lines(by_step: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
     """Mean sequence-level DID entropy over prompts per step, one line per estimator; the sampled
-    estimators carry their mean bootstrap interval as error bars."""
+    estimators carry their mean interval as error bars and their mean ESS as a label beside each point.
+    A point whose mean ESS is below `entropy.RELIABLE_ESS` is drawn grey, its label marked "low"."""
+    import plotly.colors as pcolors
+
+    from did_core.entropy import RELIABLE_ESS
+
     fig = go.Figure()
     for col, label in labels.items():
         if col not in by_step:
             continue
         stem = col.removesuffix("_entropy")
-        err = None
+        err, marker, text, mode = None, None, None, "lines+markers"
         if f"{stem}_ci_low" in by_step and f"{stem}_ci_high" in by_step:
             err = dict(type="data", symmetric=False, array=(by_step[f"{stem}_ci_high"] - by_step[col]).tolist(),
                        arrayminus=(by_step[col] - by_step[f"{stem}_ci_low"]).tolist())
-        fig.add_trace(go.Scatter(x=by_step["step"].tolist(), y=by_step[col].tolist(), mode="lines+markers", name=label,
-                                 error_y=err, line=dict(dash="dash") if col == "target_did_entropy" else None))
+        if f"{stem}_ess" in by_step:
+            ess = by_step[f"{stem}_ess"].to_numpy(dtype=float)
+            low = ~(ess >= RELIABLE_ESS)
+            own = pcolors.DEFAULT_PLOTLY_COLORS[len(fig.data) % len(pcolors.DEFAULT_PLOTLY_COLORS)]
+            marker = dict(color=[UNRELIABLE if x else own for x in low],
+                          symbol=["circle-open" if x else "circle" for x in low])
+            text = [f"ESS {e:.1f}" + (" (low)" if x else "") for e, x in zip(ess, low)]
+            mode = "lines+markers+text"
+            if err is not None and low.any():
+                err["color"] = UNRELIABLE
+        fig.add_trace(go.Scatter(x=by_step["step"].tolist(), y=by_step[col].tolist(), mode=mode, name=label,
+                                 error_y=err, marker=marker, text=text, textposition="top right",
+                                 textfont=dict(size=10),
+                                 line=dict(dash="dash") if col == "target_did_entropy" else None))
     fig.update_layout(title="Sequence-level DID entropy, mean over prompts", xaxis_title="step",
                       yaxis_title="entropy (nats)", height=360, **LAYOUT)
     return fig
@@ -317,4 +341,70 @@ def run_overlay(panels: list[tuple[str, dict[str, tuple[pd.DataFrame, pd.DataFra
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     fig.update_layout(height=280 * rows + 80, **LAYOUT | {"legend": dict(orientation="h", y=-0.06 * 4 / max(rows, 1))})
+    return fig
+
+
+def ches_quintiles(q: pd.DataFrame, title: str) -> go.Figure:
+    """Share of displaced pairs (Δ log π(y_w) < 0) per CHES quintile (did_core.ches.displaced_by_quantile)."""
+    labels = [f"Q{b} ({lo:.3g} … {hi:.3g})" for b, lo, hi in zip(q["bin"], q["ches_lo"], q["ches_hi"])]
+    fig = go.Figure(go.Bar(x=labels, y=q["displaced_share"].tolist(), name="displaced share (Δ log π(y_w) < 0)",
+                           customdata=q[["n"]].to_numpy(),
+                           hovertemplate="%{x}<br>displaced %{y:.1%} of %{customdata[0]} pairs<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="CHES quintile (Q1 lowest; range of CHES in it)",
+                      yaxis_title="share displaced", yaxis_range=[0, 1], height=320, **LAYOUT)
+    return fig
+
+
+SIDE_STYLE = {"chosen": ("chosen y_w", "#2ca02c"), "rejected": ("rejected y_l", "#d62728")}
+
+
+def squeezing_curves(frame: pd.DataFrame) -> go.Figure:
+    """Mean top-1 probability and mean next-token entropy over steps, chosen and rejected, the reference
+    at step 0 as a hollow marker on each line (did_core.ches.squeezing_curves)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[TRACE_NAMES["top1_prob"], TRACE_NAMES["token_entropy"]],
+                        horizontal_spacing=0.1)
+    for side, (label, colour) in SIDE_STYLE.items():
+        g = frame[frame["side"] == side].sort_values("step")
+        for col, metric in enumerate(("top1_prob", "token_entropy"), start=1):
+            # plain lists: gd.data keeps numpy arrays base64-encoded, and readers (tests, the live test) iterate x
+            fig.add_trace(go.Scatter(x=g["step"].tolist(), y=g[metric].tolist(), mode="lines+markers", name=label,
+                                     legendgroup=side,
+                                     showlegend=col == 1, line=dict(color=colour),
+                                     customdata=g[["model"]].to_numpy(),
+                                     hovertemplate="%{customdata[0]} (step %{x})<br>%{y:.4f}<extra></extra>"),
+                          row=1, col=col)
+            ref = g[g["model"] == "reference"]
+            fig.add_trace(go.Scatter(x=ref["step"].tolist(), y=ref[metric].tolist(), mode="markers",
+                                     name=f"reference, {side}",
+                                     legendgroup=f"ref-{side}", showlegend=col == 1,
+                                     marker=dict(color="white", size=10, line=dict(color=colour, width=2))),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="step (reference at 0)")
+    fig.update_layout(height=340, **LAYOUT)
+    return fig
+
+
+def token_squeezing_lines(tokens: pd.DataFrame, ckpt: str) -> go.Figure:
+    """Over response positions, one pair's per-token top-1 probability (left) and next-token entropy
+    (right): `ckpt`'s (solid) beside the reference's (dotted), chosen and rejected (`ws.tokens` rows)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["top-1 probability at each position",
+                                                        "next-token entropy at each position (nats)"],
+                        horizontal_spacing=0.1)
+    for side, (label, colour) in SIDE_STYLE.items():
+        g = tokens[tokens["side"] == side].sort_values("position")
+        for col, metric in enumerate(("top1_prob", "token_entropy"), start=1):
+            for prefix, name, dash in (("", f"{ckpt}, {label}", "solid"), ("ref_", f"reference, {label}", "dot")):
+                fig.add_trace(go.Scatter(x=g["position"].tolist(), y=g[prefix + metric].astype(float).tolist(),
+                                         mode="lines+markers", name=name, legendgroup=prefix + side,
+                                         showlegend=col == 1, line=dict(color=colour, dash=dash),
+                                         marker=dict(size=4), customdata=g[["token"]].to_numpy(),
+                                         hovertemplate="#%{x} %{customdata[0]}<br>%{y:.4f}<extra>" + name
+                                         + "</extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="position in the response (0 = first token)")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_layout(height=320, **LAYOUT)
     return fig

@@ -353,11 +353,14 @@ SEQUENCE_ESTIMATORS = {
 
 
 def sequence_entropy_by_step(per_prompt: pd.DataFrame) -> pd.DataFrame:
-    """Mean over prompts, per checkpoint, of each sequence-level estimate (and of its interval bounds)."""
+    """Mean over prompts, per checkpoint, of each sequence-level estimate (and of its interval bounds and
+    ESS); `{e}_reliable` becomes the share of prompts whose ESS ≥ entropy.RELIABLE_ESS."""
     if per_prompt.empty:
         return per_prompt
     cols = [c for c in per_prompt.columns
-            if c.endswith(("_entropy", "_ci_low", "_ci_high", "_ess")) or c in ("k", "exact_did_entropy_support")]
+            if c.endswith(("_entropy", "_ci_low", "_ci_high", "_ess", "_reliable"))
+            or c in ("k", "exact_did_entropy_support")]
+    per_prompt = per_prompt.astype({c: float for c in cols if c.endswith("_reliable")})
     out = per_prompt.groupby("model", sort=False)[cols].mean()
     out.insert(0, "step", per_prompt.groupby("model", sort=False)["step"].first())
     out.index.name = "checkpoint"

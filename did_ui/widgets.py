@@ -431,7 +431,10 @@ def export_buttons(v: View) -> None:
 
 # --- token colouring -------------------------------------------------------------------------
 
-COLOUR_BY = {"log_ratio": "log-ratio log π/π_ref", "did_entropy": "DID entropy H_t", "logp": "log-prob log π"}
+COLOUR_BY = {"log_ratio": "log-ratio log π/π_ref", "did_entropy": "DID entropy H_t", "logp": "log-prob log π",
+             "top1_prob": "top-1 probability", "token_entropy": "next-token entropy"}
+SQUEEZING_COLOURS = ("top1_prob", "token_entropy")
+"""Colourings by the checkpoint's own next-token distribution (squeezing; exact numerics only)."""
 
 COLOUR_CAPTION = {
     "log_ratio": "Blue: the checkpoint raised the token's log-prob over the reference (log π − log π_ref > 0); "
@@ -439,6 +442,11 @@ COLOUR_CAPTION = {
     "did_entropy": "Purple: the DID at this position, q_t = softmax(log π − log π_ref) over the vocabulary, is "
                    "spread out (high H_t); white: peaked on a few tokens (H_t near 0).",
     "logp": "Orange: the checkpoint finds the token unlikely (log π far below 0); white: near-certain (log π near 0).",
+    "top1_prob": "Green: at this position the checkpoint puts most of its next-token probability on one token "
+                 "(max_v π(v | x, y_<t) near 1: a squeezed, peaked distribution); white: no token stands out "
+                 "(near 0). The scale is fixed from 0 to 1.",
+    "token_entropy": "Teal: the checkpoint's next-token distribution at this position is spread out (high "
+                     "entropy −Σ_v π(v|·) log π(v|·), in nats); white: peaked on one token (entropy near 0).",
 }
 """What each colouring means, said under the tokens (the page shows the one that matches the colours)."""
 
@@ -453,6 +461,8 @@ _FULL_COLOUR = {  # the colour at |value| = scale; the scale runs from the page 
     ("log_ratio", -1): (178, 24, 43),    # lowered: red
     ("did_entropy", 1): (118, 42, 131),  # purple
     ("logp", 1): (230, 85, 13),          # orange: logp ≤ 0, darker = less likely
+    ("top1_prob", 1): (35, 139, 69),     # green: a probability in [0, 1], darker = more peaked
+    ("token_entropy", 1): (1, 133, 113),  # teal: entropy ≥ 0 (nats), darker = more spread out
 }
 
 
@@ -512,6 +522,8 @@ def colour_scale(tokens: pd.DataFrame, colour_by: str) -> float:
         return 0.0
     vals = tokens[colour_by].to_numpy(dtype=float)
     finite = vals[[math.isfinite(x) for x in vals]]
+    if colour_by == "top1_prob":  # a probability: one fixed scale, so checkpoints and pairs compare
+        return 1.0 if finite.size else 0.0
     return float(max(abs(finite.min()), abs(finite.max()))) if finite.size else 0.0
 
 
@@ -524,6 +536,8 @@ def colour_legend_html(colour_by: str, scale: float, steps: int = 9) -> str:
         "log_ratio": (-scale, scale, "lowered", "raised"),
         "did_entropy": (0.0, scale, "peaked DID", "spread-out DID"),
         "logp": (0.0, -scale, "likely", "unlikely"),
+        "top1_prob": (0.0, scale, "spread out", "peaked (squeezed)"),
+        "token_entropy": (0.0, scale, "peaked", "spread out"),
     }[colour_by]
     cells = []
     for k in range(steps):
@@ -547,7 +561,9 @@ def tokens_html(tokens: pd.DataFrame, colour_by: str, scale: float | None = None
     spans = []
     for row, value in zip(tokens.itertuples(index=False), vals, strict=True):
         piece = html.escape(str(row.token), quote=True).replace("\n", "↵<br>") or "∅"
-        tip = " | ".join(f"{k} {getattr(row, k):.4f}" for k in ("logp", "ref_logp", "log_ratio", "did_entropy")
+        tip = " | ".join(f"{k} {getattr(row, k):.4f}" for k in ("logp", "ref_logp", "log_ratio", "did_entropy",
+                                                                 "top1_prob", "ref_top1_prob", "token_entropy",
+                                                                 "ref_token_entropy")
                          if hasattr(row, k) and isinstance(getattr(row, k), float) and math.isfinite(getattr(row, k)))
         tip = html.escape(f"#{row.position} id {row.token_id} {str(row.token)!r} | {tip}", quote=True)
         spans.append(f"<span title=\"{tip}\" style=\"{_rgba(value, scale, colour_by)};"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, figures, live, run_info, views, widgets
+from did_ui import ches_view, crossrun, data, figures, live, run_info, views, widgets
 
 widgets.ensure_router()
 widgets.title("curves")
@@ -57,6 +57,8 @@ else:  # the run picked in the sidebar
     shares = {m: data.curve_frame(v.root, v.run, v.ver, aggregation, m) for m in views.SHARE_QUANTITIES}
     shares = {m: (s, t if show_trainer else None) for m, (s, t) in shares.items()}
     st.plotly_chart(figures.share_curves(shares, views.SHARE_QUANTITIES), key="shares")
+
+    ches_view.squeezing_section(v)
 
     per_pair, audit = data.precision_audit(v.root, v.run, v.ver)
     if not audit.empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from did_core.entropy import RELIABLE_ESS
 from did_ui import crossrun, data, figures, jobs, live, run_info, selection, views, widgets
 
 widgets.ensure_router()
@@ -57,8 +58,10 @@ else:
              r"\qquad \hat H_{\mathrm{SNIS}} = -\sum_{k=1}^K \tilde\omega_k \log\hat q(y_k),\ "
              r"y_k\sim\pi,\ \tilde\omega_k \propto \frac{q(y_k)}{\pi(y_k\mid x)}")
     st.caption("Estimator 3 (exact: this run's responses can be enumerated) beside estimator 2 with K samples from "
-               "the checkpoint, with percentile-bootstrap intervals. SNIS estimates the entropy over the sampler's "
-               "whole support (responses cut at the length limit included), so compare it with that exact line; "
+               "the checkpoint, with 95 % intervals (SNIS: studentised m-out-of-n bootstrap; H over the sample set: "
+               "percentile bootstrap) and each point's mean effective sample size (Σw)²/Σw²; a point drawn grey "
+               f"and marked low has a mean ESS below {RELIABLE_ESS:g}, too few to trust its interval. SNIS estimates "
+               "the entropy over the sampler's whole support (responses cut at the length limit included), so compare it with that exact line; "
                "H over the sample set grows with K and is bounded by log K. The dashed line is the target DID's "
                "entropy.")
     st.plotly_chart(figures.estimator_lines(by_step, views.SEQUENCE_ESTIMATORS), key="entropy-sequence")

@@ -1,12 +1,13 @@
-"""Example inspector: one preference pair, its tokens coloured by log-ratio, DID entropy or
-log-prob (exact values on hover), and its log-probs across checkpoints.
+"""Example inspector: one preference pair, its tokens coloured by log-ratio, DID entropy, log-prob,
+top-1 probability or next-token entropy (exact values on hover), the per-token squeezing beside the
+reference's, and its log-probs across checkpoints.
 Deep link: ?run=…&example=…&ckpt=…"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, figures, live, run_info, widgets
+from did_ui import ches_view, data, figures, live, run_info, widgets
 
 widgets.ensure_router()
 widgets.title("example")
@@ -43,8 +44,12 @@ colour_by = st.segmented_control("Colour tokens by", list(widgets.COLOUR_BY), de
 tokens = data.example_tokens(v.root, v.run, v.ver, v.ckpt, example)
 scale = widgets.colour_scale(tokens, colour_by)  # one scale for both responses: one colour, one value
 st.html(widgets.colour_legend_html(colour_by, scale))
+squeezing_gone = ches_view.token_squeezing_missing(v, tokens) if colour_by in widgets.SQUEEZING_COLOURS else None
+if squeezing_gone is not None:
+    st.info(f"No {widgets.COLOUR_BY[colour_by]} to colour by under {v.ckpt}: {squeezing_gone}.", icon=":material/info:")
 st.caption(widgets.COLOUR_CAPTION[colour_by] + " Both responses share one scale. Hover a token for its exact "
-           "log-prob, reference log-prob, log-ratio and DID entropy.")
+           "log-prob, reference log-prob, log-ratio, DID entropy, and top-1 probability and next-token entropy "
+           "(the checkpoint's and the reference's).")
 row = across[across["checkpoint"] == v.ckpt]
 left, right = st.columns(2)
 for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Rejected y_l")):
@@ -62,5 +67,6 @@ for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Re
         with st.expander("Plain text"):
             st.text(text.get(side, ""))
 
+ches_view.token_squeezing_section(v, tokens)
 st.plotly_chart(figures.example_lines(across), key="example_lines")
 st.dataframe(across, hide_index=True)

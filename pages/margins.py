@@ -1,11 +1,12 @@
-"""Log-margins: per-example M_π against M_ref, their histograms, the paper's ordering shares, and
-the power-law fit. Selecting points opens the example inspector."""
+"""Log-margins: per-example M_π against M_ref, their histograms, the paper's ordering shares, the
+power-law fit, and CHES against the chosen response's displacement. Selecting points opens the
+example inspector."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, figures, live, run_info, selection, views, widgets
+from did_ui import ches_view, crossrun, data, figures, live, run_info, selection, views, widgets
 
 widgets.ensure_router()
 widgets.title("margins")
@@ -84,3 +85,5 @@ else:
                                                  f"π_l = {pi_l}", "M_π − M_ref", "M_ref − M_l", colour="residual",
                                                  diagonal=False, slope=fit["beta_hat"]),
                             key="power_law", config=widgets.SCATTER_CONFIG)
+
+ches_view.ches_section(v, aggregation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import crossrun, data, live, run_info, score_form, widgets
+from did_ui import audit_view, crossrun, data, live, run_info, score_form, widgets
 
 widgets.ensure_router()
 widgets.title("runs")
@@ -61,6 +61,7 @@ st.caption("Each value is the trainer's (read from the run folder), a documented
            "the run does not record it), or an override given when scoring.")
 st.dataframe(score_form.settings_table(data.run_settings(root, v.run, v.ver)), hide_index=True)
 run_info.precision_audit(v)
+audit_view.tokenization_audit(v)
 
 st.subheader("Export")
 widgets.export_buttons(v)

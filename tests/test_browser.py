@@ -40,8 +40,21 @@ def server(tmp_path_factory):
     # a second run on the same dataset and reference (a sweep): for the cross-run views
     make_synthetic_workspace(ws, n_pairs=300, n_checkpoints=4, seed=1, tokens=True, run_name="synthetic-b",
                              beta=0.2, drift=2.0)  # tokens too: it rewrites the reference score the two share
+    _plant_audit(ws, "synthetic-b")  # synthetic's run.json has none, as a run scored before the audit
     with serve(ws, env={"DID_INLINE_PAIRS": "200"}) as url:  # its 300 pairs' scatters start closed
         yield url
+
+
+def _plant_audit(root: Path, run: str) -> None:
+    """A tokenization audit in `run`'s run.json, as `score` records it: two pairs cut by max length."""
+    from did_core.token_audit import PROBLEMS, Audit, Problem
+    from did_core.workspace import Workspace
+
+    ws = Workspace(root)
+    manifest = ws.run(run)
+    ids = tuple(ws.dataset(run)["pair_id"].astype(str).tolist()[3:5])
+    audit = Audit(300, {k: Problem(0) for k in PROBLEMS} | {"truncated": Problem(2, ids, 9, 2)})
+    ws.write_run(dict(manifest, extra=(manifest.get("extra") or {}) | {"audit": audit.to_dict()}))
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +265,25 @@ def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(se
     assert "/entropy" in page.url and "example=" not in page.url
 
 
+def test_the_tokenization_audit_links_to_its_pairs(server, page):
+    """Runs shows the run's tokenization audit, and a pair link under a problem opens that pair; a run
+    scored before the audit says it has none."""
+    page.goto(f"{server}/?run=synthetic-b")
+    _settle(page, "Runs")
+    page.get_by_role("heading", name="Tokenization audit").wait_for()
+    link = page.get_by_role("link", name="pair 3")
+    link.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "runs-audit.png"), full_page=True)
+    link.click()
+    _settle(page, "Example")
+    page.get_by_text("pair 3", exact=False).first.wait_for()
+    assert "example=3" in page.url and "run=synthetic-b" in page.url, page.url
+    _no_exception(page, "audit link")
+    page.goto(f"{server}/?run=synthetic")
+    _settle(page, "Runs")
+    page.get_by_text("No tokenization audit recorded for this run").wait_for()
+
+
 def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     """The scatter's default drag pans and a click selects one point; the mode bar's box select picks
     several pairs, which the page lists for the inspector."""
@@ -417,3 +449,22 @@ def test_concurrent_deep_links_on_a_fresh_server(page, tmp_path):
             assert "Training curves" in nav.inner_text(), f"{link}: {nav.inner_text()}"
         for ctx in contexts:
             ctx.close()
+
+
+def test_example_per_token_squeezing_colouring_and_chart(server, page):
+    """Example: the per-token squeezing chart draws, and the "top-1 probability" colouring recolours the
+    tokens (its legend says so) with the checkpoint's and the reference's values in each hover."""
+    page.goto(f"{server}/example?run=synthetic&example=17&ckpt=checkpoint-200")
+    _settle(page, "Example")
+    _no_exception(page, "example")
+    page.get_by_text("Squeezing at each token").first.wait_for()
+    page.get_by_text("top-1 probability at each position").first.wait_for()  # the chart's subplot title
+    before = page.locator("span[title*='top1_prob']").first.get_attribute("style")
+    page.get_by_role("radio", name="top-1 probability").click()  # st.segmented_control: a radio group
+    page.get_by_text("peaked (squeezed)").first.wait_for()
+    _settle(page, "Example")
+    _no_exception(page, "example, top-1 colouring")
+    token = page.locator("span[title*='ref_top1_prob']").first
+    assert "ref_token_entropy" in token.get_attribute("title")
+    assert token.get_attribute("style") != before  # recoloured
+    page.screenshot(path=str(ARTIFACTS / "example-squeezing.png"), full_page=True)

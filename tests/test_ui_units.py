@@ -154,7 +154,7 @@ def _span_contrasts(markup: str) -> list[tuple[str, float]]:
     return out
 
 
-@pytest.mark.parametrize("colour_by", ["log_ratio", "did_entropy", "logp"])
+@pytest.mark.parametrize("colour_by", ["log_ratio", "did_entropy", "logp", "top1_prob", "token_entropy"])
 def test_every_token_colour_has_readable_text(colour_by):
     """WCAG AA (4.5:1) for the token text on every colour of the scale: 201 values from one end to the
     other (log-ratios both signs, entropies ≥ 0, log-probs ≤ 0), composited over Streamlit's light and
@@ -162,9 +162,10 @@ def test_every_token_colour_has_readable_text(colour_by):
     pytest.importorskip("streamlit")
     from did_ui import widgets
 
-    scale = 3.0
+    scale = 1.0 if colour_by == "top1_prob" else 3.0  # a probability's scale is fixed at 1 (colour_scale)
     values = {"log_ratio": np.linspace(-scale, scale, 201), "did_entropy": np.linspace(0, scale, 201),
-              "logp": np.linspace(-scale, 0, 201)}[colour_by]
+              "logp": np.linspace(-scale, 0, 201), "top1_prob": np.linspace(0, scale, 201),
+              "token_entropy": np.linspace(0, scale, 201)}[colour_by]
     toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": np.arange(201), "token_id": np.arange(201),
                          "token": "tok", "logp": -1.0, "ref_logp": -1.0, "log_ratio": 0.0, "did_entropy": 1.0})
     toks[colour_by] = values
@@ -533,3 +534,26 @@ def test_job_label_never_reads_done_twice():
     assert job_label(job("done", "done", 512, 512)) == "score job `j`: **done** · 512/512"
     assert job_label(job("running", "done", 512, 512), now=110.0) == "score job `j`: **running** · 512/512 · 10 s elapsed"
     assert job_label(job("running", "score", 120, 512, 9.0)) == "score job `j`: **running** · score · 120/512 · ETA 9 s"
+
+
+def test_squeezing_colourings_have_their_own_scale_caption_and_legend():
+    """Top-1 probability is drawn on a fixed 0–1 scale (one colour, one probability in every pair and
+    checkpoint); next-token entropy on the largest value shown, like DID entropy. Each has a caption
+    naming its own colour (no blue or red) and a legend with its ends' meanings."""
+    pytest.importorskip("streamlit")
+    from did_ui import widgets
+
+    toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0, 1], "token_id": [1, 2],
+                         "token": ["a", "b"], "top1_prob": [0.2, 0.4], "token_entropy": [0.5, 2.5],
+                         "ref_top1_prob": [0.3, 0.3], "ref_token_entropy": [1.0, 1.0]})
+    assert widgets.colour_scale(toks, "top1_prob") == 1.0
+    assert widgets.colour_scale(toks, "token_entropy") == 2.5
+    assert widgets.colour_scale(toks.assign(top1_prob=np.nan), "top1_prob") == 0.0
+    for mode, colour in (("top1_prob", "Green"), ("token_entropy", "Teal")):
+        cap = widgets.COLOUR_CAPTION[mode]
+        assert cap.startswith(colour) and "Blue" not in cap and "red" not in cap
+        assert mode in widgets.SQUEEZING_COLOURS
+    assert "peaked (squeezed)" in widgets.colour_legend_html("top1_prob", 1.0)
+    assert "1.00" in widgets.colour_legend_html("top1_prob", 1.0)
+    tip = widgets.tokens_html(toks, "top1_prob", 1.0)
+    assert "top1_prob 0.2000 | ref_top1_prob 0.3000 | token_entropy 0.5000 | ref_token_entropy 1.0000" in tip

@@ -1,0 +1,234 @@
+"""Per-example predictors of likelihood displacement: CHES (Razin et al. 2024) and squeezing (Ren &
+Sutherland, ICLR 2025), and the statistics the dashboard and the benchmark show about them.
+
+Formulas and readings: docs/ANALYTICS.md, "CHES and squeezing". Pure functions, no I/O:
+
+- `head_stats`: one head chunk's (N, V) logits -> log π(target), top-1 probability and next-token
+  entropy, from one exp pass (the engine calls it on every chunk it already computes);
+- `ches_rows`: the reference's head inputs (N, H) of a batch -> CHES and its length-normalised form
+  per pair (the engine calls it in the reference's pass; float64);
+- `spearman`, `spearman_interval`, `displaced_by_quantile`, `ches_vs_displacement`: over a `ws.pairs`
+  table (numpy / pandas);
+- `drop_top_ches`: which pairs survive the authors' filter (the lowest-CHES ones are kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+# -- tensors (the engine) ----------------------------------------------------------------------------
+
+
+def head_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log π(target), max_v π(v) and H = −Σ_v π(v) log π(v) of each row's next-token distribution.
+
+    logits: (N, V) unnormalised scores, any float dtype (computed in float32 at least).
+    targets: (N,) int64 token ids.
+    Returns three (N,) tensors in float32 (float64 for float64 logits).
+
+    Naive equivalent::
+
+        lp = torch.log_softmax(logits.double(), -1)
+        lp.gather(-1, targets[:, None])[:, 0], lp.exp().amax(-1), -(lp.exp() * lp).sum(-1)
+
+    With a = z − max(z) and Z = Σ exp(a): log π(target) = a[target] − log Z, the top-1 probability is
+    exp(0)/Z = 1/Z, and H = log Z − Σ exp(a)·a / Z. One exp pass over the chunk, no log-softmax
+    materialised beside the logits; tokens with −inf logits contribute 0 (not 0·−inf).
+    """
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    a = z - z.amax(dim=-1, keepdim=True)  # (N, V), <= 0, max 0 per row
+    e = torch.exp(a)  # (N, V)
+    zsum = e.sum(dim=-1)  # (N,) >= 1
+    log_z = torch.log(zsum)
+    logp = a.gather(-1, targets.long()[:, None])[:, 0] - log_z  # (N,)
+    weighted = e.mul_(a).sum(dim=-1)  # (N,) Σ e^a·a
+    bad = torch.isnan(weighted)  # a row with a −inf logit: 0·−inf; checked on (N,), not on (N, V)
+    if bool(bad.any()):
+        rows = a[bad]
+        weighted[bad] = torch.where(rows > -math.inf, torch.exp(rows) * rows, torch.zeros_like(rows)).sum(dim=-1)
+    entropy = (log_z - weighted / zsum).clamp(0.0, math.log(a.shape[-1]))  # (N,)
+    return logp, 1.0 / zsum, entropy
+
+
+def ches_rows(hidden: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CHES and its length-normalised variant per pair, in float64.
+
+    hidden: (N, H) head inputs of the rows that predict each response token, responses ordered
+    (c_0, r_0, c_1, r_1, …) with lengths (T_0, T_1, …) summing to N (the engine's flat layout).
+    Returns two (B,) float64 tensors, B = len(lengths) // 2:
+
+        S⁺ = Σ_t h_t(x, y_w),  S⁻ = Σ_t h_t(x, y_l),  CHES = ⟨S⁺, S⁻⟩ − ‖S⁺‖²
+        ches_norm: the same with S⁺/T_w and S⁻/T_l.
+
+    NaN for a pair with an empty response (nothing of it was scored). Naive equivalent: a Python
+    loop over pairs summing the rows of each response.
+    """
+    n_resp = len(lengths)
+    h = hidden.double()  # (N, H)
+    owner = torch.repeat_interleave(torch.arange(n_resp, device=h.device),
+                                    torch.tensor(list(lengths), device=h.device))  # (N,) response index
+    sums = torch.zeros(n_resp, h.shape[-1], dtype=torch.float64, device=h.device).index_add_(0, owner, h)  # (2B, H)
+    t = torch.tensor(list(lengths), dtype=torch.float64, device=h.device)  # (2B,)
+    empty = (t[0::2] == 0) | (t[1::2] == 0)  # (B,)
+
+    def ches(sp: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:  # (B, H), (B, H) -> (B,)
+        out = (sp * sm).sum(-1) - (sp * sp).sum(-1)
+        return torch.where(empty, torch.full_like(out, math.nan), out)
+
+    means = sums / t.clamp(min=1)[:, None]  # (2B, H)
+    return ches(sums[0::2], sums[1::2]), ches(means[0::2], means[1::2])
+
+
+# -- statistics over pairs (the views, the benchmark) ------------------------------------------------
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties share the mean of their positions), 0-based, float64.
+
+    x: (..., n). Naive equivalent (one row): `pandas.Series(row).rank(method="average") - 1`.
+    """
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, axis=-1, kind="stable")  # (..., n)
+    s = np.take_along_axis(x, order, axis=-1)
+    n = x.shape[-1]
+    idx = np.broadcast_to(np.arange(n), x.shape)
+    starts = np.concatenate([np.ones(x.shape[:-1] + (1,), bool), s[..., 1:] != s[..., :-1]], axis=-1)
+    ends = np.concatenate([s[..., 1:] != s[..., :-1], np.ones(x.shape[:-1] + (1,), bool)], axis=-1)
+    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)  # first position of each tie group
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, idx, n), -1), axis=-1), -1)  # its last
+    ranks = np.empty_like(x)
+    np.put_along_axis(ranks, order, (first + last) / 2.0, axis=-1)
+    return ranks
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson's r per row of (..., n) arrays (NaN where a row is constant)."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation: Pearson's r of the average ranks (NaN pairs dropped; NaN when
+    fewer than 3 remain or one side is constant)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return math.nan
+    return float(_pearson_rows(_ranks(x[ok]), _ranks(y[ok])))
+
+
+def spearman_interval(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, float]:
+    """Spearman's ρ with a percentile bootstrap interval over pairs (resampled with replacement).
+
+    Returns {"rho", "lo", "hi", "n"}; lo/hi are NaN when fewer than 3 valid pairs. The resamples are
+    ranked together, in blocks of (resamples, n) bounded to ~4M values.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    rho = spearman(x, y)
+    if len(x) < 3:
+        return {"rho": rho, "lo": math.nan, "hi": math.nan, "n": len(x)}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))  # (n_boot, n)
+    block = max(1, (1 << 22) // len(x))
+    boots = np.concatenate([_pearson_rows(_ranks(x[i]), _ranks(y[i])) for i in np.array_split(
+        idx, -(-n_boot // block))])
+    boots = boots[np.isfinite(boots)]
+    a = (1 - level) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a]) if len(boots) else (math.nan, math.nan)
+    return {"rho": rho, "lo": float(lo), "hi": float(hi), "n": len(x)}
+
+
+def ches_vs_displacement(pairs: pd.DataFrame, model: str, column: str = "ches",
+                         per_token: bool = False) -> pd.DataFrame:
+    """One checkpoint's rows: pair_id, CHES (`column`: ches or ches_norm) and
+    d_w = Δ log π(y_w) = logp_chosen − ref_logp_chosen (policy minus reference, summed log-probs;
+    divided by the chosen response's token count with `per_token`)."""
+    g = pairs[pairs["model"] == model]
+    d = (g["logp_chosen"] - g["ref_logp_chosen"]).to_numpy(np.float64)
+    if per_token:
+        d = d / np.maximum(g["n_tokens_chosen"].to_numpy(np.float64), 1.0)
+    return pd.DataFrame({"pair_id": g["pair_id"].astype(str).to_numpy(), "ches": g[column].to_numpy(np.float64),
+                         "delta_logp_chosen": d})
+
+
+def displaced_by_quantile(ches: np.ndarray, delta_logp_chosen: np.ndarray, n_bins: int = 5) -> pd.DataFrame:
+    """Share of pairs with Δ log π(y_w) < 0 per CHES quantile bin (bin 1 = lowest CHES).
+
+    Bins are equal-count over the rank order (ties broken by position), so every bin has ⌊n/k⌋ or
+    ⌈n/k⌉ pairs. Columns: bin, n, ches_lo, ches_hi, displaced_share.
+    """
+    c, d = np.asarray(ches, np.float64), np.asarray(delta_logp_chosen, np.float64)
+    ok = np.isfinite(c) & np.isfinite(d)
+    c, d = c[ok], d[ok]
+    order = np.argsort(c, kind="stable")
+    rows = []
+    for b, idx in enumerate(np.array_split(order, n_bins) if len(c) else []):
+        if len(idx):
+            rows.append({"bin": b + 1, "n": len(idx), "ches_lo": float(c[idx].min()), "ches_hi": float(c[idx].max()),
+                         "displaced_share": float(np.mean(d[idx] < 0))})
+    return pd.DataFrame(rows, columns=["bin", "n", "ches_lo", "ches_hi", "displaced_share"])
+
+
+def correlations(pairs: pd.DataFrame, column: str = "ches", n_boot: int = 1000, seed: int = 0,
+                 per_token: bool = False) -> pd.DataFrame:
+    """Per checkpoint (in `pairs`' order): step, Spearman ρ(CHES, Δ log π(y_w)) with its 95% bootstrap
+    interval, the number of pairs and the share displaced (Δ log π(y_w) < 0)."""
+    rows = []
+    for model, g in pairs.groupby("model", sort=False):
+        t = ches_vs_displacement(g, model, column, per_token)
+        r = spearman_interval(t["ches"].to_numpy(), t["delta_logp_chosen"].to_numpy(), n_boot=n_boot, seed=seed)
+        step = g["step"].iloc[0] if "step" in g else None
+        rows.append({"model": model, "step": None if pd.isna(step) else int(step), **r,
+                     "displaced_share": float(np.mean(t["delta_logp_chosen"] < 0)) if len(t) else math.nan})
+    return pd.DataFrame(rows, columns=["model", "step", "rho", "lo", "hi", "n", "displaced_share"])
+
+
+def squeezing_curves(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mean top-1 probability and mean next-token entropy (each a per-response token mean, then a mean
+    over pairs) per model and side, the reference at step 0 (from the ref_* columns of any checkpoint).
+
+    Columns: model, step, side ("chosen" | "rejected"), top1_prob, token_entropy.
+    """
+    rows = []
+    ref = pairs.groupby("pair_id", sort=False).first() if len(pairs) else pairs
+    sources = [("reference", 0, ref, "ref_")] + [(m, g["step"].iloc[0], g, "") for m, g in pairs.groupby("model", sort=False)]
+    for model, step, g, pre in sources:
+        if not len(g):
+            continue
+        for side in ("chosen", "rejected"):
+            rows.append({"model": model, "step": None if pd.isna(step) else int(step), "side": side,
+                         "top1_prob": float(np.nanmean(g[f"{pre}top1_prob_{side}"].to_numpy(np.float64)))
+                         if g[f"{pre}top1_prob_{side}"].notna().any() else math.nan,
+                         "token_entropy": float(np.nanmean(g[f"{pre}token_entropy_{side}"].to_numpy(np.float64)))
+                         if g[f"{pre}token_entropy_{side}"].notna().any() else math.nan})
+    return pd.DataFrame(rows, columns=["model", "step", "side", "top1_prob", "token_entropy"])
+
+
+def drop_top_ches(ches: pd.Series, q: float) -> pd.Series:
+    """Boolean mask of the pairs kept when the top `q` percent by CHES are dropped.
+
+    ches: one value per pair (index = pair_id). q in [0, 100]. Exactly round(n·q/100) pairs are
+    dropped (n: all pairs), the highest CHES first (ties: the earlier pair first). A pair without a
+    CHES (an empty response after truncation) cannot be ranked and is kept.
+    Raises ValueError for q outside [0, 100].
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"--drop-top-ches must be a percentage in [0, 100], got {q}")
+    values = ches.to_numpy(np.float64)
+    n_drop = min(int(round(len(values) * q / 100)), int(np.isfinite(values).sum()))
+    ranked = np.where(np.isfinite(values), values, -np.inf)
+    order = np.argsort(-ranked, kind="stable")  # highest first; stable: the earlier pair first among ties
+    keep = np.ones(len(values), dtype=bool)
+    keep[order[:n_drop]] = False
+    return pd.Series(keep, index=ches.index)
