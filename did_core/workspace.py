@@ -54,7 +54,9 @@ SQUEEZING_COLUMNS = ("top1_prob_chosen", "top1_prob_rejected", "token_entropy_ch
 """The row's model's, in the row's numerics (exact only: the trainer numerics compute none)."""
 RESCORE_HINT = ("scored before CHES and squeezing were stored: score the run again (`python -m did_core score`, "
                 "or the Score page) to compute them; its stores get new fingerprints, the old ones stay")
-TOKEN_SQUEEZING_COLUMNS = ("top1_prob", "token_entropy", "ref_top1_prob", "ref_token_entropy")
+TOKEN_SQUEEZING = ("top1_prob", "token_entropy")
+"""The per-token squeezing values a store holds for its own model."""
+TOKEN_SQUEEZING_COLUMNS = (*TOKEN_SQUEEZING, *(f"ref_{c}" for c in TOKEN_SQUEEZING))
 """The model's and the reference's top-1 probability and next-token entropy at each position (exact
 numerics only; `tokens_not_stored` says when they are empty)."""
 TOKENS_COLUMNS = ["pair_id", "model", "step", "side", "position", "token_id", "token", "logp", "ref_logp",
@@ -339,7 +341,7 @@ class Workspace:
         for prefix, e in (("", entry), ("ref_", manifest["reference"])):
             store = ScoreStore(self.score_dir(self.score_of(manifest, e, numerics)))
             names = self._stored_names(store, "tokens") if store.exists() else None
-            for c in ("top1_prob", "token_entropy"):
+            for c in TOKEN_SQUEEZING:
                 if names is not None and c not in names:
                     out[prefix + c] = RESCORE_TOKENS_HINT
         return out
@@ -446,19 +448,21 @@ class Workspace:
         manifest = self.run(name)
         entry = self._model_entry(manifest, model)
         toks = self.open_store(self.score_of(manifest, entry, numerics)).read_tokens(pair_ids)
-        for c in ("top1_prob", "token_entropy"):  # an old store's chunks lack them
-            if c not in toks:
-                toks[c] = np.full(len(toks), np.nan, dtype=np.float32)
+        def with_squeezing(t: pd.DataFrame) -> pd.DataFrame:  # an old store's chunks lack them: NaN
+            for c in TOKEN_SQUEEZING:
+                if c not in t:
+                    t[c] = np.full(len(t), np.nan, dtype=np.float32)
+            return t
+
+        toks = with_squeezing(toks)
         if entry is manifest["reference"]:
-            for c in ("logp", "top1_prob", "token_entropy"):
+            for c in ("logp", *TOKEN_SQUEEZING):
                 toks[f"ref_{c}"] = toks[c]
         else:
-            ref = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_tokens(pair_ids)
-            for c in ("top1_prob", "token_entropy"):
-                if c not in ref:
-                    ref[c] = np.full(len(ref), np.nan, dtype=np.float32)
-            ref = ref[["pair_id", "side", "position", "logp", "top1_prob", "token_entropy"]].rename(
-                columns={"logp": "ref_logp", "top1_prob": "ref_top1_prob", "token_entropy": "ref_token_entropy"})
+            ref = with_squeezing(self.open_store(self.score_of(manifest, manifest["reference"], numerics))
+                                 .read_tokens(pair_ids))
+            ref = ref[["pair_id", "side", "position", "logp", *TOKEN_SQUEEZING]].rename(
+                columns={c: f"ref_{c}" for c in ("logp", *TOKEN_SQUEEZING)})
             toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
         toks["log_ratio"] = (toks["logp"] - toks["ref_logp"]).astype("float32")
         toks["model"] = model
