@@ -3,17 +3,24 @@ build that produces real TRL runs, scored, with exact DID entropies (docs/DEMO.m
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
+import random
+import re
+import subprocess
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from did_core.demo import DemoConfig, build_demo, exact_did, make_preference_data, target_world
+from did_core.demo import DemoConfig, build_demo, build_settings, demo_summary, exact_did
+from did_core.demo_data import make_preference_data, target_world
 from did_core.demo_language import (
     Language,
     build_language_tokenizer,
@@ -107,13 +114,66 @@ def test_target_world_encodes_the_did(small_world) -> None:
                                rtol=0)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _process_settings() -> dict:
+    """What `build_settings` changes for the whole process, in comparable form."""
+    import datasets.utils.logging as ds_logging
+    import transformers.utils.logging as hf_logging
+
+    np_state = np.random.get_state()
+    return {"threads": torch.get_num_threads(), "hf_verbosity": hf_logging.get_verbosity(),
+            "hf_bars": hf_logging.is_progress_bar_enabled(), "ds_bars": ds_logging.is_progress_bar_enabled(),
+            "warnings": list(warnings.filters), "random": random.getstate(),
+            "numpy": (np_state[0], np_state[1].tobytes(), *np_state[2:]), "torch": torch.get_rng_state().numpy().tobytes()}
+
+
+def test_build_settings_are_restored_after_an_exception() -> None:
+    """Inside: one thread, quiet transformers/datasets, FutureWarnings ignored; after, even when the
+    body raises, every setting and every global random state is as before (the body reseeds them all)."""
+    import transformers.utils.logging as hf_logging
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a value the block must change and put back
+    try:
+        before = _process_settings()
+        with pytest.raises(RuntimeError, match="inside"), build_settings():
+            inside = _process_settings()
+            assert inside["threads"] == 1 and inside["hf_verbosity"] == hf_logging.ERROR
+            assert not inside["hf_bars"] and not inside["ds_bars"]
+            assert warnings.filters[0][:3] == ("ignore", None, FutureWarning)
+            random.seed(1)
+            np.random.seed(1)
+            torch.manual_seed(1)
+            warnings.simplefilter("always")
+            raise RuntimeError("inside")
+        assert _process_settings() == before
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_did_core_does_not_import_matplotlib() -> None:
+    """The figure is scripts/demo_figure.py's: no did_core module imports matplotlib, at import or later."""
+    found = [f"{p.name}:{i}" for p in sorted((ROOT / "did_core").glob("*.py"))
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.match(r"\s*(import|from)\s+matplotlib\b", line)]
+    assert not found
+    code = "import sys, did_core.demo; print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.fixture(scope="module")
 def fast_demo(tmp_path_factory) -> tuple[Path, float, list]:
     root = tmp_path_factory.mktemp("demo_ws")
     seen: list = []
+    before = _process_settings()
     t0 = time.perf_counter()
     build_demo(root, progress=lambda s, d, t: seen.append((s, d, t)), config=DemoConfig.fast())
-    return root, time.perf_counter() - t0, seen
+    elapsed = time.perf_counter() - t0
+    assert _process_settings() == before, "build_demo left a process-wide setting changed"
+    return root, elapsed, seen
 
 
 @pytest.mark.slow
@@ -173,3 +233,27 @@ def test_the_third_run_is_a_beta_sweep_of_the_low_run(fast_demo) -> None:
     assert sweep.why_not_comparable(ws.run("demo-high"), run) == f"{name} was scored on another dataset (low.jsonl)"
     assert len(exact_did(root, name)) == 8 * len(run["checkpoints"])
     assert {"train low-beta0.1", "exact low-beta0.1"} <= {s for s, _, _ in seen}
+
+
+@pytest.mark.slow
+def test_summary_and_figure_script(fast_demo, tmp_path) -> None:
+    """demo_summary: per run, step 0 (the reference) then one row per checkpoint; scripts/demo_figure.py
+    prints it and draws the figure from it."""
+    pytest.importorskip("matplotlib")
+    from did_core.workspace import Workspace
+
+    root, _, _ = fast_demo
+    s = demo_summary(root)
+    ws = Workspace(root)
+    for name in ("demo-low", "demo-high"):
+        g = s[s["run"] == name]
+        steps = [ck["step"] for ck in ws.run(name)["checkpoints"]]
+        assert g["step"].tolist() == [0, *sorted(steps)]
+        assert g["snis_entropy"].isna().tolist() == [True] + [False] * len(steps)
+        assert g[["logp_chosen", "logp_rejected", "exact_did_entropy", "policy_entropy"]].notna().all().all()
+    spec = importlib.util.spec_from_file_location("demo_figure", ROOT / "scripts" / "demo_figure.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "fig" / "demo_contrast.png"
+    script.main(["--workspace", str(root), "--figure", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
