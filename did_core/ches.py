@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from did_core import losses
+
 # -- tensors (the engine) ----------------------------------------------------------------------------
 
 
@@ -155,9 +157,9 @@ def ches_vs_displacement(pairs: pd.DataFrame, model: str, column: str = "ches",
     d_w = Δ log π(y_w) = logp_chosen − ref_logp_chosen (policy minus reference, summed log-probs;
     divided by the chosen response's token count with `per_token`)."""
     g = pairs[pairs["model"] == model]
-    d = (g["logp_chosen"] - g["ref_logp_chosen"]).to_numpy(np.float64)
-    if per_token:
-        d = d / np.maximum(g["n_tokens_chosen"].to_numpy(np.float64), 1.0)
+    agg = "mean" if per_token else "sum"
+    d = losses.log_ratio(*(losses.aggregate_logp(g[c], g["n_tokens_chosen"], agg)
+                           for c in ("logp_chosen", "ref_logp_chosen")))
     return pd.DataFrame({"pair_id": g["pair_id"].astype(str).to_numpy(), "ches": g[column].to_numpy(np.float64),
                          "delta_logp_chosen": d})
 

@@ -226,6 +226,9 @@ def pair_losses(kind: Loss, logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: t
     dpo:   −log σ(β[(ℓ_w − ℓ^ref_w) − (ℓ_l − ℓ^ref_l)])
     ipo:   ([(ℓ_w − ℓ^ref_w) − (ℓ_l − ℓ^ref_l)] − 1/(2β))²
     simpo: −log σ(β[ℓ_w/|y_w| − ℓ_l/|y_l|] − γ)        (no reference)
+
+    The torch twins (autograd trains the lab) of `did_core.losses.preference_loss` with sequence sums
+    (dpo, ipo) and per-token means (simpo); tests/test_lab.py checks that they stay equal.
     """
     if kind == "simpo":
         return -F.logsigmoid(beta * (logp_w / len_w - logp_l / len_l) - gamma)

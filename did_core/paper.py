@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from did_core.losses import Aggregation, aggregate_logp
+from did_core.losses import Aggregation, aggregate_logp, log_margin
 
 REFERENCE = "reference"
 
@@ -94,9 +94,9 @@ def margins_wide(pairs: pd.DataFrame, aggregation: Aggregation = "sum") -> pd.Da
     """
     p = pairs.copy()
     nw, nl = p["n_tokens_chosen"], p["n_tokens_rejected"]
-    p["_m"] = aggregate_logp(p["logp_chosen"], nw, aggregation) - aggregate_logp(p["logp_rejected"], nl, aggregation)
-    p["_mref"] = (aggregate_logp(p["ref_logp_chosen"], nw, aggregation)
-                  - aggregate_logp(p["ref_logp_rejected"], nl, aggregation))
+    for out, prefix in (("_m", ""), ("_mref", "ref_")):
+        p[out] = log_margin(aggregate_logp(p[f"{prefix}logp_chosen"], nw, aggregation),
+                            aggregate_logp(p[f"{prefix}logp_rejected"], nl, aggregation))
     steps = p.groupby("model", sort=False)["step"].first() if "step" in p else pd.Series(dtype=float)
     def path_key(m) -> tuple[bool, float, str]:
         s = steps.get(m)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from did_core import losses
 from did_core.lab import (
     LabConfig,
     did,
@@ -184,3 +186,17 @@ def test_default_size_is_interactive() -> None:
 def test_config_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
         LabConfig(**bad)
+
+
+@pytest.mark.parametrize("kind, loss_type, agg", [("dpo", "sigmoid", "sum"), ("ipo", "ipo", "sum"),
+                                                  ("simpo", "simpo", "mean")])
+def test_the_labs_autograd_losses_equal_did_core_losses(kind, loss_type, agg) -> None:
+    """The lab trains with torch losses (it needs autograd); they are the numpy definitions of
+    did_core.losses, checked here on random pairs so that the two cannot drift apart."""
+    g = torch.Generator().manual_seed(3)
+    lw, ll, rw, rl = (-5 * torch.rand(50, generator=g, dtype=torch.float64) for _ in range(4))
+    nw, nl = (torch.randint(1, 9, (50,), generator=g).double() for _ in range(2))
+    ours = pair_losses(kind, lw, ll, rw, rl, nw, nl, 0.3, gamma=0.5).numpy()
+    ref = losses.preference_loss(lw.numpy(), ll.numpy(), rw.numpy(), rl.numpy(), nw.numpy(), nl.numpy(),
+                                 loss_type=loss_type, beta=0.3, aggregation=agg, simpo_gamma=0.5)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
