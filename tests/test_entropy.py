@@ -292,3 +292,47 @@ def test_snis_interval_stays_finite_on_a_small_support():
     assert np.median(hi - lo) < 3 * math.log(d.size) and np.max(hi - lo) < 100
     assert np.max(phi - plo) > 1e6                                           # what the floor fixed
     assert 0.93 <= np.mean((lo <= exact) & (exact <= hi)) <= 1.0
+
+
+def _naive_se(d, lp):
+    """Delta-method se by the influence formula, one loop per sample (ψ_i = K ω̃_i (1 − (d_i − μ̂)) − 1)."""
+    k = len(d)
+    w = [math.exp(a - b) for a, b in zip(d, lp)]
+    s = sum(w)
+    mu = sum(wi * di for wi, di in zip(w, d)) / s
+    psi = [k * wi / s * (1 - (di - mu)) - 1 for wi, di in zip(w, d)]
+    return math.sqrt(sum(x * x for x in psi) / (k * (k - 1)))
+
+
+def test_snis_interval_vs_naive_loop():
+    """The whole interval rebuilt resample by resample with plain-Python Ĥ and se: the same index draws
+    (m = K/4 with replacement), T*_b = (Ĥ*_b − Ĥ)/sqrt(se*_b² + (se·√K/m)²), the 2.5/97.5 % quantiles,
+    the t excess on ν = 1/max ω̃ − 1, the clip at 0. Two rows (vectorised path) and one with a repeated
+    response (a resample of one distinct value has se* = 0, so only the floor studentises it)."""
+    rng = np.random.default_rng(21)
+    d, lp = rng.normal(0, 1.5, (2, 24)), rng.normal(-5, 1, (2, 24))
+    d[1, :6], lp[1, :6] = d[1, 0], lp[1, 0]                            # six copies of one response
+    n_boot, k = 300, 24
+    lo, hi = snis_interval(d, lp, n_boot=n_boot, rng=np.random.default_rng(5))
+    m = subsample_size(k)
+    idx = np.random.default_rng(5).integers(0, k, size=(2, n_boot, m))  # the draws snis_interval makes
+    for r in range(2):
+        est, se = _naive_snis(d[r], lp[r]), _naive_se(d[r], lp[r])
+        t = []
+        for b in range(n_boot):
+            db, lb = d[r][idx[r, b]], lp[r][idx[r, b]]
+            se_b = _naive_se(db, lb) if len(set(db.tolist())) > 1 else 0.0
+            t.append((_naive_snis(db, lb) - est) / math.sqrt(se_b ** 2 + (se * math.sqrt(k) / m) ** 2))
+        w = np.exp(d[r] - lp[r])
+        nu = max(1.0, w.sum() / w.max() - 1.0)
+        x = max(float(t_quantile(0.95, nu)) - 1.959963985, 0.0)
+        t_lo, t_hi = np.quantile(t, [0.025, 0.975])
+        assert lo[r] == pytest.approx(max(est - (t_hi + x) * se, 0.0), rel=1e-8, abs=1e-10)
+        assert hi[r] == pytest.approx(max(est - (t_lo - x) * se, 0.0), rel=1e-8, abs=1e-10)
+    assert np.all(lo < snis_entropy(d, lp)) and np.all(snis_entropy(d, lp) < hi)
+
+
+def test_snis_interval_is_a_point_with_one_distinct_response():
+    """Every draw the same response: se = 0, the interval is the point Ĥ (here log ω − d = −log p = 2)."""
+    lo, hi = snis_interval(np.full(16, 0.7), np.full(16, -2.0), n_boot=50, rng=np.random.default_rng(0))
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
