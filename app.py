@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import data, jobs, page_list, widgets
+from did_ui import data, page_list, pausing, picker, widgets
 
 st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
 data.warm_up(data.workspace_root())
@@ -28,16 +28,16 @@ home = st.Page(info["runs"].path, title=info["runs"].title, icon=info["runs"].ic
 explore = [pages[k] for k, p in info.items() if p.section == "Explore"]
 tools = [pages[k] for k, p in info.items() if p.section == "Tools"]
 
-# st.navigation's own menu drops the query on every click; the menu is widgets.page_menu's links.
+# st.navigation's own menu drops the query on every click; the menu is picker.page_menu's links.
 page = st.navigation([*explore, home, *tools], position="hidden")
 menu = st.sidebar.container(key="did_menu")
 st.sidebar.caption("DID Explorer · [paper](https://arxiv.org/abs/2505.23761)")
 first_run = "_did_drawn" not in st.session_state  # a page load: the browser has more to draw after the script
 st.session_state["_did_drawn"] = True
-with jobs.foreground(data.workspace_root(), jobs.NEW_PAGE_SETTLE_S if first_run else 0.0):
+with pausing.HOLDS.foreground(data.workspace_root(), pausing.NEW_PAGE_SETTLE_S if first_run else 0.0):
     try:
         with widgets.page_frame():  # a page that ends early (widgets.end_page) still gets the menu
             page.run()  # background jobs pause while this page is computed and drawn
     finally:  # the menu carries the selection the page has just shown
         shown = [home if page is home and p is runs else p for p in explore]  # at /, Runs is lit: "/"'s own link
-        widgets.page_menu(menu, {"Explore": shown, "Tools": tools})
+        picker.page_menu(menu, {"Explore": shown, "Tools": tools}, page.url_path)

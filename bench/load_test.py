@@ -94,7 +94,7 @@ def open_page(page, title: str, url: str | None = None) -> float:
     if url is not None:
         page.goto(url, wait_until="commit")
     else:
-        # the app's own menu of page links (widgets.page_menu; st.navigation's is hidden)
+        # the app's own menu of page links (picker.page_menu; st.navigation's is hidden)
         page.locator(".st-key-did_menu").get_by_role("link", name=NAV[title], exact=True).first.click()
     page.wait_for_function(DRAWN, arg=title, polling=POLL_MS, timeout=60_000)
     elapsed = time.perf_counter() - t0
@@ -211,13 +211,13 @@ def keep_scoring(ws: Path, world_root: Path, score_pairs: int, stop: threading.E
     """Keep one scoring job running in `ws` (via did_ui.jobs, as the Score page starts it)."""
     from cli_world import build_world
 
-    from did_ui import jobs
+    from did_ui import job_argv, jobs
 
     world = build_world(world_root, n_pairs=score_pairs)
     n = 0
     while not stop.is_set():
         data = world["data"] if n == 0 else fresh_pairs(world_root / f"pairs{n}.jsonl", score_pairs, seed=n)
-        argv = jobs.score_argv(str(data), str(world["ref"]), workspace=str(ws), run_dir=str(world["run"]))
+        argv = job_argv.score_argv(str(data), str(world["ref"]), workspace=str(ws), run_dir=str(world["run"]))
         job_id = jobs.start(ws, argv, kind="score")
         log.setdefault("jobs", []).append(job_id)
         log.setdefault("starts", []).append(time.time())

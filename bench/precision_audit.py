@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not GGUF.is_file() or not DATA.is_file():
         print(f"skipped: needs {GGUF} and {DATA}")
         return 0
-    from did_core import audit
+    from did_core import audit, losses
     from did_core.score import run_score
     from did_core.trainer_numerics import logged_means
     from did_core.workspace import Workspace
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print("settings:", json.dumps(rs))
         logged = {h["step"]: h for h in m["trainer_log_history"] if "eval_loss" in h}
         bs = m["run_settings"]["eval_batch_size"]["value"]
-        tables = {nm: ws.pairs("r", nm) for nm in ("exact", "trainer")}
+        tables = {nm: losses.pair_table(ws.pairs("r", nm), ws.run_settings(m).settings) for nm in ("exact", "trainer")}
         rows = []
         for step, h in sorted(logged.items()):
             row = {"step": step}

@@ -20,23 +20,20 @@ KEYS = ["pair_id", "model"]
 def audit_pairs(exact: pd.DataFrame, trainer: pd.DataFrame) -> pd.DataFrame:
     """Per (pair, checkpoint) errors of the trainer numerics against the exact ones.
 
-    exact, trainer: `ws.pairs(run, numerics)` tables. Returns KEYS, `step`, `d_logp_chosen`,
-    `d_logp_rejected`, `d_log_ratio_chosen`, `d_log_ratio_rejected`, `d_reward_margin` (absolute
-    differences, float64) and the exact signal `abs_log_ratio_chosen`, `abs_reward_margin`.
-    Pairs with no scored token in either response are left out (nothing to compare).
+    exact, trainer: `losses.pair_table`s of `Workspace.pairs(run, numerics)` (aggregation "sum").
+    Returns KEYS, `step`, `d_logp_chosen`, `d_logp_rejected`, `d_log_ratio_chosen`,
+    `d_log_ratio_rejected`, `d_reward_margin` (absolute differences, float64) and the exact signal
+    `abs_log_ratio_chosen`, `abs_reward_margin`. Pairs with no scored token in either response are
+    left out (nothing to compare).
     """
-    cols = ["logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected", "reward_margin"]
+    cols = ["logp_chosen", "logp_rejected", "log_ratio_chosen", "log_ratio_rejected", "reward_margin"]
     m = exact[[*KEYS, "step", "n_tokens_chosen", "n_tokens_rejected", *cols]].merge(
         trainer[[*KEYS, *cols]], on=KEYS, suffixes=("", "_t"), how="inner", validate="one_to_one")
     m = m[(m["n_tokens_chosen"] > 0) | (m["n_tokens_rejected"] > 0)]
     out = m[[*KEYS, "step"]].copy()
-    for side in ("chosen", "rejected"):
-        out[f"d_logp_{side}"] = (m[f"logp_{side}_t"] - m[f"logp_{side}"]).abs()
-        d_exact = m[f"logp_{side}"] - m[f"ref_logp_{side}"]
-        d_trainer = m[f"logp_{side}_t"] - m[f"ref_logp_{side}_t"]
-        out[f"d_log_ratio_{side}"] = (d_trainer - d_exact).abs()
-    out["d_reward_margin"] = (m["reward_margin_t"] - m["reward_margin"]).abs()
-    out["abs_log_ratio_chosen"] = (m["logp_chosen"] - m["ref_logp_chosen"]).abs()
+    for col in cols:
+        out[f"d_{col}"] = (m[f"{col}_t"] - m[col]).abs()
+    out["abs_log_ratio_chosen"] = m["log_ratio_chosen"].abs()
     out["abs_reward_margin"] = m["reward_margin"].abs()
     return out.reset_index(drop=True)
 

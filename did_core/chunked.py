@@ -7,6 +7,9 @@ write it atomically (`store.ScoreStore.write_chunk`); under torch.distributed th
 round-robin and rank 0 gathers and writes them, so no two processes ever write the same file.
 Keeping one definition here is what makes a live step and `score --run` on the same weights
 produce the same files.
+
+Why one module of ~360 lines: the fingerprints, the store metadata, the chunk loop and run.json are
+the contract both jobs share; split apart, the two jobs could drift in one of them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Checkpoint A vs checkpoint B on the same pairs: per-example deltas, top movers, and the DID q_{B/A}.
 A and B may come from two runs scored on the same dataset and reference (`compare_runs`).
 
-Pure pandas/numpy over a `ws.pairs` table. Either side may be "reference" (its values are the
-`ref_*` columns). The DID between the two treats A as the reference and B as the policy:
+Pure pandas/numpy over a `Workspace.pairs` table; each side's per-pair quantities are
+`losses.pair_table`'s. Either side may be "reference" (`reference_rows`: its values are the `ref_*`
+columns). The DID between the two treats A as the reference and B as the policy:
 d_{B/A}(y) = ℓ_B(y) − ℓ_A(y), and over the candidate set S = {y_w, y_l} of each pair
 q_{B/A} = softmax(d_{B/A}(y_w), d_{B/A}(y_l)) — estimator 2 of docs/REFERENCE.md §3 with the pair as S —
 with entropy H ∈ [0, log 2] (`entropy.pair_did_entropy`). The sample-based estimators of the same
@@ -17,63 +18,70 @@ import numpy as np
 import pandas as pd
 
 from did_core.entropy import did_distribution, effective_sample_size, pair_did_entropy
-from did_core.losses import Aggregation, aggregate_logp, log_margin, preference_loss
+from did_core.losses import DERIVED_COLUMNS, Aggregation, pair_table
 
 REFERENCE = "reference"
 
 
-def model_scores(pairs: pd.DataFrame, model: str, aggregation: Aggregation = "sum") -> pd.DataFrame:
-    """One model's sequence scores indexed by `pair_id`: `logp_chosen`, `logp_rejected` (aggregated),
-    `ref_logp_chosen`, `ref_logp_rejected`. "reference" reads the `ref_*` columns."""
+def reference_rows(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The reference as if it were a checkpoint of a `Workspace.pairs` table (or of a `pair_table` at
+    aggregation "sum"): one stored-numbers row per pair, model "reference", step 0, logp_* = ref_logp_*,
+    the squeezing columns = the ref_* ones, DID entropies NaN (the reference is not scored against
+    itself). `losses.pair_table` of it has d = 0, reward margin 0, accuracy 0 (strict), displaced 0 and
+    a DPO loss of −log σ(0) = log 2 at any β."""
+    ref = pairs.drop_duplicates("pair_id").drop(columns=[c for c in DERIVED_COLUMNS if c in pairs.columns])
+    for c in ("logp_chosen", "logp_rejected", *(c.removeprefix("ref_") for c in ref.columns
+                                                if c.startswith(("ref_top1_prob_", "ref_token_entropy_")))):
+        ref[c] = ref[f"ref_{c}"]
+    for c in ("did_entropy_chosen", "did_entropy_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected"):
+        if c in ref.columns:
+            ref[c] = np.nan
+    ref["model"], ref["step"] = REFERENCE, 0
+    return ref
+
+
+def model_rows(pairs: pd.DataFrame, model: str, rs, aggregation: Aggregation = "sum") -> pd.DataFrame:
+    """One model's `losses.pair_table` rows (run settings `rs`), indexed by `pair_id`. "reference" is
+    `reference_rows`. `pairs`: a `Workspace.pairs` table (or a `pair_table` at aggregation "sum")."""
     if model == REFERENCE:
-        rows = pairs.groupby("pair_id", sort=False).first()
-        lw, ll = rows["ref_logp_chosen"], rows["ref_logp_rejected"]
+        rows = reference_rows(pairs)
     else:
-        rows = pairs[pairs["model"] == model].set_index("pair_id")
+        rows = pairs[pairs["model"] == model]
         if rows.empty:
             raise ValueError(f"model {model!r} is not in the pairs table (have {sorted(pairs['model'].unique())})")
-        if rows.index.has_duplicates:
+        if rows["pair_id"].duplicated().any():
             raise ValueError(f"model {model!r} has several rows for one pair_id")
-        lw, ll = rows["logp_chosen"], rows["logp_rejected"]
-    nw, nl = rows["n_tokens_chosen"], rows["n_tokens_rejected"]
-    return pd.DataFrame({
-        "logp_chosen": aggregate_logp(lw, nw, aggregation), "logp_rejected": aggregate_logp(ll, nl, aggregation),
-        "ref_logp_chosen": aggregate_logp(rows["ref_logp_chosen"], nw, aggregation),
-        "ref_logp_rejected": aggregate_logp(rows["ref_logp_rejected"], nl, aggregation)}, index=rows.index)
+    return pair_table(rows, rs, aggregation).set_index("pair_id")
 
 
-def compare_checkpoints(pairs: pd.DataFrame, a: str, b: str, beta: float,
-                        aggregation: Aggregation = "sum") -> pd.DataFrame:
+def compare_checkpoints(pairs: pd.DataFrame, a: str, b: str, rs, aggregation: Aggregation = "sum") -> pd.DataFrame:
     """Per pair present in both A and B (index `pair_id`, A's order), float64 columns:
 
     `logp_chosen_a/_b`, `logp_rejected_a/_b`, `log_margin_a/_b`, `dpo_loss_a/_b` (each against the
-    reference, β), and `delta_*` = B − A for logp_chosen, logp_rejected, log_margin, dpo_loss;
-    `did_ba_chosen`, `did_ba_rejected` (d_{B/A}(y_w), d_{B/A}(y_l), equal to the logp deltas),
-    `q_ba_chosen` (q_{B/A}(y_w) over the pair) and `did_entropy_ba` (its entropy, nats).
+    reference, at the run's β: `rs` its `run_settings.RunSettings`), and `delta_*` = B − A for
+    logp_chosen, logp_rejected, log_margin, dpo_loss; `did_ba_chosen`, `did_ba_rejected` (d_{B/A}(y_w),
+    d_{B/A}(y_l), equal to the logp deltas), `q_ba_chosen` (q_{B/A}(y_w) over the pair) and
+    `did_entropy_ba` (its entropy, nats).
     """
-    return compare_scores(model_scores(pairs, a, aggregation), model_scores(pairs, b, aggregation), beta, beta)
+    return compare_scores(model_rows(pairs, a, rs, aggregation), model_rows(pairs, b, rs, aggregation))
 
 
-def compare_runs(pairs_a: pd.DataFrame, a: str, beta_a: float, pairs_b: pd.DataFrame, b: str, beta_b: float,
+def compare_runs(pairs_a: pd.DataFrame, a: str, rs_a, pairs_b: pd.DataFrame, b: str, rs_b,
                  aggregation: Aggregation = "sum") -> pd.DataFrame:
-    """`compare_checkpoints` across two runs: A is model `a` of run A's `ws.pairs` table, B model `b` of
-    run B's, each side's DPO loss at its own run's β. Only meaningful for runs scored on the same
-    dataset against the same reference score (`did_core.sweep.why_not_comparable`)."""
-    return compare_scores(model_scores(pairs_a, a, aggregation), model_scores(pairs_b, b, aggregation), beta_a, beta_b)
+    """`compare_checkpoints` across two runs: A is model `a` of run A's `Workspace.pairs` table, B model
+    `b` of run B's, each side's DPO loss at its own run's β (`rs_a`, `rs_b`). Only meaningful for runs
+    scored on the same dataset against the same reference score (`did_core.sweep.why_not_comparable`)."""
+    return compare_scores(model_rows(pairs_a, a, rs_a, aggregation), model_rows(pairs_b, b, rs_b, aggregation))
 
 
-def compare_scores(sa: pd.DataFrame, sb: pd.DataFrame, beta_a: float, beta_b: float) -> pd.DataFrame:
-    """The comparison table of two `model_scores` frames (see `compare_checkpoints`), A's DPO loss at
-    `beta_a` and B's at `beta_b`."""
+def compare_scores(sa: pd.DataFrame, sb: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table of two `model_rows` frames (see `compare_checkpoints`)."""
     common = sa.index.intersection(sb.index, sort=False)
     sa, sb = sa.loc[common], sb.loc[common]
     out = pd.DataFrame(index=common)
-    for tag, s, beta in (("a", sa, beta_a), ("b", sb, beta_b)):
-        out[f"logp_chosen_{tag}"] = s["logp_chosen"]
-        out[f"logp_rejected_{tag}"] = s["logp_rejected"]
-        out[f"log_margin_{tag}"] = log_margin(s["logp_chosen"], s["logp_rejected"])
-        out[f"dpo_loss_{tag}"] = preference_loss(s["logp_chosen"], s["logp_rejected"], s["ref_logp_chosen"],
-                                                 s["ref_logp_rejected"], beta=beta)
+    for tag, s in (("a", sa), ("b", sb)):
+        for col in ("logp_chosen", "logp_rejected", "log_margin", "dpo_loss"):
+            out[f"{col}_{tag}"] = s[col].to_numpy(np.float64)
     for col in ("logp_chosen", "logp_rejected", "log_margin", "dpo_loss"):
         out[f"delta_{col}"] = out[f"{col}_b"] - out[f"{col}_a"]
     out["did_ba_chosen"] = out["delta_logp_chosen"]

@@ -1,6 +1,6 @@
 """Training curves: per-checkpoint statistics of the scored pairs, merged with what the trainer logged.
 
-Pure pandas, no I/O. The scored side comes from a `ws.pairs` table (one row per (pair, checkpoint));
+Pure pandas, no I/O. The scored side comes from a `losses.pair_table` (one row per (pair, checkpoint));
 the trainer side from `trainer_state.json`'s `log_history` (run.json `trainer_log_history`).
 
 Long format, one row per point: `step` (float; the reference is step 0), `model` (checkpoint name,
@@ -25,8 +25,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from did_core.losses import Aggregation, pair_quantities
-
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 LONG_COLUMNS = ["step", "model", "metric", "stat", "value", "source"]
 # Distributions summarised by mean, std and quantiles; then shares (mean of a bool).
@@ -48,51 +46,34 @@ def _stats(values: np.ndarray, quantiles: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def _per_pair_table(pairs: pd.DataFrame, beta: float, aggregation: Aggregation) -> pd.DataFrame:
-    q = pair_quantities(pairs, beta, aggregation)
-    n_w, n_l = np.maximum(pairs["n_tokens_chosen"], 1), np.maximum(pairs["n_tokens_rejected"], 1)
-    div_w, div_l = (n_w, n_l) if aggregation == "mean" else (1.0, 1.0)
-    q["logp_chosen"] = pairs["logp_chosen"] / div_w
-    q["logp_rejected"] = pairs["logp_rejected"] / div_l
-    for c in ("did_entropy_chosen", "did_entropy_rejected"):
-        q[c] = pairs[c].astype(float) if c in pairs else np.nan
-    # The trainer's own loss (ws.pairs `loss`, from summed log-probs whatever the aggregation); a table
-    # without it (older callers) falls back to the sigmoid DPO loss.
-    q["loss"] = pairs["loss"].to_numpy(dtype=np.float64) if "loss" in pairs else q["dpo_loss"]
-    return q
-
-
-def checkpoint_curves(pairs: pd.DataFrame, beta: float, aggregation: Aggregation = "sum", *,
-                      quantiles: Sequence[float] = QUANTILES, include_reference: bool = True,
+def checkpoint_curves(pairs: pd.DataFrame, *, quantiles: Sequence[float] = QUANTILES, include_reference: bool = True,
                       sequence_entropy: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per checkpoint: mean/std/quantiles of DISTRIBUTION_METRICS and shares of SHARE_METRICS (long format).
 
-    pairs: `ws.pairs` table. aggregation "mean" puts every log-prob per token first (rewards and loss
-    follow). The reference appears at step 0 with its own log-probs and log-margin (its log-ratios
-    are 0 by definition) when `include_reference`. `sequence_entropy`: optional per-prompt sampled
-    DID entropies with columns `model` and any of `restricted_entropy`, `snis_entropy` (as from
-    `entropy.summarize_samples` plus a model column); their means become metrics
-    `did_entropy_restricted`, `did_entropy_snis` (stat "mean").
+    pairs: a `losses.pair_table` (its aggregation "mean" puts every log-prob, reward and margin per
+    token; `loss` is the trainer's own either way); metrics it lacks (DID entropies not scored) are
+    left out. The reference appears at step 0 with its own log-probs and log-margin (the table's
+    ref_* columns; its log-ratios are 0 by definition) when `include_reference`. `sequence_entropy`:
+    optional per-prompt sampled DID entropies with columns `model` and any of `restricted_entropy`,
+    `snis_entropy` (as from `entropy.summarize_samples` plus a model column); their means become
+    metrics `did_entropy_restricted`, `did_entropy_snis` (stat "mean").
     """
-    q = _per_pair_table(pairs, beta, aggregation)
     rows: list[dict] = []
-    for model, g in q.groupby("model", sort=False):
+    for model, g in pairs.groupby("model", sort=False):
         step = float(g["step"].iloc[0]) if "step" in g and pd.notna(g["step"].iloc[0]) else float("nan")
-        for metric in DISTRIBUTION_METRICS:
+        for metric in (m for m in DISTRIBUTION_METRICS if m in g):
             for stat, v in _stats(g[metric].to_numpy(dtype=np.float64), quantiles).items():
                 rows.append(dict(step=step, model=model, metric=metric, stat=stat, value=v))
         for metric in SHARE_METRICS:
             rows.append(dict(step=step, model=model, metric=metric, stat="mean", value=float(g[metric].mean())))
     if include_reference and len(pairs):
         ref = pairs.groupby("pair_id", sort=False).first()
-        nw = np.maximum(ref["n_tokens_chosen"], 1) if aggregation == "mean" else 1.0
-        nl = np.maximum(ref["n_tokens_rejected"], 1) if aggregation == "mean" else 1.0
-        lw, ll = ref["ref_logp_chosen"] / nw, ref["ref_logp_rejected"] / nl
-        for metric, vals in (("logp_chosen", lw), ("logp_rejected", ll), ("log_margin", lw - ll)):
-            for stat, v in _stats(vals.to_numpy(dtype=np.float64), quantiles).items():
+        for metric, col in (("logp_chosen", "ref_logp_chosen"), ("logp_rejected", "ref_logp_rejected"),
+                            ("log_margin", "ref_log_margin")):
+            for stat, v in _stats(ref[col].to_numpy(dtype=np.float64), quantiles).items():
                 rows.append(dict(step=0.0, model="reference", metric=metric, stat=stat, value=v))
     if sequence_entropy is not None and len(sequence_entropy):
-        steps = q.groupby("model", sort=False)["step"].first() if "step" in q else pd.Series(dtype=float)
+        steps = pairs.groupby("model", sort=False)["step"].first() if "step" in pairs else pd.Series(dtype=float)
         for model, g in sequence_entropy.groupby("model", sort=False):
             for col, metric in (("restricted_entropy", "did_entropy_restricted"), ("snis_entropy", "did_entropy_snis")):
                 if col in g:
@@ -123,10 +104,10 @@ def trainer_curves(log_history: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
-def merged_curves(pairs: pd.DataFrame, log_history: Sequence[dict] | None, beta: float,
-                  aggregation: Aggregation = "sum", **kwargs) -> pd.DataFrame:
-    """`checkpoint_curves` and `trainer_curves` in one long table (kwargs go to `checkpoint_curves`)."""
-    scored = checkpoint_curves(pairs, beta, aggregation, **kwargs)
+def merged_curves(pairs: pd.DataFrame, log_history: Sequence[dict] | None, **kwargs) -> pd.DataFrame:
+    """`checkpoint_curves` of a `losses.pair_table` and `trainer_curves` in one long table (kwargs go
+    to `checkpoint_curves`)."""
+    scored = checkpoint_curves(pairs, **kwargs)
     trainer = trainer_curves(log_history or [])
     parts = [p for p in (scored, trainer) if len(p)]
     if not parts:

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from did_core import ches
+from did_core import ches, losses
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
 from did_core.workspace import CHES_COLUMNS, Workspace
@@ -100,14 +100,17 @@ def write_table(df: pd.DataFrame, out: str | Path, metadata: dict | None = None)
 
 def pairs_table(workspace: str | Path | Workspace, run: str | None = None,
                 numerics: str | None = None) -> pd.DataFrame:
-    """The export-kind pairs rows of one run (or all runs) in every numerics it has (or only `numerics`),
-    with a trailing `run` column; `accuracy` as 1/0."""
+    """The export-kind pairs rows of one run (or all runs) in every numerics it has (or only `numerics`):
+    `Workspace.pairs` with the derived columns of `losses.pair_table` at the run's settings (but its
+    VIEW_COLUMNS), and a trailing `run` column; `accuracy` as 1/0."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     frames = []
     for name in _runs(ws, run):
         manifest = ws.run(name)
+        rs = ws.run_settings(manifest).settings
         for nm in [numerics] if numerics else ws.numerics(manifest):
-            frames.append(ws.pairs(name, nm).assign(run=name))
+            table = losses.pair_table(ws.pairs(name, nm), rs).drop(columns=list(losses.VIEW_COLUMNS))
+            frames.append(table.assign(run=name))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df["accuracy"] = df["accuracy"].astype("int8")
     return df

@@ -1,7 +1,10 @@
 """Per-pair DPO quantities and the preference losses a DPO practitioner meets (pure numpy, no I/O).
 
 Everything here works on 1-D float arrays of length N (one entry per preference pair) or on the
-`ws.pairs` DataFrame (one row per (pair, checkpoint); docs/ARCHITECTURE.md). Natural logs throughout.
+`Workspace.pairs` DataFrame (stored numbers joined to the reference, one row per (pair, checkpoint);
+docs/ARCHITECTURE.md). `pair_table` adds every derived per-pair column to that table (log-ratios,
+rewards, margins, the DPO loss, accuracy, displacement flags and the trainer's own loss): the export,
+compare, curves, the audit and the pages all take them from there. Natural logs throughout.
 
 Notation (docs/REFERENCE.md §1): `logp_*` are sequence log-probs ℓ_π(y|x) summed over response tokens,
 `ref_logp_*` the reference's, `n_tokens_*` the number of scored response tokens.
@@ -17,8 +20,10 @@ aggregation) and `trainer_loss` / `trainer_loss_terms` (every `DPOTrainer` loss 
 function of the stored per-pair quantities, with TRL's f-divergence transform, loss weights and
 parameter checks, so that the batch mean of `trainer_loss` is TRL's batch loss).
 
-Why one module of ~440 lines: every loss is checked against TRL's own code by tests/test_losses.py
-through the same helpers (the f-divergence scores, the stable log-sigmoid); they stay side by side.
+Why one module of ~450 lines: it is the one place each per-pair formula is written (the table
+columns and every loss type alike), and every loss is checked against TRL's own code by
+tests/test_losses.py through the same helpers (the f-divergence scores, the stable log-sigmoid);
+they stay side by side.
 """
 
 from __future__ import annotations
@@ -109,59 +114,63 @@ def preference_loss(
         return neg_log_sigmoid(beta * (s_w - s_l) - simpo_gamma)
     if ref_logp_chosen is None or ref_logp_rejected is None:
         raise ValueError(f"loss {loss_type!r} needs the reference log-probs")
-    delta = (s_w - aggregate_logp(ref_logp_chosen, n_tokens_chosen, agg)) - (
-        s_l - aggregate_logp(ref_logp_rejected, n_tokens_rejected, agg))
-    z = beta * delta
-    if loss_type == "sigmoid":
-        return neg_log_sigmoid(z)
-    if loss_type == "ipo":
-        return (delta - 1.0 / (2.0 * beta)) ** 2
-    if loss_type == "hinge":
-        return np.maximum(0.0, 1.0 - z)
-    eps = label_smoothing
-    if not 0.0 <= eps < 0.5:
-        raise ValueError(f"robust loss needs 0 <= label_smoothing < 0.5, got {eps}")
-    return ((1.0 - eps) * neg_log_sigmoid(z) - eps * neg_log_sigmoid(-z)) / (1.0 - 2.0 * eps)
+    # TRL's terms (one definition each) on the aggregated scores; counts 1: the scores are aggregated already
+    ones = np.ones_like(s_w)
+    return trainer_loss_terms(s_w, s_l, aggregate_logp(ref_logp_chosen, n_tokens_chosen, agg),
+                              aggregate_logp(ref_logp_rejected, n_tokens_rejected, agg), ones, ones,
+                              loss_types=(loss_type,), beta=beta, label_smoothing=label_smoothing)[loss_type]
 
 
 PAIR_COLUMNS = ("logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
                 "n_tokens_chosen", "n_tokens_rejected")
+"""The stored numbers every formula here reads (columns of `Workspace.pairs`)."""
+PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
+                 "n_tokens_chosen", "n_tokens_rejected", "reward_chosen", "reward_rejected", "reward_margin",
+                 "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected",
+                 "ches", "ches_norm", "top1_prob_chosen", "top1_prob_rejected", "token_entropy_chosen",
+                 "token_entropy_rejected"]
+"""docs/REFERENCE.md §7's export columns, in order: the first columns of a `pair_table`."""
+VIEW_COLUMNS = ("log_ratio_chosen", "log_ratio_rejected", "chosen_down", "rejected_down", "displaced")
+"""The derived columns a `pair_table` ends with that the export leaves out (the pages use them)."""
+DERIVED_COLUMNS = ("reward_chosen", "reward_rejected", "reward_margin", "log_margin", "ref_log_margin", "dpo_loss",
+                   "accuracy", "loss", *VIEW_COLUMNS)
+"""Every column `pair_table` adds to the stored numbers."""
+_LAST = ("numerics", "run")
 
 
-def pair_quantities(pairs: pd.DataFrame, beta: float, aggregation: Aggregation = "sum") -> pd.DataFrame:
-    """DPO quantities per row of a `ws.pairs`-like table (one row per (pair, model)).
+def pair_table(pairs: pd.DataFrame, rs, aggregation: Aggregation = "sum") -> pd.DataFrame:
+    """A `Workspace.pairs` table (stored numbers joined to the reference; one row per (pair, model))
+    with every derived per-pair column, under the run's settings `rs` (`run_settings.RunSettings`).
 
-    Needs PAIR_COLUMNS; keeps `pair_id`, `model`, `step` when present. Returns one row per input row
-    (same index) with float64 columns `log_ratio_chosen`, `log_ratio_rejected` (d(y_w), d(y_l)),
-    `reward_chosen`, `reward_rejected` (β·d), `reward_margin`, `log_margin` (M_π), `ref_log_margin`
-    (M_ref), `dpo_loss` (−log σ(reward_margin)), and bool columns `accuracy` (M_π > M_ref, strict as
-    TRL), `chosen_down`, `rejected_down` (d < 0) and `displaced` (both < 0).
-    With aggregation "mean" every log-prob is first divided by its token count.
+    Needs PAIR_COLUMNS; every other column is kept (derived ones already there are computed anew).
+    Adds float64 `log_ratio_chosen`, `log_ratio_rejected` (d(y_w), d(y_l)), `reward_chosen`,
+    `reward_rejected` (β·d), `reward_margin`, `log_margin` (M_π), `ref_log_margin` (M_ref), `dpo_loss`
+    (−log σ(reward_margin), whatever the run's loss type), bool `accuracy` (reward_margin > 0, i.e.
+    M_π > M_ref, strict as TRL), `chosen_down`, `rejected_down` (d < 0), `displaced` (both < 0), and `loss`, the trainer's own
+    loss (`run_loss`, from the summed log-probs whatever `aggregation`). With aggregation "mean" the
+    log-prob columns are replaced by per-token means first and everything but `loss` follows them.
+    Columns: PAIRS_COLUMNS, the other stored ones, `accuracy`, `loss`, `numerics`/`run` if given, VIEW_COLUMNS.
     """
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs table lacks columns {missing}")
-    nw, nl = pairs["n_tokens_chosen"].to_numpy(), pairs["n_tokens_rejected"].to_numpy()
-    lw = aggregate_logp(pairs["logp_chosen"].to_numpy(), nw, aggregation)
-    ll = aggregate_logp(pairs["logp_rejected"].to_numpy(), nl, aggregation)
-    rw = aggregate_logp(pairs["ref_logp_chosen"].to_numpy(), nw, aggregation)
-    rl = aggregate_logp(pairs["ref_logp_rejected"].to_numpy(), nl, aggregation)
+    out = pairs.drop(columns=[c for c in DERIVED_COLUMNS if c in pairs.columns])
+    loss = run_loss(out, rs)
+    nw, nl = out["n_tokens_chosen"].to_numpy(), out["n_tokens_rejected"].to_numpy()
+    for col, n in (("logp_chosen", nw), ("logp_rejected", nl), ("ref_logp_chosen", nw), ("ref_logp_rejected", nl)):
+        out[col] = aggregate_logp(out[col].to_numpy(), n, aggregation)
+    lw, ll, rw, rl = (out[c].to_numpy() for c in PAIR_COLUMNS[:4])
     d_w, d_l = log_ratio(lw, rw), log_ratio(ll, rl)
-    reward_margin = beta * (d_w - d_l)
-    out = pairs[[c for c in ("pair_id", "model", "step") if c in pairs.columns]].copy()
-    out["log_ratio_chosen"] = d_w
-    out["log_ratio_rejected"] = d_l
-    out["reward_chosen"] = beta * d_w
-    out["reward_rejected"] = beta * d_l
-    out["reward_margin"] = reward_margin
-    out["log_margin"] = log_margin(lw, ll)
-    out["ref_log_margin"] = log_margin(rw, rl)
-    out["dpo_loss"] = neg_log_sigmoid(reward_margin)
-    out["accuracy"] = reward_margin > 0
-    out["chosen_down"] = d_w < 0
-    out["rejected_down"] = d_l < 0
-    out["displaced"] = (d_w < 0) & (d_l < 0)
-    return out
+    margin = rs.beta * (d_w - d_l)
+    derived = {"reward_chosen": implicit_reward(lw, rw, rs.beta), "reward_rejected": implicit_reward(ll, rl, rs.beta),
+               "reward_margin": margin, "log_margin": log_margin(lw, ll), "ref_log_margin": log_margin(rw, rl),
+               "dpo_loss": neg_log_sigmoid(margin), "accuracy": margin > 0,
+               "loss": loss, "log_ratio_chosen": d_w, "log_ratio_rejected": d_l, "chosen_down": d_w < 0,
+               "rejected_down": d_l < 0, "displaced": (d_w < 0) & (d_l < 0)}
+    out = out.assign(**derived)
+    head = [c for c in PAIRS_COLUMNS if c in out.columns]
+    stored = [c for c in out.columns if c not in head and c not in DERIVED_COLUMNS and c not in _LAST]
+    return out[[*head, *stored, "accuracy", "loss", *(c for c in _LAST if c in out.columns), *VIEW_COLUMNS]]
 
 
 def pair_losses(pairs: pd.DataFrame, beta: float, loss_types: tuple[str, ...] = LOSS_TYPES, *,

@@ -7,8 +7,12 @@
 Writers are atomic (temp file + `os.replace`). Readers never write. Every name that may come from a
 URL or the command line (run names, fingerprints) is validated to resolve inside the workspace.
 
-Why one module of ~370 lines: it is the one reader and writer of the layout above; its readers
-join stored numbers to the reference and to the dataset, which need the same paths and checks.
+The readers return stored numbers only (`pairs` joins each checkpoint's to the reference's;
+`losses.pair_table` derives rewards, margins and losses from them).
+
+Why one module of ~490 lines: it is the one reader and writer of the layout above; its readers
+join stored numbers to the reference and to the dataset, and say which stored columns an old store
+lacks, all of which need the same paths and checks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from did_core import losses
 from did_core.config import default_workspace
 from did_core.data import display_text
 from did_core.errors import InputError
@@ -39,19 +45,19 @@ from did_core.store import (
 )
 
 __all__ = ["Workspace", "ScoreStore", "CorruptStoreError", "fingerprint", "default_workspace", "validate_name",
-           "PAIRS_COLUMNS", "TOKENS_COLUMNS", "CHES_COLUMNS", "SQUEEZING_COLUMNS", "TOKEN_SQUEEZING_COLUMNS"]
+           "STORED_PAIRS_COLUMNS", "TOKENS_COLUMNS", "CHES_COLUMNS", "SQUEEZING_COLUMNS", "TOKEN_SQUEEZING_COLUMNS"]
 
-PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected",
-                 "n_tokens_chosen", "n_tokens_rejected", "reward_chosen", "reward_rejected", "reward_margin",
-                 "log_margin", "ref_log_margin", "dpo_loss", "did_entropy_chosen", "did_entropy_rejected",
-                 "ches", "ches_norm", "top1_prob_chosen", "top1_prob_rejected", "token_entropy_chosen",
-                 "token_entropy_rejected"]
-"""docs/REFERENCE.md §7's export columns, in order; `ws.pairs` appends dropped_*, did_entropy_max_* and
-the reference's squeezing columns (ref_top1_prob_*, ref_token_entropy_*)."""
 CHES_COLUMNS = ("ches", "ches_norm")
 """The reference's, from its exact-numerics store (the same on every row of a pair)."""
 SQUEEZING_COLUMNS = ("top1_prob_chosen", "top1_prob_rejected", "token_entropy_chosen", "token_entropy_rejected")
 """The row's model's, in the row's numerics (exact only: the trainer numerics compute none)."""
+STORED_NUMBERS = ("n_tokens_chosen", "n_tokens_rejected", "did_entropy_chosen", "did_entropy_rejected",
+                  "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected")
+"""The per-pair numbers every score store holds besides the log-probs."""
+STORED_PAIRS_COLUMNS = ["pair_id", "model", "step", "logp_chosen", "logp_rejected", "ref_logp_chosen",
+                        "ref_logp_rejected", *STORED_NUMBERS, *CHES_COLUMNS, *SQUEEZING_COLUMNS,
+                        *(f"ref_{c}" for c in SQUEEZING_COLUMNS), "numerics"]
+"""`Workspace.pairs`' columns: stored numbers only, each checkpoint's joined to the reference's."""
 RESCORE_HINT = ("scored before CHES and squeezing were stored: score the run again (`python -m did_core score`, "
                 "or the Score page) to compute them; its stores get new fingerprints, the old ones stay")
 TOKEN_SQUEEZING = ("top1_prob", "token_entropy")
@@ -104,6 +110,40 @@ def _display(value: Any) -> str:
         except ValueError:
             return value
     return display_text(value)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The reference's columns a checkpoint's rows are joined to, by pair id (`Workspace.pairs`)."""
+
+    index: pd.Index
+    columns: dict[str, np.ndarray]
+    ches_index: pd.Index
+    ches: dict[str, np.ndarray]
+
+
+def _column(t: pa.Table, c: str) -> np.ndarray:
+    """A stored column; NaN for one the store lacks (see `Workspace.not_stored`)."""
+    return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
+
+
+def _joined_columns(t: pa.Table, cp: dict, ref: _Reference) -> dict[str, np.ndarray]:
+    """One checkpoint's stored pairs rows `t` as STORED_PAIRS_COLUMNS arrays (but `numerics`), joined
+    to the reference on pair_id: NaN where the reference has no such pair."""
+    n = t.num_rows
+    pid = t["pair_id"].to_numpy(zero_copy_only=False)
+    cols: dict[str, np.ndarray] = {
+        "pair_id": pid, "model": np.full(n, cp["name"], dtype=object),
+        "step": np.full(n, np.nan if cp.get("step") is None else cp["step"], dtype=float)}
+    for c in ("logp_chosen", "logp_rejected", *STORED_NUMBERS):
+        cols[c] = t[c].to_numpy()
+    for c in SQUEEZING_COLUMNS:
+        cols[c] = _column(t, c)
+    for index, values in ((ref.index, ref.columns), (ref.ches_index, ref.ches)):
+        pos = index.get_indexer(pid)
+        for c, v in values.items():
+            cols[c] = np.where(pos >= 0, v[pos], np.nan) if len(v) else np.full(n, np.nan)
+    return cols
 
 
 class Workspace:
@@ -347,89 +387,49 @@ class Workspace:
         return out
 
     def pairs(self, name: str, numerics: str | None = None) -> pd.DataFrame:
-        """One row per (pair, checkpoint) in `numerics` (None: the run's primary): PAIRS_COLUMNS, then
-        dropped_*, did_entropy_max_*, ref_top1_prob_*, ref_token_entropy_*, `accuracy`, `loss` and
-        `numerics`.
+        """The stored numbers, one row per (pair, checkpoint) in `numerics` (None: the run's primary),
+        each checkpoint's row joined to the reference's: STORED_PAIRS_COLUMNS. Nothing derived (no β,
+        reward, margin or loss): `losses.pair_table` adds those under the run's settings.
 
-        `ches`, `ches_norm` are the reference's (from its exact-numerics store; the same on every row
-        of a pair); the squeezing columns are the row's model's. Columns a store lacks (stored before
-        they existed, or not computed in these numerics) are NaN: `not_stored` says which and why.
-
-        The DPO quantities are `losses.pair_quantities`' (reward_* = β·(ℓ_π − ℓ_ref), margins, dpo_loss =
-        −log σ(reward_margin), accuracy = reward_margin > 0) with the run's β; `loss` is the trainer's own
-        loss (`losses.run_loss`: its loss_type, weights and parameters; NaN when not computable per pair).
-        Pairs missing from the reference score get NaN reference columns. Checkpoints without a stored
-        score yet are left out.
+        `ref_*` are the reference's numbers for the pair (NaN for a pair the reference score lacks);
+        `ches`, `ches_norm` are the reference's from its exact-numerics store (the same on every row of
+        a pair); the squeezing columns are the row's model's. Columns a store lacks (stored before they
+        existed, or not computed in these numerics) are NaN: `not_stored` says which and why.
+        Checkpoints without a stored score yet are left out.
         """
-        from did_core import losses
-
         manifest = self.run(name)
         numerics = numerics or self.numerics(manifest)[0]
-        rs = self.run_settings(manifest).settings
-        ref = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_pairs_table()
-        ref_index = pd.Index(ref["pair_id"].to_numpy(zero_copy_only=False))
-        ref_lc = ref["logp_chosen"].to_numpy()
-        ref_lr = ref["logp_rejected"].to_numpy()
-
-        def column(t: pa.Table, c: str) -> np.ndarray:  # NaN for a column the store lacks (see not_stored)
-            return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
-
-        ref_extra = {f"ref_{c}": column(ref, c) for c in SQUEEZING_COLUMNS}
-        ches_store = self._ches_store(manifest, numerics)
-        ches_t = ref if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
-                                                  and ches_store.exists() else None)
-        ches_index = pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False)) if ches_t is not None else ref_index
-        ches_vals = {c: column(ches_t, c) if ches_t is not None else np.full(len(ref_index), np.nan)
-                     for c in CHES_COLUMNS}
+        ref = self._reference_columns(manifest, numerics)
         parts: dict[str, list[np.ndarray]] = {}
         for cp in self._checkpoints(manifest):
             store = ScoreStore(self.score_dir(self.score_of(manifest, cp, numerics)))
-            if not store.exists():
-                continue
-            t = store.read_pairs_table()
-            n = t.num_rows
-            pid = t["pair_id"].to_numpy(zero_copy_only=False)
-            pos = ref_index.get_indexer(pid)
-            ok = pos >= 0
-            cols: dict[str, np.ndarray] = {
-                "pair_id": pid, "model": np.full(n, cp["name"], dtype=object),
-                "step": np.full(n, np.nan if cp.get("step") is None else cp["step"], dtype=float),
-                "logp_chosen": t["logp_chosen"].to_numpy(), "logp_rejected": t["logp_rejected"].to_numpy(),
-                "ref_logp_chosen": np.where(ok, ref_lc[pos], np.nan),
-                "ref_logp_rejected": np.where(ok, ref_lr[pos], np.nan),
-            }
-            for c in ("n_tokens_chosen", "n_tokens_rejected", "did_entropy_chosen", "did_entropy_rejected",
-                      "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected"):
-                cols[c] = t[c].to_numpy()
-            for c in SQUEEZING_COLUMNS:
-                cols[c] = column(t, c)
-            for c, v in ref_extra.items():
-                cols[c] = np.where(ok, v[pos], np.nan)
-            cpos = ches_index.get_indexer(pid)
-            for c, v in ches_vals.items():
-                cols[c] = np.where(cpos >= 0, v[cpos], np.nan) if len(v) else np.full(n, np.nan)
-            for c, v in cols.items():
-                parts.setdefault(c, []).append(v)
+            if store.exists():
+                for c, v in _joined_columns(store.read_pairs_table(), cp, ref).items():
+                    parts.setdefault(c, []).append(v)
         if not parts:
-            return pd.DataFrame({c: pd.Series(dtype="float64") for c in PAIRS_COLUMNS})
-        c = {k: np.concatenate(v) for k, v in parts.items()}
-        raw = pd.DataFrame({k: c[k] for k in losses.PAIR_COLUMNS})
-        q = losses.pair_quantities(raw, rs.beta)
-        out = {
-            "pair_id": pd.array(c["pair_id"], dtype="str"), "model": pd.array(c["model"], dtype="str"),
-            "step": pd.array(c["step"], dtype="Float64").astype("Int64"),
-            **{k: c[k] for k in losses.PAIR_COLUMNS},
-            **{k: q[k].to_numpy() for k in ("reward_chosen", "reward_rejected", "reward_margin", "log_margin",
-                                            "ref_log_margin", "dpo_loss")},
-        }
-        for k in ("did_entropy_chosen", "did_entropy_rejected", *CHES_COLUMNS, *SQUEEZING_COLUMNS,
-                  "dropped_chosen", "dropped_rejected", "did_entropy_max_chosen", "did_entropy_max_rejected",
-                  *(f"ref_{x}" for x in SQUEEZING_COLUMNS)):
-            out[k] = c[k]
-        out["accuracy"] = q["accuracy"].to_numpy()
-        out["loss"] = losses.run_loss(raw, rs)
+            return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_PAIRS_COLUMNS})
+        cols = {k: np.concatenate(v) for k, v in parts.items()}
+        out = pd.DataFrame({k: cols[k] for k in STORED_PAIRS_COLUMNS[:-1]})
+        out["pair_id"] = pd.array(cols["pair_id"], dtype="str")
+        out["model"] = pd.array(cols["model"], dtype="str")
+        out["step"] = pd.array(cols["step"], dtype="Float64").astype("Int64")
         out["numerics"] = numerics
-        return pd.DataFrame(out)[[*PAIRS_COLUMNS, *(k for k in out if k not in PAIRS_COLUMNS)]]
+        return out
+
+    def _reference_columns(self, manifest: dict, numerics: str) -> _Reference:
+        """What every checkpoint row is joined to: the reference's log-probs and squeezing in
+        `numerics`, and CHES from its exact-numerics store (NaN when the run has none)."""
+        t = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_pairs_table()
+        index = pd.Index(t["pair_id"].to_numpy(zero_copy_only=False))
+        ref = {"ref_logp_chosen": t["logp_chosen"].to_numpy(), "ref_logp_rejected": t["logp_rejected"].to_numpy(),
+               **{f"ref_{c}": _column(t, c) for c in SQUEEZING_COLUMNS}}
+        ches_store = self._ches_store(manifest, numerics)
+        ches_t = t if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
+                                                and ches_store.exists() else None)
+        if ches_t is None:
+            return _Reference(index, ref, index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS})
+        return _Reference(index, ref, pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False)),
+                          {c: _column(ches_t, c) for c in CHES_COLUMNS})
 
     def _model_entry(self, manifest: dict, model: str) -> dict:
         for entry in [*self._checkpoints(manifest), manifest["reference"]]:
@@ -464,7 +464,7 @@ class Workspace:
             ref = ref[["pair_id", "side", "position", "logp", *TOKEN_SQUEEZING]].rename(
                 columns={c: f"ref_{c}" for c in ("logp", *TOKEN_SQUEEZING)})
             toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
-        toks["log_ratio"] = (toks["logp"] - toks["ref_logp"]).astype("float32")
+        toks["log_ratio"] = losses.log_ratio(toks["logp"], toks["ref_logp"]).astype("float32")
         toks["model"] = model
         toks["step"] = pd.array([entry.get("step")] * len(toks), dtype="Int64")
         return toks[TOKENS_COLUMNS]

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from did_core.token_audit import PROBLEMS, Audit
-from did_ui import widgets
+from did_ui import picker, widgets
 
 MISSING = "No tokenization audit recorded for this run (rescore to get one)."
 LINKS = 12
@@ -37,7 +37,7 @@ def audit_table(audit: Audit) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tokenization_audit(v: widgets.View) -> None:
+def tokenization_audit(v: picker.View) -> None:
     """The audit section, or one sentence saying there is none."""
     st.subheader("Tokenization audit")
     recorded = (v.manifest.get("extra") or {}).get("audit")
@@ -71,7 +71,7 @@ def tokenization_audit(v: widgets.View) -> None:
     for i, pid in enumerate(ids[:LINKS]):
         with cols[i % 4]:
             st.page_link(widgets.PAGES["example"], label=f"pair {pid}", icon=":material/article:",
-                         query_params=widgets.example_link_params(v, pid))
+                         query_params=picker.example_link_params(v, pid))
     rest = found[key].count - min(LINKS, len(ids))
     if rest > 0:
         st.caption(f"… and {rest} more: " + ", ".join(ids[LINKS:LINKS + 50]) + (" …" if len(ids) > LINKS + 50 else ""))

@@ -8,7 +8,7 @@ import math
 
 import streamlit as st
 
-from did_ui import data, figures, run_info, selection, widgets
+from did_ui import data, figures, picker, run_info, selection, widgets
 
 
 def _exact_dtype(v) -> str:
@@ -70,7 +70,7 @@ def ches_section(v, aggregation: str) -> None:
             valid = data.pair_ids(v.root, v.run, v.ver)
             picked = [p for p in selection.pair_ids_from_selection(event) if p in valid]
             if len(picked) == 1:
-                widgets.open_example(v, picked[0])
+                picker.open_example(v, picked[0])
     table = widgets.drill_down("ρ(CHES, Δ log π(y_w)) at every checkpoint", key="margins_ches_table")
     if table is not None:
         table.dataframe(data.ches_correlations(v.root, v.run, v.ver, aggregation), hide_index=True)

@@ -12,9 +12,10 @@ import streamlit as st
 
 from did_core import sweep
 from did_ui import data, live, selection, views, widgets
+from did_ui.picker import REMEMBER, View
 
-REMEMBERED = widgets.REMEMBER
-"""The selection the menu's links carry (widgets.page_menu); a cleared `runs` is dropped from it here,
+REMEMBERED = REMEMBER
+"""The selection the menu's links carry (picker.page_menu); a cleared `runs` is dropped from it here,
 since the menu only ever adds what the URL has."""
 
 
@@ -38,17 +39,17 @@ def all_runs(root: str) -> list[str]:
     return data.run_names(root, data.version(root))
 
 
-def numerics_for(v: widgets.View, run: str) -> str:
+def numerics_for(v: View, run: str) -> str:
     """The numerics `run` is shown in beside the page's: the page's when the run has them, else its primary."""
     have = data.numerics(v.root, run)
     return v.numerics if v.numerics in have else have[0]
 
 
-def version_of(v: widgets.View, run: str) -> str:
+def version_of(v: View, run: str) -> str:
     return data.view_version(v.root, run, numerics_for(v, run))
 
 
-def lined_up(v: widgets.View, picker: bool = True) -> list[str]:
+def lined_up(v: View, picker: bool = True) -> list[str]:
     """The runs the URL lines up (`runs=`), each unknown one named in a warning and dropped from the
     URL, with a sidebar multiselect bound to it (`picker`, on workspaces of two runs or more). [] : none."""
     names = all_runs(v.root)
@@ -71,11 +72,11 @@ def _runs_picked() -> None:
     _set_url({"runs": selection.runs_value(st.session_state["pick_runs"])})
 
 
-def manifest(v: widgets.View, run: str) -> dict:
+def manifest(v: View, run: str) -> dict:
     return data.run_manifest(v.root, run, data.run_version(v.root, run))
 
 
-def overlay_caption(v: widgets.View, runs: list[str]) -> str:
+def overlay_caption(v: View, runs: list[str]) -> str:
     """What an overlay shows, in one sentence: the runs, their numerics and loss types."""
     parts = [f"{widgets.md_literal(r)} ({numerics_for(v, r)} numerics, loss "
              f"{widgets.md_literal(data.run_settings(v.root, r, version_of(v, r)).settings.loss_label())})" for r in runs]
@@ -83,7 +84,7 @@ def overlay_caption(v: widgets.View, runs: list[str]) -> str:
             "is drawn alone when none is lined up.")
 
 
-def curve_panels(v: widgets.View, runs: list[str], aggregation: str, metrics: dict[str, str],
+def curve_panels(v: View, runs: list[str], aggregation: str, metrics: dict[str, str],
                  trainer: bool) -> list[tuple[str, dict]]:
     """One overlay panel per metric (title from `metrics`): {run: (scored stats, trainer values or None)}."""
     panels = []
@@ -98,19 +99,19 @@ def curve_panels(v: widgets.View, runs: list[str], aggregation: str, metrics: di
     return panels
 
 
-def _steps(v: widgets.View, run: str) -> dict[str, float]:
+def _steps(v: View, run: str) -> dict[str, float]:
     summary = data.summary(v.root, run, version_of(v, run))
     return dict(zip(summary["checkpoint"], summary["step"], strict=True))
 
 
-def ordering_panels(v: widgets.View, runs: list[str], aggregation: str) -> list[tuple[str, dict]]:
+def ordering_panels(v: View, runs: list[str], aggregation: str) -> list[tuple[str, dict]]:
     """Log-margins' ordering shares per checkpoint, one panel per share, one line per run."""
     tables = {run: data.ordering(v.root, run, version_of(v, run), aggregation) for run in runs}
     return [(title, {run: (views.step_frame(t, column, t["checkpoint"].map(_steps(v, run))), None)
                      for run, t in tables.items()}) for column, title in views.ORDERING_SHARES.items()]
 
 
-def entropy_panels(v: widgets.View, runs: list[str]) -> list[tuple[str, dict]]:
+def entropy_panels(v: View, runs: list[str]) -> list[tuple[str, dict]]:
     """DID entropy per checkpoint: the token-level means (bands over pairs) when scored, the pair-level
     sequence entropy (S = {y_w, y_l}, mean over pairs) and, where a run has it (the demo), the exact
     sequence-level entropy (mean over prompts)."""
@@ -135,14 +136,14 @@ def compare_wants_other_run() -> bool:
     return bool(a_run) and a_run != selection.first_value(st.query_params.get("run"))
 
 
-def comparable(v: widgets.View) -> tuple[list[str], dict[str, str]]:
+def comparable(v: View) -> tuple[list[str], dict[str, str]]:
     """(runs Compare offers for A: B's run first, then every run on the same dataset and reference
     score in the page's numerics; {run: why not} for the others)."""
     names = all_runs(v.root)
     return sweep.comparable_runs({n: manifest(v, n) for n in names}, v.run, v.numerics)
 
 
-def compare_a(v: widgets.View, offered: list[str], refused: dict[str, str]) -> tuple[str, str | None]:
+def compare_a(v: View, offered: list[str], refused: dict[str, str]) -> tuple[str, str | None]:
     """(A's run, A): the "A from run" picker (the comparable runs only) and, when A's run is not B's,
     A's own picker (the reference or a checkpoint of that run). Values the URL asks for and cannot
     have are named in warnings and corrected in the URL, once."""
@@ -239,7 +240,7 @@ SWEEP_COLUMNS = {
 }
 
 
-def sweep_view(v: widgets.View) -> list[str]:
+def sweep_view(v: View) -> list[str]:
     """Runs' sweep table, its row selection bound to `runs=`, and links that open the lined-up runs
     overlaid (and Compare across the first two, when they are comparable). Returns the runs lined up."""
     names = all_runs(v.root)
@@ -263,7 +264,7 @@ def sweep_view(v: widgets.View) -> list[str]:
     return chosen
 
 
-def _compare_link(v: widgets.View, chosen: list[str]) -> None:
+def _compare_link(v: View, chosen: list[str]) -> None:
     """A link to Compare with A the first lined-up run's last checkpoint and B the second's."""
     if len(chosen) < 2:
         st.caption("Line up two runs to compare them pair by pair.")

@@ -4,10 +4,15 @@
 Every cached table is keyed by (workspace root, run, `version`), where `version` changes when a
 run's `run.json` is rewritten (a finished scoring job), so new results show without a restart.
 Pages call these functions and nothing else of `did_core`.
+
+It is long (over 350 lines) on purpose: every cached reader of the dashboard is here, each a few
+lines over `did_core` and `views`, so that what is cached, on what key and for how long is decided
+in one file; splitting it by page would spread the cache keys and their invalidation rule.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -86,25 +91,22 @@ def run_manifest(root: str, run: str, ver: str) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def raw_pairs(root: str, run: str, ver: str) -> pd.DataFrame:
-    """`ws.pairs(run, numerics)`: the export table, one row per (pair, checkpoint), in the numerics
-    `ver` names (`view_version`)."""
+    """`ws.pairs(run, numerics)`: the stored numbers, one row per (pair, checkpoint), joined to the
+    reference, in the numerics `ver` names (`view_version`); nothing derived."""
     return workspace(root).pairs(run, numerics_of(ver))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def pairs(root: str, run: str, ver: str) -> pd.DataFrame:
-    """`ws.pairs(run)` plus log-ratios, accuracy and displacement (sequence sums)."""
-    return views.with_derived(raw_pairs(root, run, ver), _beta(root, run, ver), "sum")
+    """`ws.pairs(run)` with every derived per-pair column at the run's settings (views.with_derived;
+    sequence sums)."""
+    return views.with_derived(raw_pairs(root, run, ver), run_settings(root, run, ver).settings, "sum")
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def pairs_per_token(root: str, run: str, ver: str) -> pd.DataFrame:
     """The same with every log-prob divided by its response's token count."""
-    return views.with_derived(raw_pairs(root, run, ver), _beta(root, run, ver), "mean")
-
-
-def _beta(root: str, run: str, ver: str) -> float:
-    return run_settings(root, run, ver).settings.beta
+    return views.with_derived(raw_pairs(root, run, ver), run_settings(root, run, ver).settings, "mean")
 
 
 def numerics(root: str, run: str) -> list[str]:
@@ -128,8 +130,8 @@ def precision_audit(root: str, run: str, ver: str) -> tuple[pd.DataFrame, pd.Dat
     if set(workspace(root).numerics(m)) != {"exact", "trainer"}:
         return pd.DataFrame(), pd.DataFrame()
     base = ver.partition(NUMERICS_SEP)[0]
-    per_pair = audit.audit_pairs(raw_pairs(root, run, f"{base}{NUMERICS_SEP}exact"),
-                                 raw_pairs(root, run, f"{base}{NUMERICS_SEP}trainer"))
+    per_pair = audit.audit_pairs(pairs(root, run, f"{base}{NUMERICS_SEP}exact"),
+                                 pairs(root, run, f"{base}{NUMERICS_SEP}trainer"))
     return per_pair, audit.audit_summary(per_pair)
 
 
@@ -165,7 +167,7 @@ def summary(root: str, run: str, ver: str) -> pd.DataFrame:
 def curves(root: str, run: str, ver: str, aggregation: str) -> pd.DataFrame:
     """Long per-checkpoint statistics and the trainer's logged metrics (did_core.curves)."""
     m = run_manifest(root, run, ver)
-    return views.curves(raw_pairs(root, run, ver), m.get("trainer_log_history"), _beta(root, run, ver), aggregation)
+    return views.curves(table(root, run, ver, aggregation), m.get("trainer_log_history"))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -244,8 +246,7 @@ def ordering(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.Data
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def compare(root: str, run: str, ver: str, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    return views.compare(raw_pairs(root, run, ver), pairs(root, run, ver), a, b, _beta(root, run, ver),
-                         run_settings(root, run, ver).settings)
+    return views.compare(pairs(root, run, ver), a, b, run_settings(root, run, ver).settings)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -253,9 +254,8 @@ def compare_runs(root: str, run_a: str, ver_a: str, a: str, run_b: str, ver_b: s
                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """`compare` with A from run `run_a` and B from `run_b` (runs on the same dataset and reference)."""
     def side(run: str, ver: str, model: str) -> dict:
-        rs = run_settings(root, run, ver).settings
-        return {"raw": raw_pairs(root, run, ver), "df": pairs(root, run, ver), "model": model, "beta": rs.beta,
-                "rs": rs, "label": views.run_label(run, model)}
+        return {"df": pairs(root, run, ver), "model": model, "rs": run_settings(root, run, ver).settings,
+                "label": views.run_label(run, model)}
     return views.compare_runs(side(run_a, ver_a, a), side(run_b, ver_b, b))
 
 
@@ -394,11 +394,11 @@ LAB_WARM_DELAY_S = 8.0
 
 def _wait_for_a_pause(limit_s: float, quiet_s: float = 0.2) -> None:
     """Return once no script run of this server has been in progress for `quiet_s`, or after `limit_s`."""
-    from did_ui import jobs
+    from did_ui import pausing
 
     deadline, quiet_since = time.monotonic() + limit_s, None
     while (now := time.monotonic()) < deadline:
-        if jobs.pages_running():
+        if pausing.pages_running():
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now
@@ -444,8 +444,10 @@ def _warm(root: str) -> None:
         # first visit, it made that load 0.5 s slower; bench/load_test.py).
         _wait_for_a_pause(LAB_WARM_DELAY_S)
         lab(tuple((k, v) for k, v in views.LAB_DEFAULTS.items()))
-    except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open
+    except Exception:  # noqa: BLE001 — a failed warm-up only means the page computes on open; said in the log
         _warming.discard(root)
+        logging.getLogger(__name__).warning("the cache warm-up of %s failed; pages compute on open", root,
+                                            exc_info=True)
 
 
 def score_preflight(source: str, reference: str, policies: list[str], run_dir: str | None,

@@ -2,6 +2,9 @@
 histograms, per-checkpoint tables); the scatters use WebGL (`go.Scattergl`) above SVG_MAX_POINTS
 points so 10,000 stay smooth, SVG below (cheaper to draw there), and carry the pair id first in
 `customdata` so a selection opens the inspector.
+
+It is long (over 350 lines) because it holds every chart of the dashboard, one short builder each,
+sharing the colours, axis styles and the WebGL switch; pages pick builders, never style charts.
 """
 
 from __future__ import annotations

@@ -7,18 +7,13 @@ A job is a folder `<workspace>/jobs/<id>/`:
     progress.jsonl  optional JSON lines {"stage", "done", "total"} (env DID_PROGRESS_FILE)
     rc              the exit status, written by the wrapper when the command ends
     cancelled       present when the user pressed Cancel
+    paused_s        the seconds the command has been held stopped while pages were drawn
 
-`start()` launches `python -m did_ui.jobs wrap <dir>` in its own session: that wrapper runs the
-argv (a list, never a shell) in a process group of its own, waits, and writes `rc`, so the status
-survives the Streamlit process. No streamlit import here: the wrapper runs without it.
-
-Jobs yield to the dashboard. They run as background batch tasks (SCHED_IDLE), and on a machine
-without an NVIDIA GPU the wrapper also pauses its command (SIGSTOP/SIGCONT to its process group)
-while a page is being computed and drawn: app.py wraps every script run in `foreground()`, which
-keeps the workspace's `jobs/.drawing` marker's mtime in the future while a run lasts and sets it to
-the end time after; the job waits `yield_s` more (the browser drawing what the run sent). It never
-waits longer than `MAX_PAUSE_S` in one go before running `MIN_RUN_S` again, so browsing without a
-break slows a job but cannot stall it. `DID_JOB_YIELD_S` sets the wait (0: never pause).
+`start()` launches `python -m did_ui.jobs wrap <dir>` in its own session (or hands the job to the
+warm process, did_ui/standby.py): that wrapper runs the argv (a list, never a shell; did_ui/job_argv.py
+builds the dashboard's) in a process group of its own, waits, and writes `rc`, so the status
+survives the Streamlit process; while it waits it pauses the command during page draws
+(did_ui/pausing.py). No streamlit import here: the wrapper runs without it.
 """
 
 from __future__ import annotations
@@ -33,13 +28,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from did_core.files import atomic_write_text, pid_alive
-from did_ui import standby
+from did_ui import job_argv, pausing, standby
 
 STARTING_S = 60.0  # a job.json without a pid yet is a job being launched (start() writes it twice)
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
@@ -65,7 +59,7 @@ class JobInfo:
     """The command's `error:` line, when it failed."""
     log_tail: str
     paused_s: float = 0.0
-    """How long the job has been held stopped while the dashboard drew pages (`_supervise`)."""
+    """How long the job has been held stopped while the dashboard drew pages (did_ui/pausing.py)."""
     cold_start: str | None = None
     """Why the job started in a new process rather than the dashboard's warm one (`standby.take`)."""
 
@@ -76,42 +70,6 @@ class JobInfo:
 
 def jobs_dir(workspace: str | Path) -> Path:
     return Path(workspace) / "jobs"
-
-
-def score_argv(data: str, reference: str, *, workspace: str, policies: list[str] | None = None,
-               run_dir: str | None = None, overrides: Mapping[str, Any] | None = None, numerics: str = "auto",
-               limit: int | None = None, dtype: str = "auto", device: str = "auto", token_level: bool = True,
-               name: str | None = None) -> list[str]:
-    """The `python -m did_core score ...` argument list (docs/REFERENCE.md) for these choices.
-
-    Run settings the user left to the trainer are absent from `overrides` and so from the command:
-    the job reads them from the run folder, as the CLI does (`run_settings.overrides_to_argv`).
-    """
-    from did_core import run_settings
-
-    if bool(policies) == bool(run_dir):
-        raise ValueError("give either checkpoints (policies) or a TRL run folder, not both or neither")
-    argv = [sys.executable, "-m", "did_core", "score", "--data", data, "--ref", reference]
-    argv += ["--run", run_dir] if run_dir else ["--policy", *policies]  # type: ignore[list-item]
-    argv += ["--workspace", workspace, "--dtype", dtype, "--device", device, "--numerics", numerics]
-    if name:
-        argv += ["--name", name]
-    if limit:
-        argv += ["--limit", str(int(limit))]
-    argv += run_settings.overrides_to_argv(overrides or {})
-    argv.append("--token-level" if token_level else "--no-token-level")
-    return argv
-
-
-def sample_argv(workspace: str, run: str, models: list[str], *, k: int = 32, limit: int = 64,
-                proposal: str = "policy", seed: int = 0) -> list[str]:
-    """`python -m did_core sample ...`: K responses per prompt for the sequence-level estimators."""
-    return [sys.executable, "-m", "did_core", "sample", "--workspace", workspace, "--run", run, "--model", *models,
-            "--k", str(int(k)), "--limit", str(int(limit)), "--proposal", proposal, "--seed", str(int(seed))]
-
-
-def demo_argv(workspace: str) -> list[str]:
-    return [sys.executable, "-m", "did_core", "demo", "--workspace", workspace]
 
 
 def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str | None = None) -> str:
@@ -148,6 +106,17 @@ def claim_once(workspace: str | Path, name: str) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def start_demo_once(workspace: str | Path) -> str | None:
+    """Start the embedded demo's build in an empty workspace for its first visitor: once per
+    workspace (`claim_once`), never when a demo job exists or with DID_AUTO_DEMO=0. The Runs page
+    calls it before it draws anything; returns the job id it started, else None."""
+    if os.environ.get("DID_AUTO_DEMO", "1") == "0" or list_jobs(workspace, kind="demo"):
+        return None
+    if not claim_once(workspace, "auto-demo"):
+        return None
+    return start(workspace, job_argv.demo_argv(str(workspace)), kind="demo")
 
 
 def _without_flag(argv: list[str], flag: str) -> list[str]:
@@ -263,85 +232,6 @@ def restart(workspace: str | Path, job_id: str) -> str | None:
 
 PAUSED = "paused_s"
 """`<job>/paused_s`: the seconds the job has been held stopped for page draws, so far."""
-DRAWING = ".drawing"
-"""`<workspace>/jobs/.drawing`: its mtime is when the dashboard's last script run ended (in the
-future while one runs)."""
-POLL_S = 0.05
-MAX_PAUSE_S = float(os.environ.get("DID_JOB_MAX_PAUSE_S", "5"))
-MIN_RUN_S = 1.0
-_HOLD_S = 60.0  # a script run still going after this long no longer holds jobs back
-NEW_PAGE_SETTLE_S = 1.0
-"""A page load draws for longer after its script than a click does: the browser also loads and runs
-the Plotly chunk (0.7–1.0 s more, measured on the chart pages with one idle Chromium)."""
-
-
-class Holds:
-    """This server's script runs in progress and the latest end (+ settle) of those just ended: what
-    `foreground` writes into the workspace's DRAWING marker. One per process (`HOLDS`)."""
-
-    def __init__(self) -> None:
-        self.runs = 0
-        self.until = 0.0
-        self.lock = threading.Lock()
-
-
-HOLDS = Holds()
-
-
-def yield_seconds() -> float:
-    """How long a job waits after a script run before it runs again: `DID_JOB_YIELD_S`, else 1 s,
-    or 0 (never pause) on a machine with an NVIDIA GPU, where jobs keep the GPU busy, not the CPU."""
-    value = os.environ.get("DID_JOB_YIELD_S")
-    if value is not None:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value))
-    return 0.0 if Path("/dev/nvidiactl").exists() else 1.0
-
-
-@contextlib.contextmanager
-def foreground(workspace: str | Path, settle_s: float = 0.0) -> Iterator[None]:
-    """Around one script run of the dashboard (app.py): running jobs pause from its start until
-    `yield_seconds()` after the last concurrent run ends, plus `settle_s` for this run (app.py gives
-    a session's first run, a page load, NEW_PAGE_SETTLE_S). See `_supervise`. One utime call."""
-    marker = jobs_dir(workspace) / DRAWING
-    h = HOLDS
-    with h.lock:
-        h.runs += 1
-        _touch(marker, time.time() + _HOLD_S, new_hold=h.runs == 1)
-    try:
-        yield
-    finally:
-        with h.lock:
-            h.runs -= 1
-            h.until = max(h.until, time.time() + settle_s)
-            if h.runs == 0:
-                _touch(marker, h.until)
-
-
-def pages_running() -> int:
-    """How many of this server's script runs are in progress (see `foreground`)."""
-    return HOLDS.runs
-
-
-def _touch(marker: Path, when: float, new_hold: bool = False) -> None:
-    """Hold jobs until `when` (the marker's mtime). A new hold (the first of overlapping script runs)
-    also writes when it began into the marker, so that a job ignores the hold it was started in."""
-    if not marker.parent.is_dir():  # no job has ever run here: nothing to pause, and no folder to make
-        return
-    with contextlib.suppress(OSError):
-        if new_hold:
-            marker.write_text(repr(time.time()))
-        else:
-            marker.touch()
-        os.utime(marker, (when, when))
-
-
-def _hold_began(marker: Path) -> float:
-    """When the marker's current hold began (0.0 when it does not say)."""
-    try:
-        return float(marker.read_text() or 0.0)
-    except (OSError, ValueError):
-        return 0.0
 
 
 JOB_NICE_DEFAULT = 0
@@ -350,7 +240,7 @@ JOB_NICE_DEFAULT = 0
 SCHED_IDLE the thread on a core that anything else keeps busy (a browser drawing the progress panel,
 another program) is starved, so the whole job crawled — 3.6x slower than the CLI from the Score page
 (issue 14; bench/job_throughput.py measures it). Pages still open fast because the job is stopped
-while a page is drawn (`_supervise`)."""
+while a page is drawn (did_ui/pausing.py)."""
 
 
 def _lower_priority() -> None:
@@ -373,7 +263,7 @@ def _popen(argv: list[str], log, preexec) -> subprocess.Popen:
 
 def wrap(d: Path, launch=_popen) -> int:
     """Run the job's argv in a process group of its own, logging to log.txt; pause it while the
-    dashboard draws (`_supervise`); write rc when it ends (also on SIGTERM, which it forwards).
+    dashboard draws (`pausing.supervise`); write rc when it ends (also on SIGTERM, which it forwards).
     `launch(argv, log, preexec)` starts it: a new process, or a fork of a warm one (`standby`)."""
     meta = json.loads((d / "job.json").read_text())
     with (d / "log.txt").open("ab", buffering=0) as log:  # the wrapper keeps its priority: it must act at once
@@ -383,58 +273,15 @@ def wrap(d: Path, launch=_popen) -> int:
 
         def forward(signum: int, _frame: object) -> None:
             ending.set()  # no more pauses: a paused command must run to act on the signal
-            _signal_group(child.pid, signum)
-            _signal_group(child.pid, signal.SIGCONT)
+            pausing.signal_group(child.pid, signum)
+            pausing.signal_group(child.pid, signal.SIGCONT)
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        rc = _supervise(child, d.parent / DRAWING, yield_seconds(), ending,
-                        on_resume=lambda total: atomic_write_text(d / PAUSED, f"{total:.3f}"))
+        rc = pausing.supervise(child, d.parent / pausing.DRAWING, pausing.yield_seconds(), ending,
+                               on_resume=lambda total: atomic_write_text(d / PAUSED, f"{total:.3f}"))
     atomic_write_text(d / "rc", str(rc))
     return rc
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _supervise(child: subprocess.Popen, drawing: Path, yield_s: float, ending: threading.Event,
-               on_resume: Callable[[float], None] | None = None) -> int:
-    """Wait for `child`; while the dashboard draws (`drawing`'s mtime + `yield_s` is in the future),
-    keep its process group stopped, at most MAX_PAUSE_S at a time, then let it run MIN_RUN_S. Once
-    `ending` is set (a forwarded SIGTERM), never stop it again. `on_resume(total paused seconds)`
-    after each pause: the job panel says how long pages held the job."""
-    if yield_s <= 0:
-        return child.wait()
-    paused_at: float | None = None
-    paused_total = 0.0
-    run_until = 0.0
-    # The script run that started this job (the Score page's submit) holds jobs too; that hold began
-    # before the job and is not a page the user waits for: ignore it (and only it).
-    started = time.time()
-    while True:
-        try:
-            return child.wait(timeout=POLL_S)
-        except subprocess.TimeoutExpired:
-            pass
-        if ending.is_set():  # (the signal may have come between this check and a SIGSTOP below)
-            _signal_group(child.pid, signal.SIGCONT)
-            return child.wait()
-        now = time.monotonic()
-        try:
-            busy = drawing.stat().st_mtime + yield_s > time.time() and _hold_began(drawing) >= started
-        except OSError:
-            busy = False
-        if paused_at is None and busy and now >= run_until:
-            _signal_group(child.pid, signal.SIGSTOP)
-            paused_at = now
-        elif paused_at is not None and (not busy or now - paused_at >= MAX_PAUSE_S):
-            _signal_group(child.pid, signal.SIGCONT)
-            paused_total += now - paused_at
-            paused_at, run_until = None, now + MIN_RUN_S
-            if on_resume is not None:
-                on_resume(paused_total)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import streamlit as st
 from did_ui import data
 
 if TYPE_CHECKING:
-    from did_ui.widgets import View
+    from did_ui.picker import View
 
 
 def _poll_seconds() -> float:

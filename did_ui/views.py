@@ -1,4 +1,5 @@
-"""View models: what each page draws, shaped from the `Workspace.pairs` table.
+"""View models: what each page draws, shaped from the `Workspace.pairs` table and its
+`with_derived` (did_core.losses.pair_table) columns.
 
 Pure pandas/numpy over tables the store returned (no I/O, no streamlit), so `data.py` can cache
 each one and pages only lay them out. Paper quantities (docs/REFERENCE.md §1–§4) come from `did_core`'s
@@ -41,23 +42,14 @@ rejected responses and their log-ratios to the reference (displacement)."""
 SHARE_QUANTITIES = {"accuracy": "preference accuracy (M_π > M_ref)", "displaced": "displaced (d(y_w) < 0 and d(y_l) < 0)",
                     "chosen_down": "chosen fell (d(y_w) < 0)", "rejected_down": "rejected fell (d(y_l) < 0)"}
 
-def with_derived(pairs: pd.DataFrame, beta: float, aggregation: str = "sum") -> pd.DataFrame:
-    """`ws.pairs` plus did_core.losses' per-pair quantities (log-ratios, accuracy, displacement),
-    accuracy and displacement as 0/1 floats so their means are shares. With aggregation "mean"
-    every log-prob column is per-token (did_core.losses.aggregate_logp) and the derived ones follow."""
-    q = losses.pair_quantities(pairs, beta, aggregation)  # type: ignore[arg-type]
-    df = pairs.copy()
+def with_derived(pairs: pd.DataFrame, rs, aggregation: str = "sum") -> pd.DataFrame:
+    """did_core.losses.pair_table of a `ws.pairs` table under the run's settings `rs`
+    (did_core.run_settings.RunSettings), with accuracy and the displacement flags as 0/1 floats so
+    their means are shares. With aggregation "mean" every log-prob column is per-token and the
+    derived ones follow (but `loss`, the trainer's own)."""
+    df = losses.pair_table(pairs, rs, aggregation)  # type: ignore[arg-type]
     df["pair_id"] = df["pair_id"].astype(str)
-    if aggregation == "mean":
-        for side in ("chosen", "rejected"):
-            n = df[f"n_tokens_{side}"].to_numpy()
-            for col in (f"logp_{side}", f"ref_logp_{side}"):
-                df[col] = losses.aggregate_logp(df[col].to_numpy(), n, "mean")
-    for col in q.columns.difference(["pair_id", "model", "step"]):
-        df[col] = q[col].astype(float) if q[col].dtype == bool else q[col]
-    if "loss" not in df:  # a table from before the trainer's own loss was stored: the sigmoid loss
-        df["loss"] = df["dpo_loss"]
-    return df
+    return df.astype({c: float for c in df.columns if df[c].dtype == bool})
 
 
 def checkpoint_order(df: pd.DataFrame) -> list[str]:
@@ -91,10 +83,10 @@ def checkpoint_summary(df: pd.DataFrame, bins: int = 24) -> pd.DataFrame:
     return out.reset_index()
 
 
-def curves(raw: pd.DataFrame, log_history: list[dict] | None, beta: float, aggregation: str = "sum") -> pd.DataFrame:
-    """did_core.curves.merged_curves: long table (step, model, metric, stat, value, source) of the
-    scored checkpoints (reference at step 0) and the trainer's own logged metrics."""
-    return curves_core.merged_curves(raw, log_history, beta, aggregation)  # type: ignore[arg-type]
+def curves(df: pd.DataFrame, log_history: list[dict] | None) -> pd.DataFrame:
+    """did_core.curves.merged_curves of a `with_derived` table: long table (step, model, metric, stat,
+    value, source) of the scored checkpoints (reference at step 0) and the trainer's own logged metrics."""
+    return curves_core.merged_curves(df, log_history)
 
 
 def curve_frame(long: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -174,39 +166,23 @@ def default_baseline(checkpoints: list[str]) -> str:
     return checkpoints[0] if len(checkpoints) > 1 else compare_core.REFERENCE
 
 
-def reference_rows(df: pd.DataFrame, beta: float, rs=None) -> pd.DataFrame:
-    """The reference as if it were a checkpoint of `df` (a `with_derived` table): one row per pair
-    with logp_* = ref_logp_*, model "reference", step 0, and the derived columns recomputed by
-    did_core.losses, so d = 0, M_π = M_ref, reward margin 0, accuracy 0 (strict), displaced 0 and
-    the DPO loss −log σ(0) = log 2 at any β; `loss`, the trainer's own loss type at d = 0, with the
-    run's settings `rs` (did_core.run_settings.RunSettings; None: the sigmoid loss)."""
-    ref = df.drop_duplicates("pair_id").copy()
-    ref["logp_chosen"], ref["logp_rejected"] = ref["ref_logp_chosen"], ref["ref_logp_rejected"]
-    ref["model"], ref["step"] = compare_core.REFERENCE, 0
-    q = losses.pair_quantities(ref, beta)  # `df` holds aggregated log-probs already: "sum" keeps them
-    for col in q.columns.difference(["pair_id", "model", "step"]):
-        ref[col] = q[col].astype(float) if q[col].dtype == bool else q[col]
-    ref["loss"] = losses.run_loss(ref, rs) if rs is not None else ref["dpo_loss"]
-    return ref
-
-
-def compare(raw: pd.DataFrame, df: pd.DataFrame, a: str, b: str, beta: float,
-            rs=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def compare(df: pd.DataFrame, a: str, b: str, rs) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(per-pair table from did_core.compare, metric means of A and B with Δ, summary incl. the
-    DID q_{B/A} entropy and its bootstrap interval). A (or B) may be "reference". `loss` is the
-    trainer's own loss (`rs`: the run's RunSettings), `dpo_loss` always the sigmoid DPO loss."""
-    table = compare_core.compare_checkpoints(raw, a, b, beta)
-    return _comparison(table, _model_rows(df, a, beta, rs), _model_rows(df, b, beta, rs), a, b)
+    DID q_{B/A} entropy and its bootstrap interval). `df`: the run's `with_derived` table (sums);
+    `rs`: its RunSettings. A (or B) may be "reference". `loss` is the trainer's own loss, `dpo_loss`
+    always the sigmoid DPO loss."""
+    table = compare_core.compare_checkpoints(df, a, b, rs)
+    return _comparison(table, _model_rows(df, a, rs), _model_rows(df, b, rs), a, b)
 
 
 def compare_runs(a: dict, b: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """`compare` across two runs that share the dataset and the reference score. Each side is
-    {"raw": ws.pairs table, "df": its `with_derived` table, "model": a checkpoint or "reference",
-    "beta", "rs": the run's RunSettings, "label": how the summary names it}; each side's rewards and
-    losses are at its own run's β and loss type (did_core.compare.compare_runs)."""
-    table = compare_core.compare_runs(a["raw"], a["model"], a["beta"], b["raw"], b["model"], b["beta"])
-    return _comparison(table, _model_rows(a["df"], a["model"], a["beta"], a["rs"]),
-                       _model_rows(b["df"], b["model"], b["beta"], b["rs"]), a["label"], b["label"])
+    {"df": its run's `with_derived` table, "model": a checkpoint or "reference", "rs": the run's
+    RunSettings, "label": how the summary names it}; each side's rewards and losses are at its own
+    run's β and loss type (did_core.compare.compare_runs)."""
+    table = compare_core.compare_runs(a["df"], a["model"], a["rs"], b["df"], b["model"], b["rs"])
+    return _comparison(table, _model_rows(a["df"], a["model"], a["rs"]),
+                       _model_rows(b["df"], b["model"], b["rs"]), a["label"], b["label"])
 
 
 def run_label(run: str, model: str) -> str:
@@ -214,8 +190,11 @@ def run_label(run: str, model: str) -> str:
     return f"{run} · {model}"
 
 
-def _model_rows(df: pd.DataFrame, model: str, beta: float, rs) -> pd.DataFrame:
-    return reference_rows(df, beta, rs) if model == compare_core.REFERENCE else df[df["model"] == model]
+def _model_rows(df: pd.DataFrame, model: str, rs) -> pd.DataFrame:
+    """A `with_derived` table's rows of `model`; the reference's (did_core.compare.reference_rows) derived anew."""
+    if model == compare_core.REFERENCE:
+        return with_derived(compare_core.reference_rows(df), rs)
+    return df[df["model"] == model]
 
 
 def _comparison(table: pd.DataFrame, pa: pd.DataFrame, pb: pd.DataFrame, a: str, b: str

@@ -6,12 +6,11 @@ from __future__ import annotations
 import streamlit as st
 
 from did_core import sweep
-from did_ui import crossrun, data, figures, run_info, selection, views, widgets
+from did_ui import crossrun, data, figures, picker, run_info, selection, views, widgets
 
-widgets.ensure_router()
-widgets.title("compare")
+widgets.start_page("compare")
 cross = crossrun.compare_wants_other_run()  # A from another run: its pickers are drawn by crossrun
-v = widgets.view(need_a=not cross)
+v = picker.view(need_a=not cross)
 if v is None or v.ckpt is None:
     widgets.end_page()
 run_info.page_notes(v)
@@ -72,7 +71,7 @@ if pairs is not None:
                                    "compare_scatter")
         picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
     if picked is not None:
-        widgets.open_example(v, picked, ckpt=b)
+        picker.open_example(v, picked, ckpt=b)
 
 st.subheader("Per-example deltas (B − A): top movers")
 c1, c2, c3 = st.columns([2, 1, 1])
@@ -85,7 +84,7 @@ shown = shown.sort_values(sort_by, ascending=direction == "smallest", na_positio
 picked_row = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="compare_table")
 rows = picked_row.selection.rows if picked_row is not None else []
 if rows:
-    widgets.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)
+    picker.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)
 st.caption("The top 1,000 rows of the sort (click a column header to re-sort them); click a row, or select a point "
            "above, to open the example under B. The full per-pair table is in the export on Runs.")
 file_name = f"{a_run}-{a}-vs-{v.run}-{b}.csv" if a_run != v.run else f"{v.run}-{a}-vs-{b}.csv"

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import ches_view, crossrun, data, figures, live, run_info, views, widgets
+from did_ui import ches_view, crossrun, data, figures, live, picker, run_info, views, widgets
 
-widgets.ensure_router()
-widgets.title("curves")
-v = widgets.view()
+widgets.start_page("curves")
+v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 if v is None:
     widgets.end_page()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from did_core.entropy import RELIABLE_ESS
-from did_ui import crossrun, data, figures, jobs, live, run_info, selection, views, widgets
+from did_ui import crossrun, data, figures, job_argv, job_panel, jobs, live, picker, run_info, selection, views, widgets
 
-widgets.ensure_router()
-widgets.title("entropy")
-v = widgets.view()
+widgets.start_page("entropy")
+v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 if v is None or v.ckpt is None:
     widgets.end_page()
@@ -48,10 +47,10 @@ if by_step.empty:
         k = c1.select_slider("K samples per prompt", [8, 16, 32, 64, 128], value=32, key="entropy_k")
         limit = c2.select_slider("Prompts", [16, 32, 64, 128, 256], value=64, key="entropy_limit")
         if st.button("Sample now", key="entropy_sample"):
-            st.session_state["entropy_job"] = jobs.start(v.root, jobs.sample_argv(v.root, v.run, [v.ckpt], k=k, limit=limit),
-                                                         kind="sample")
+            argv = job_argv.sample_argv(v.root, v.run, [v.ckpt], k=k, limit=limit)
+            st.session_state["entropy_job"] = jobs.start(v.root, argv, kind="sample")
         if st.session_state.get("entropy_job"):
-            widgets.job_panel(v.root, st.session_state["entropy_job"])
+            job_panel.job_panel(v.root, st.session_state["entropy_job"])
 else:
     st.subheader("Sequence-level, over the whole response space")
     st.latex(r"q(y) = \frac{\pi(y\mid x)/\pi_{\mathrm{ref}}(y\mid x)}{\sum_{y'}\pi(y'\mid x)/\pi_{\mathrm{ref}}(y'\mid x)},"
@@ -90,4 +89,4 @@ else:
                                        "entropy-scatter")
             picked = selection.pair_id_from_selection(event, data.pair_ids(v.root, v.run, v.ver))
         if picked is not None:
-            widgets.open_example(v, picked)
+            picker.open_example(v, picked)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import ches_view, data, figures, live, run_info, widgets
+from did_ui import ches_view, data, figures, live, picker, run_info, token_colours, widgets
 
-widgets.ensure_router()
-widgets.title("example")
-v = widgets.view()
+widgets.start_page("example")
+v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 if v is None or v.ckpt is None:
     widgets.end_page()
@@ -24,12 +23,12 @@ typed = c1.text_input("Pair id", value=example, key=f"example_id_{example}",
                       help="Or select points on Log-margins, DID entropy or Compare.").strip()
 at = ids.index(example)
 if c2.button("Previous", disabled=at == 0, width="stretch"):
-    widgets.open_example(v, ids[at - 1])
+    picker.open_example(v, ids[at - 1])
 if c3.button("Next", disabled=at + 1 >= len(ids), width="stretch"):
-    widgets.open_example(v, ids[at + 1])
+    picker.open_example(v, ids[at + 1])
 if typed != example:
     if typed in data.pair_ids(v.root, v.run, v.ver):
-        widgets.open_example(v, typed)
+        picker.open_example(v, typed)
     st.warning("No pair with that id in this run.")
 
 text = data.example_text(v.root, v.run, v.ver, example)
@@ -39,15 +38,15 @@ st.caption(f"Run {widgets.md_literal(v.run)} · pair {widgets.md_literal(example
 
 st.markdown("**Prompt**")
 st.text(text.get("prompt", ""))
-colour_by = st.segmented_control("Colour tokens by", list(widgets.COLOUR_BY), default="log_ratio",
-                                 format_func=widgets.COLOUR_BY.get, key="example_colour") or "log_ratio"
+colour_by = st.segmented_control("Colour tokens by", list(token_colours.COLOUR_BY), default="log_ratio",
+                                 format_func=token_colours.COLOUR_BY.get, key="example_colour") or "log_ratio"
 tokens = data.example_tokens(v.root, v.run, v.ver, v.ckpt, example)
-scale = widgets.colour_scale(tokens, colour_by)  # one scale for both responses: one colour, one value
-st.html(widgets.colour_legend_html(colour_by, scale))
-squeezing_gone = ches_view.token_squeezing_missing(v, tokens) if colour_by in widgets.SQUEEZING_COLOURS else None
+scale = token_colours.colour_scale(tokens, colour_by)  # one scale for both responses: one colour, one value
+st.html(token_colours.colour_legend_html(colour_by, scale))
+squeezing_gone = ches_view.token_squeezing_missing(v, tokens) if colour_by in token_colours.SQUEEZING_COLOURS else None
 if squeezing_gone is not None:
-    st.info(f"No {widgets.COLOUR_BY[colour_by]} to colour by under {v.ckpt}: {squeezing_gone}.", icon=":material/info:")
-st.caption(widgets.COLOUR_CAPTION[colour_by] + " Both responses share one scale. Hover a token for its exact "
+    st.info(f"No {token_colours.COLOUR_BY[colour_by]} to colour by under {v.ckpt}: {squeezing_gone}.", icon=":material/info:")
+st.caption(token_colours.COLOUR_CAPTION[colour_by] + " Both responses share one scale. Hover a token for its exact "
            "log-prob, reference log-prob, log-ratio, DID entropy, and top-1 probability and next-token entropy "
            "(the checkpoint's and the reference's).")
 row = across[across["checkpoint"] == v.ckpt]
@@ -61,7 +60,7 @@ for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Re
                        f"DID entropy (token mean) = {r[f'did_entropy_{side}']:.4f}")
         side_tokens = tokens[tokens["side"] == side].sort_values("position") if len(tokens) else tokens
         if len(side_tokens):
-            st.html(widgets.tokens_html(side_tokens, colour_by, scale))
+            st.html(token_colours.tokens_html(side_tokens, colour_by, scale))
         else:
             st.caption("No per-token scores stored for this checkpoint.")
         with st.expander("Plain text"):

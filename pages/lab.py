@@ -7,8 +7,7 @@ import streamlit as st
 
 from did_ui import data, figures, views, widgets
 
-widgets.ensure_router()
-widgets.title("lab")
+widgets.start_page("lab")
 st.caption("A finite support, π_ref from random energies, a target DID q* of chosen entropy, π* ∝ π_ref·q*. "
            "Pairs y_w ~ π_ref, y_l ~ π_l; a tabular policy starts at π_ref and is trained on them. "
            "Every curve is exact (sums over the whole support).")

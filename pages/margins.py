@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import ches_view, crossrun, data, figures, live, run_info, selection, views, widgets
+from did_ui import ches_view, crossrun, data, figures, live, picker, run_info, selection, views, widgets
 
-widgets.ensure_router()
-widgets.title("margins")
-v = widgets.view()
+widgets.start_page("margins")
+v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 if v is None or v.ckpt is None:
     widgets.end_page()
@@ -45,10 +44,10 @@ if pairs is not None:
         if picked:
             st.write(f"{len(picked)} pair(s) selected.")
             if len(picked) == 1:
-                widgets.open_example(v, picked[0])
+                picker.open_example(v, picked[0])
             choice = st.selectbox("Open one in the inspector", picked[:500], key="margins_pick")
             st.page_link(widgets.PAGES["example"], label="Open example", icon=":material/article:",
-                         query_params=widgets.example_link_params(v, choice))  # a link: one history entry
+                         query_params=picker.example_link_params(v, choice))  # a link: one history entry
 
 st.subheader("Ordering shares")
 st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from did_ui import audit_view, crossrun, data, live, run_info, score_form, widgets
+from did_ui import audit_view, crossrun, data, job_panel, jobs, live, picker, run_info, score_form, widgets
 
-widgets.ensure_router()
-widgets.title("runs")
+widgets.start_page("runs")
 root = data.workspace_root()
 runs = data.run_names(root, data.version(root))
 if not runs:
-    widgets.demo_panel(root)
+    jobs.start_demo_once(root)  # an empty workspace's first visitor starts the demo build, once
+    job_panel.demo_panel(root)
     widgets.end_page()
 
-v = widgets.view()
+v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 assert v is not None
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from did_ui import data, jobs, score_form, standby, widgets
+from did_ui import data, job_argv, job_panel, jobs, score_form, standby, widgets
 
 MAX_UPLOAD_MB = int(os.environ.get("DID_MAX_UPLOAD_MB") or 200)  # = server.maxUploadSize in .streamlit/config.toml
 
-widgets.ensure_router()
-widgets.title("score")
+widgets.start_page("score")
 root = data.workspace_root()
 standby.ensure(root)  # a warm process for the job this page may start (did_ui/standby.py)
 st.caption(f"Results go to the workspace `{root}`. Scoring resumes where it stopped; finished work is never recomputed.")
@@ -78,10 +77,10 @@ if submitted and not too_big:
                           "(its results stay until the new ones are complete)")
     score_form.show_errors(errors, slots)
     if not errors:
-        argv = jobs.score_argv(source, reference.strip(), workspace=root, policies=policy_list or None,
-                               run_dir=run_dir.strip() or None, overrides=overrides, numerics=numerics,
-                               limit=int(limit) or None, dtype=dtype, device=device, token_level=token_level,
-                               name=run_name)
+        argv = job_argv.score_argv(source, reference.strip(), workspace=root, policies=policy_list or None,
+                                   run_dir=run_dir.strip() or None, overrides=overrides, numerics=numerics,
+                                   limit=int(limit) or None, dtype=dtype, device=device, token_level=token_level,
+                                   name=run_name)
         job_id = jobs.start(root, argv, kind="score")
         st.success(f"Started job `{job_id}`: run `{run_name}`.")
         if resolved is not None:
@@ -96,7 +95,7 @@ if not all_jobs:
 for i, job in enumerate(all_jobs[:10]):
     with st.container(border=True):
         if job.status == "running" or i == 0:
-            widgets.job_panel(root, job.id)
+            job_panel.job_panel(root, job.id)
         else:
             st.markdown(f"`{job.id}` · {job.kind} · **{job.status}**")
             if job.error:

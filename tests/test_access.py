@@ -229,23 +229,23 @@ def test_no_shell_anywhere_in_the_app():
 
 
 def test_score_argv_keeps_each_hostile_value_as_one_element():
-    from did_ui import jobs
+    from did_ui import job_argv
 
     for value in HOSTILE_ARGS:
-        argv = jobs.score_argv(value, value, workspace=value, policies=[value, "b"])
+        argv = job_argv.score_argv(value, value, workspace=value, policies=[value, "b"])
         assert argv[argv.index("--data") + 1] == value and argv[argv.index("--ref") + 1] == value
         assert argv[argv.index("--workspace") + 1] == value and argv[argv.index("--policy") + 1] == value
-        run_argv = jobs.score_argv(value, "r", workspace="w", run_dir=value)
+        run_argv = job_argv.score_argv(value, "r", workspace="w", run_dir=value)
         assert run_argv[run_argv.index("--run") + 1] == value
 
 
 def test_job_launcher_passes_arguments_verbatim(tmp_path, monkeypatch):
     """Through jobs.start → the wrapper process → the command: the argv the command receives is the list
     the page built, element for element, and no shell ever interprets a value."""
-    from did_ui import jobs
+    from did_ui import job_argv, jobs
 
     monkeypatch.chdir(tmp_path)
-    argv = jobs.score_argv(HOSTILE_ARGS[0], HOSTILE_ARGS[1], workspace=str(tmp_path / "ws"), policies=HOSTILE_ARGS[2:])
+    argv = job_argv.score_argv(HOSTILE_ARGS[0], HOSTILE_ARGS[1], workspace=str(tmp_path / "ws"), policies=HOSTILE_ARGS[2:])
     echo = "import json, sys; print('ARGV=' + json.dumps(sys.argv[1:]))"
     job_id = jobs.start(tmp_path / "ws", [sys.executable, "-c", echo, *argv[4:]], kind="score", cwd=str(tmp_path))
     deadline = time.time() + 30

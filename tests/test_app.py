@@ -23,7 +23,7 @@ def synthetic_ws(tmp_path_factory) -> str:
 
 
 def _menu(at: AppTest) -> dict[str, dict[str, str]]:
-    """The sidebar menu (widgets.page_menu): each page link's url path -> the query it carries."""
+    """The sidebar menu (picker.page_menu): each page link's url path -> the query it carries."""
     from urllib.parse import parse_qsl
 
     return {link.proto.page: dict(parse_qsl(link.proto.query_string)) for link in at.sidebar.get("page_link")}
@@ -93,6 +93,7 @@ def test_compare_from_the_reference_shows_what_the_checkpoint_learned(monkeypatc
 
     import numpy as np
 
+    from did_core.losses import pair_table
     from did_core.workspace import Workspace
 
     at = _open(_app(monkeypatch, synthetic_ws), "compare")
@@ -101,7 +102,7 @@ def test_compare_from_the_reference_shows_what_the_checkpoint_learned(monkeypatc
     assert any("A = reference → B = checkpoint\\-300" in s.value for s in at.subheader)
     ws = Workspace(synthetic_ws)
     beta = float(ws.run("synthetic")["beta"])
-    rows = ws.pairs("synthetic")
+    rows = pair_table(ws.pairs("synthetic"), ws.run_settings(ws.run("synthetic")).settings)
     b = rows[rows["model"] == "checkpoint-300"]
     d_w, d_l = b["logp_chosen"] - b["ref_logp_chosen"], b["logp_rejected"] - b["ref_logp_rejected"]
     z = beta * (d_w - d_l)
@@ -209,15 +210,30 @@ def test_a_bad_deep_link_value_shows_a_warning_and_the_fallback(monkeypatch, syn
 def test_a_picker_change_writes_the_url_once_and_the_menu_follows(monkeypatch, synthetic_ws):
     """A sidebar pick sets the page's whole selection in one query-string change (each change is a
     browser history entry); on Compare it keeps A."""
-    from streamlit.runtime.state import query_params as qp_module
+    import streamlit as st
 
     at = _app(monkeypatch, synthetic_ws)
     at.query_params.update({"run": "synthetic", "ckpt": "checkpoint-300", "a": "reference"})
     _open(at, "compare")
-    writes = []
-    original = qp_module.QueryParams._send_query_param_msg
-    monkeypatch.setattr(qp_module.QueryParams, "_send_query_param_msg", lambda self: (writes.append(dict(self._query_params)),
-                                                                                      original(self))[1])
+    writes, depth = [], [0]
+    qp_class = type(st.query_params)  # each outermost call of a public mutator: one query-string change
+
+    def counted(name):
+        original = getattr(qp_class, name)
+
+        def call(self, *args, **kwargs):
+            depth[0] += 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    writes.append(self.to_dict())
+        return call
+
+    for name in ("__setitem__", "__delitem__", "update", "from_dict", "clear", "pop", "setdefault"):
+        if hasattr(qp_class, name):
+            monkeypatch.setattr(qp_class, name, counted(name))
     at.sidebar.selectbox(key="pick_ckpt").set_value("checkpoint-200").run()
     assert not at.exception
     assert writes == [{"run": "synthetic", "ckpt": "checkpoint-200", "a": "reference"}]
@@ -434,8 +450,8 @@ def test_no_legend_shows_a_raw_column_name(monkeypatch, synthetic_ws):
 
 def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic_ws, caplog):
     """data.warm_up runs in a thread with no script context (no private Streamlit API): once it ends,
-    the default run's views come from the cache (the store is not read again), and no
-    missing-context warning was logged."""
+    the default run's views come from the cache (the store is not read again), and neither a
+    missing-context warning nor a failure was logged (the wait for a quiet moment runs too)."""
     import logging
     import threading
 
@@ -444,7 +460,7 @@ def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic
     from did_core.workspace import Workspace
     from did_ui import data
 
-    monkeypatch.setattr(data, "LAB_WARM_DELAY_S", 0.0)
+    monkeypatch.setattr(data, "LAB_WARM_DELAY_S", 0.5)
     st.cache_data.clear()
     monkeypatch.delenv("DID_WARM_UP", raising=False)
     caplog.set_level(logging.WARNING)
@@ -463,3 +479,4 @@ def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic
     data.summary(synthetic_ws, run, ver)
     data.checkpoint_rows(synthetic_ws, run, ver, ckpts[-1])
     assert not [r for r in caplog.records if "ScriptRunContext" in r.getMessage()]
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()], caplog.text

@@ -23,7 +23,7 @@ CHROMIUM = os.environ.get("DID_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic"]
 PAGES = page_list.HEADINGS  # url path -> the heading its page draws
-MENU = ".st-key-did_menu"  # widgets.page_menu: the app's own menu of page links (st.navigation's is hidden)
+MENU = ".st-key-did_menu"  # picker.page_menu: the app's own menu of page links (st.navigation's is hidden)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def test_the_entropy_pair_scatter_opens_stays_open_and_a_click_opens_the_pair(se
     assert "example=" in page.url
     _no_exception(page, "entropy scatter → example")
     page.wait_for_timeout(500)
-    assert page.evaluate("history.length") == before + 1  # one entry: widgets.open_example clicks a page link
+    assert page.evaluate("history.length") == before + 1  # one entry: picker.open_example clicks a page link
     page.go_back()
     _settle(page, "DID entropy")
     assert "/entropy" in page.url and "example=" not in page.url
@@ -285,23 +285,41 @@ def test_the_tokenization_audit_links_to_its_pairs(server, page):
     page.get_by_text("No tokenization audit recorded for this run").wait_for()
 
 
+BOX_SELECT_ALL_JS = """chart => {
+  // A box over the whole plot area, made through Plotly's own API instead of a pixel drag: the box is
+  // drawn with Plotly.relayout (layout.selections, as the mode bar's Box Select leaves it), and the
+  // points inside it reach Streamlit as the `plotly_selected` event Plotly emits at the end of a drag,
+  // with the fields Plotly gives each point (curveNumber, pointIndex, pointNumber, x, y, customdata).
+  const gd = chart.querySelector('.js-plotly-plot');
+  const [x0, x1] = gd._fullLayout.xaxis.range, [y0, y1] = gd._fullLayout.yaxis.range;
+  const box = {type: 'rect', xref: 'x', yref: 'y', x0, x1, y0, y1};
+  return window.Plotly.relayout(gd, {dragmode: 'select', selections: [box]}).then(() => {
+    const points = [];
+    gd._fullData.forEach((trace, curveNumber) => {  // the pairs' traces: those that carry customdata
+      for (let i = 0; trace.customdata && i < trace.x.length; i++) {
+        const x = trace.x[i], y = trace.y[i];
+        if (x >= x0 && x <= x1 && y >= y0 && y <= y1)
+          points.push({curveNumber, pointIndex: i, pointNumber: i, x, y, customdata: trace.customdata[i]});
+      }
+    });
+    gd.emit('plotly_selected', {points, range: {x: [x0, x1], y: [y0, y1]}, selections: [box]});
+    return points.length;
+  });
+}"""
+
+
 def test_a_box_selection_on_the_margins_scatter_lists_the_pairs(server, page):
-    """The scatter's default drag pans and a click selects one point; the mode bar's box select picks
-    several pairs, which the page lists for the inspector."""
+    """The scatter's default drag pans and a click selects one point; a box selection picks several
+    pairs, which the page lists for the inspector. The box is made through Plotly's API
+    (BOX_SELECT_ALL_JS), not by dragging pixels after fixed sleeps."""
     page.goto(f"{server}/margins")
     _settle(page, "Log-margins")
     page.locator('[data-testid="stExpander"] summary').filter(has_text="Each pair (300): M_π").click()
     chart = page.locator('[data-testid="stExpander"] details[open] [data-testid="stPlotlyChart"]').first
     chart.wait_for()
     _settle(page, "Log-margins")
-    chart.scroll_into_view_if_needed()
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] - 5, area["y"] + area["height"] - 5, steps=8)
-    page.mouse.up()
+    picked = chart.evaluate(BOX_SELECT_ALL_JS)
+    assert picked == 300, picked
     try:
         page.get_by_text("300 pair(s) selected.").wait_for()
     except Exception:
@@ -414,7 +432,7 @@ def test_upload_and_score_in_the_browser(page, tmp_path):
         pg.get_by_label("Reference model (SFT)").fill(str(world["ref"]))
         pg.get_by_label("TRL output folder (checkpoint-* inside)").fill(str(world["run"]))
         pg.get_by_role("button", name="Start scoring").click()
-        pg.get_by_text("done · 12/12").first.wait_for(timeout=120_000)  # (not "done · done": widgets.job_label)
+        pg.get_by_text("done · 12/12").first.wait_for(timeout=120_000)  # (not "done · done": job_panel.job_label)
         _no_exception(pg, "score job")
         (job,) = [json.loads(p.read_text()) for p in (ws / "jobs").glob("*/job.json")]
         assert job.get("standby") is True, job  # run by the warm process, not a new one

@@ -178,6 +178,7 @@ def test_bfloat16_run_reports_its_error_against_float32(world, tmp_path):
 
 
 def test_pi_l_model_is_scored_and_recorded_for_the_power_law_fit(world, tmp_path):
+    from did_core.losses import pair_table
     from did_core.paper import paper_conditions
     from did_core.workspace import Workspace
 
@@ -187,7 +188,7 @@ def test_pi_l_model_is_scored_and_recorded_for_the_power_law_fit(world, tmp_path
           "--limit", "8", "--no-token-level"])
     ws = Workspace(tmp_path)
     assert ws.run("p")["extra"]["pi_l"] == pi_l
-    pairs = ws.pairs("p")
+    pairs = pair_table(ws.pairs("p"), ws.run_settings(ws.run("p")).settings)
     assert set(pairs["model"]) == {pi_l, str(world["run"] / "checkpoint-4")}
     fit, table = paper_conditions(pairs, str(world["run"] / "checkpoint-4"), pi_l)
     wide = pairs.pivot(index="pair_id", columns="model", values="log_margin")

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from did_core.compare import bootstrap_mean_ci, compare_checkpoints, summarize_comparison, top_movers
+from did_core.compare import bootstrap_mean_ci, compare_checkpoints, reference_rows, summarize_comparison, top_movers
+from did_core.run_settings import RunSettings
 
 
 def _pairs(n: int = 25, seed: int = 0) -> pd.DataFrame:
@@ -32,7 +33,7 @@ def _pairs(n: int = 25, seed: int = 0) -> pd.DataFrame:
                                        ("checkpoint-200", "reference", "sum")])
 def test_compare_vs_naive(a, b, agg):
     pairs, beta = _pairs(), 0.2
-    t = compare_checkpoints(pairs, a, b, beta, agg)
+    t = compare_checkpoints(pairs, a, b, RunSettings(beta=beta), agg)
     assert "p3" not in t.index and len(t) == 24
 
     def get(model, pid):
@@ -57,8 +58,17 @@ def test_compare_vs_naive(a, b, agg):
         assert row.did_entropy_ba == pytest.approx(h, abs=1e-12)
 
 
+def test_reference_rows_are_the_reference_as_a_checkpoint():
+    pairs = _pairs()
+    ref = reference_rows(pairs)
+    assert list(ref["pair_id"]) == list(pairs["pair_id"].drop_duplicates()) and set(ref["model"]) == {"reference"}
+    assert (ref["step"] == 0).all()
+    assert list(ref["logp_chosen"]) == list(ref["ref_logp_chosen"])
+    assert list(ref["logp_rejected"]) == list(ref["ref_logp_rejected"])
+
+
 def test_top_movers_and_summary():
-    t = compare_checkpoints(_pairs(), "checkpoint-100", "checkpoint-200", 0.1)
+    t = compare_checkpoints(_pairs(), "checkpoint-100", "checkpoint-200", RunSettings(beta=0.1))
     up, down = top_movers(t, n=5)
     vals = t.delta_log_margin
     assert list(up.delta_log_margin) == sorted(vals[vals > 0], reverse=True)[:5]
@@ -70,7 +80,7 @@ def test_top_movers_and_summary():
     assert s.did_entropy_ci_low <= s.mean_did_entropy_ba <= s.did_entropy_ci_high
     assert 1.0 <= s.mean_pair_ess <= 2.0 and 0 <= s.mean_did_entropy_ba <= math.log(2)
     with pytest.raises(ValueError):
-        compare_checkpoints(_pairs(), "checkpoint-100", "checkpoint-999", 0.1)
+        compare_checkpoints(_pairs(), "checkpoint-100", "checkpoint-999", RunSettings(beta=0.1))
 
 
 def test_bootstrap_mean_ci_vs_naive():

@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from did_core import sweep  # noqa: E402
 from did_core.config import ScoreSettings  # noqa: E402
+from did_core.losses import pair_table  # noqa: E402
 from did_core.workspace import Workspace  # noqa: E402
 from did_ui import selection  # noqa: E402
 
@@ -94,6 +95,7 @@ def test_cross_run_compare_equals_the_exports_by_hand(monkeypatch, world, tmp_pa
     override): the page's per-pair table equals the same computation from the two runs' export files
     (each side's DPO loss at its own β), per pair, to 1e-9; so does did_core.compare.compare_runs."""
     from did_core.compare import compare_runs
+    from did_core.run_settings import RunSettings
 
     root, a = world["root"], world["ckpt2"]
     exp_a, exp_b = _export(root, "sweep-c", tmp_path / "c.csv"), _export(root, "sweep-b", tmp_path / "b.csv")
@@ -108,7 +110,8 @@ def test_cross_run_compare_equals_the_exports_by_hand(monkeypatch, world, tmp_pa
     shown = next(d.value for d in at.dataframe if "delta_log_margin" in d.value.columns).set_index("pair_id")
     assert len(shown) == len(want) == 12
     ws = Workspace(root)
-    core = compare_runs(ws.pairs("sweep-c"), a, 0.1, ws.pairs("sweep-b"), "checkpoint-4", 0.5)
+    core = compare_runs(ws.pairs("sweep-c"), a, RunSettings(beta=0.1), ws.pairs("sweep-b"), "checkpoint-4",
+                        RunSettings(beta=0.5))
     for table in (shown.loc[want.index], core.loc[want.index]):
         for col in want.columns:
             np.testing.assert_allclose(table[col].to_numpy(float), want[col].to_numpy(float), rtol=0, atol=1e-9,
@@ -197,7 +200,8 @@ def test_the_sweep_table_lists_each_runs_settings_with_their_source(monkeypatch,
     assert np.isnan(table.loc["sweep-c", "learning rate"])
     assert table.loc["sweep-a", ["loss type", "loss source", "max length", "max length source", "numerics"]].tolist() \
         == ["sigmoid", "default", "1024", "default", "exact"]
-    summary = Workspace(world["root"]).pairs("sweep-b")
+    ws = Workspace(world["root"])
+    summary = pair_table(ws.pairs("sweep-b"), ws.run_settings(ws.run("sweep-b")).settings)
     last = summary[summary["step"] == 4]
     assert table.loc["sweep-b", "final accuracy"] == pytest.approx(float(last["accuracy"].mean()))
     assert table.loc["sweep-b", "final loss"] == pytest.approx(float(last["loss"].mean()))

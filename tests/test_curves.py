@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from did_core.curves import TRAINER_METRICS, checkpoint_curves, curves_wide, merged_curves, trainer_curves
+from did_core.losses import pair_table
+from did_core.run_settings import RunSettings
 
 
 def _pairs(seed: int = 0, n: int = 30) -> pd.DataFrame:
@@ -37,7 +39,7 @@ def _value(long, model, metric, stat):
 @pytest.mark.parametrize("agg", ["sum", "mean"])
 def test_checkpoint_curves_vs_naive(agg):
     pairs, beta = _pairs(), 0.1
-    long = checkpoint_curves(pairs, beta, agg)
+    long = checkpoint_curves(pair_table(pairs, RunSettings(beta=beta), agg))
     assert set(long.source) == {"scored"}
     for model, g in pairs.groupby("model"):
         def s(col, ncol, g=g):
@@ -70,7 +72,7 @@ def test_sequence_entropy_and_missing_columns():
     pairs = _pairs(1).drop(columns=["did_entropy_chosen", "did_entropy_rejected"])
     seq = pd.DataFrame({"model": ["checkpoint-100"] * 3, "snis_entropy": [1.0, 2.0, 3.0],
                         "restricted_entropy": [0.5, 0.5, 1.1]})
-    long = checkpoint_curves(pairs, 0.1, sequence_entropy=seq, include_reference=False)
+    long = checkpoint_curves(pair_table(pairs, RunSettings(beta=0.1)), sequence_entropy=seq, include_reference=False)
     assert _value(long, "checkpoint-100", "did_entropy_snis", "mean") == pytest.approx(2.0)
     assert long[long.metric == "did_entropy_snis"].step.iloc[0] == 100
     assert not (long.metric == "did_entropy_chosen").any() and "reference" not in set(long.model)
@@ -101,7 +103,7 @@ def test_trainer_curves_and_merge():
     assert row.step.iloc[0] == 100 and row.value.iloc[0] == -41.0
     assert t[(t.metric == "loss") & (t.source == "trainer_train")].value.tolist() == [0.69]
     assert "grad_norm" in set(t.metric) and "note" not in set(t.metric) and len(t[t.step == 150]) == 2
-    merged = merged_curves(_pairs(), history, 0.1)
+    merged = merged_curves(pair_table(_pairs(), RunSettings(beta=0.1)), history)
     wide = curves_wide(merged)
     assert list(wide.index) == [0.0, 50.0, 100.0, 150.0]
     assert wide.loc[50.0, "trainer_train:logp_chosen:mean"] == -40.0
@@ -109,4 +111,4 @@ def test_trainer_curves_and_merge():
     assert wide.loc[100.0, "scored:logp_chosen:mean"] == pytest.approx(
         _value(merged, "checkpoint-100", "logp_chosen", "mean"))
     assert np.isnan(wide.loc[0.0, "trainer_train:logp_chosen:mean"])
-    assert merged_curves(_pairs().iloc[:0], None, 0.1).empty
+    assert merged_curves(pair_table(_pairs().iloc[:0], RunSettings(beta=0.1)), None).empty

@@ -11,8 +11,9 @@ import pytest
 from did_core.errors import InputError
 from did_core.export import export, export_trl_reference
 from did_core.fingerprints import fingerprint
+from did_core.losses import PAIRS_COLUMNS, VIEW_COLUMNS, pair_table
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
-from did_core.workspace import PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace
+from did_core.workspace import TOKENS_COLUMNS, Workspace
 
 
 def _read(path) -> pd.DataFrame:
@@ -36,7 +37,9 @@ def test_pairs_export_each_format(synthetic, tmp_path, ext):
     out = export(synthetic, tmp_path / f"pairs.{ext}", kind="pairs")
     got = _read(out)
     assert list(got.columns[:len(PAIRS_COLUMNS)]) == PAIRS_COLUMNS and got.columns[-1] == "run"
-    want = Workspace(synthetic).pairs("synthetic")
+    ws = Workspace(synthetic)
+    want = pair_table(ws.pairs("synthetic"), ws.run_settings(ws.run("synthetic")).settings)
+    assert list(got.columns) == [*(c for c in want.columns if c not in VIEW_COLUMNS), "run"]
     assert len(got) == len(want) == 50
     assert list(got["pair_id"].astype(str)) == list(want["pair_id"])
     for col in ("logp_chosen", "ref_logp_rejected", "dpo_loss", "did_entropy_chosen"):

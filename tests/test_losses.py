@@ -13,19 +13,23 @@ import pytest
 import torch
 
 from did_core.losses import (
+    DERIVED_COLUMNS,
     F_DIVERGENCE_LOSS_TYPES,
     F_DIVERGENCE_TYPES,
     LOSS_TYPES,
     PAIR_COLUMNS,
+    PAIRS_COLUMNS,
     TRL_LOSS_TYPES,
     UNSUPPORTED_LOSS_TYPES,
+    VIEW_COLUMNS,
     f_divergence_scores,
     pair_losses,
-    pair_quantities,
+    pair_table,
     preference_loss,
     trainer_loss,
     trainer_loss_terms,
 )
+from did_core.run_settings import RunSettings
 
 # One hand-worked pair: ℓ_π(y_w) = −10 over 4 tokens, ℓ_π(y_l) = −12 over 2, reference −11 and −11.
 # Sum: δ = (−10+11) − (−12+11) = 2.  Mean: δ = (−2.5+2.75) − (−6+5.5) = 0.75.
@@ -91,27 +95,55 @@ def test_losses_vs_naive(agg):
 
 
 @pytest.mark.parametrize("agg", ["sum", "mean"])
-def test_pair_quantities_vs_naive(agg):
-    df = _random_pairs(40, 2)
+def test_pair_table_vs_naive(agg):
+    """Every derived column of `pair_table` against a hand computation, row by row: the log-prob
+    columns per token for "mean" and everything but `loss` after them; `loss` the run's own loss
+    type (here IPO + ½·sigmoid, TRL's formulas by hand) from the summed log-probs."""
+    df = _random_pairs(40, 2).assign(did_entropy_chosen=0.5, numerics="exact")
     beta = 0.1
-    q = pair_quantities(df, beta, agg)
-    assert list(q["pair_id"]) == list(df["pair_id"])
+    rs = RunSettings(beta=beta, loss_type=("ipo", "sigmoid"), loss_weights=(1.0, 0.5))
+    q = pair_table(df, rs, agg)
+    assert list(q["pair_id"]) == list(df["pair_id"]) and (q["did_entropy_chosen"] == 0.5).all()
+    assert set(q.columns) == set(df.columns) | set(DERIVED_COLUMNS)
+    assert list(q.columns[:3]) == ["pair_id", "model", "step"] and list(q.columns[-len(VIEW_COLUMNS):]) == list(VIEW_COLUMNS)
+    assert list(q.columns[-len(VIEW_COLUMNS) - 3:-len(VIEW_COLUMNS)]) == ["accuracy", "loss", "numerics"]
     for i, r in enumerate(df.itertuples()):
         def s(lp, n):
             return lp / max(n, 1) if agg == "mean" else lp
-        dw = s(r.logp_chosen, r.n_tokens_chosen) - s(r.ref_logp_chosen, r.n_tokens_chosen)
-        dl = s(r.logp_rejected, r.n_tokens_rejected) - s(r.ref_logp_rejected, r.n_tokens_rejected)
-        m = s(r.logp_chosen, r.n_tokens_chosen) - s(r.logp_rejected, r.n_tokens_rejected)
-        mref = s(r.ref_logp_chosen, r.n_tokens_chosen) - s(r.ref_logp_rejected, r.n_tokens_rejected)
+        lw, ll = s(r.logp_chosen, r.n_tokens_chosen), s(r.logp_rejected, r.n_tokens_rejected)
+        rw, rl = s(r.ref_logp_chosen, r.n_tokens_chosen), s(r.ref_logp_rejected, r.n_tokens_rejected)
+        dw, dl = lw - rw, ll - rl
+        m, mref = lw - ll, rw - rl
+        sum_dw = r.logp_chosen - r.ref_logp_chosen
+        sum_dl = r.logp_rejected - r.ref_logp_rejected
+        ipo = (sum_dw / max(r.n_tokens_chosen, 1) - sum_dl / max(r.n_tokens_rejected, 1) - 1 / (2 * beta)) ** 2
+        sig = math.log1p(math.exp(-beta * (sum_dw - sum_dl)))
         row = q.iloc[i]
+        assert (row.logp_chosen, row.logp_rejected) == pytest.approx((lw, ll))
+        assert (row.ref_logp_chosen, row.ref_logp_rejected) == pytest.approx((rw, rl))
+        assert row.log_ratio_chosen == pytest.approx(dw) and row.log_ratio_rejected == pytest.approx(dl)
         assert row.reward_chosen == pytest.approx(beta * dw)
         assert row.reward_rejected == pytest.approx(beta * dl)
         assert row.reward_margin == pytest.approx(beta * (m - mref))
         assert row.log_margin == pytest.approx(m)
         assert row.ref_log_margin == pytest.approx(mref)
         assert row.dpo_loss == pytest.approx(-math.log(1 / (1 + math.exp(-beta * (m - mref)))))
+        assert row.loss == pytest.approx(ipo + 0.5 * sig)
         assert bool(row.accuracy) == (m > mref)
+        assert bool(row.chosen_down) == (dw < 0) and bool(row.rejected_down) == (dl < 0)
         assert bool(row.displaced) == (dw < 0 and dl < 0)
+
+
+def test_pair_table_orders_the_export_columns_and_recomputes_derived_ones():
+    """A stored-numbers table gets the export contract's columns first; a table that already has
+    derived columns (a pair_table itself, or a hand-made one) gets them computed anew."""
+    df = _random_pairs(5, 7)
+    rs = RunSettings(beta=0.2)
+    once = pair_table(df, rs)
+    assert list(once.columns[:15]) == PAIRS_COLUMNS[:15]
+    stale = once.assign(reward_margin=99.0, loss=99.0)
+    pd.testing.assert_frame_equal(pair_table(stale, rs), once)
+    assert pair_table(df.iloc[:0], rs).empty
 
 
 def test_validation():
@@ -122,7 +154,7 @@ def test_validation():
     with pytest.raises(ValueError):
         preference_loss([-1.0], [-2.0], loss_type="ipo")
     with pytest.raises(ValueError):
-        pair_quantities(pd.DataFrame({"logp_chosen": [1.0]}), 0.1)
+        pair_table(pd.DataFrame({"logp_chosen": [1.0]}), RunSettings(beta=0.1))
 
 
 # --- TRL 1.16's own loss code, run on the same numbers ----------------------------------------

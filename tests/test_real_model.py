@@ -75,7 +75,7 @@ def test_both_numerics_on_smollm2_and_hh(smollm2, tmp_path):
     """The real-model path in both numerics (bf16 autocast as TRL's default): the trainer numerics
     differ from the exact ones by bf16 rounding (more than float32's, less than a few nats), and the
     audit reads them. bench/precision_audit.py prints the figures for a real TRL run."""
-    from did_core import audit
+    from did_core import audit, losses
     from did_core.config import ScoreSettings
     from did_core.score import run_score
     from did_core.workspace import Workspace
@@ -86,7 +86,8 @@ def test_both_numerics_on_smollm2_and_hh(smollm2, tmp_path):
                       settings=ScoreSettings(token_level=False, limit=4))
     assert stats.numerics == ("exact", "trainer")
     ws = Workspace(tmp_path)
-    exact, trainer = ws.pairs("smol", "exact"), ws.pairs("smol", "trainer")
+    rs = ws.run_settings(ws.run("smol")).settings
+    exact, trainer = (losses.pair_table(ws.pairs("smol", nm), rs) for nm in ("exact", "trainer"))
     summary = audit.audit_summary(audit.audit_pairs(exact, trainer))
     assert 1e-3 < summary.loc[0, "median Δ log-prob"] < 3.0
     assert ws.run("smol")["run_settings"]["precision"] == {"value": "bf16", "source": "override", "trainer": None}

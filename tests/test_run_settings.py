@@ -96,7 +96,9 @@ def test_precision_audit_against_a_naive_loop():
     trainer = exact.copy()
     for c in ("logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected"):
         trainer[c] += rng.normal(0, 0.1, len(trainer))
-    for df in (exact, trainer):
+    for df in (exact, trainer):  # the columns audit_pairs reads from a losses.pair_table, by hand
+        for s in ("chosen", "rejected"):
+            df[f"log_ratio_{s}"] = df[f"logp_{s}"] - df[f"ref_logp_{s}"]
         df["reward_margin"] = 0.1 * ((df.logp_chosen - df.ref_logp_chosen) - (df.logp_rejected - df.ref_logp_rejected))
     per_pair = audit.audit_pairs(exact, trainer.sample(frac=1, random_state=1))  # order must not matter
     summary = audit.audit_summary(per_pair)

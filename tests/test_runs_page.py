@@ -57,7 +57,8 @@ def test_an_override_is_in_run_json_and_on_the_runs_page(monkeypatch, ws):
 
 
 def test_the_loss_shown_is_the_trainers_loss_type(monkeypatch, ws):
-    pairs = Workspace(ws).pairs("ipo-run")
+    w = Workspace(ws)
+    pairs = losses.pair_table(w.pairs("ipo-run"), w.run_settings(w.run("ipo-run")).settings)
     at = _runs_page(monkeypatch, ws)
     summary = next(d.value for d in at.dataframe if "displaced share" in d.value.columns).set_index("checkpoint")
     for ckpt, g in pairs.groupby("model"):
@@ -96,7 +97,8 @@ def test_a_bf16_run_gets_both_numerics_a_picker_and_the_audit(monkeypatch, both_
     assert at.query_params["numerics"] == "trainer"
     assert any("Numbers: trainer numerics (bf16 autocast on cpu, eval batches of 4" in c.value for c in at.caption)
     summary = next(d.value for d in at.dataframe if "displaced share" in d.value.columns).set_index("checkpoint")
-    trainer = Workspace(both_ws).pairs("ipo-run", "trainer")
+    w = Workspace(both_ws)
+    trainer = losses.pair_table(w.pairs("ipo-run", "trainer"), w.run_settings(w.run("ipo-run")).settings)
     for ckpt, g in trainer.groupby("model"):
         assert summary.loc[ckpt, "mean reward margin"] == pytest.approx(float(g["reward_margin"].mean()))
     exported = pairs_table(both_ws, "ipo-run")

@@ -159,6 +159,6 @@ def test_the_job_panel_says_why_a_job_started_cold(tmp_path, monkeypatch):
 
 
 def _panel(root, job_id):
-    from did_ui import widgets
+    from did_ui import job_panel
 
-    widgets.job_panel(root, job_id)
+    job_panel.job_panel(root, job_id)

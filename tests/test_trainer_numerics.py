@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from did_core.losses import pair_table
 from did_core.score import run_score
 from did_core.tiny import build_tokenizer, tiny_llama
 from did_core.trainer_numerics import kept_by_trainer, logged_means, trainer_batches
@@ -124,10 +125,16 @@ def test_no_flag_takes_every_setting_from_the_trainer(trl_run, scored):
     assert trl_run["n_eval"] == 12  # TRL dropped the two pairs whose prompt fills max_length
 
 
+def _derived(ws, run: str, numerics: str | None = None) -> pd.DataFrame:
+    """The run's stored pairs with every derived column at its own settings (losses.pair_table)."""
+    w = Workspace(ws)
+    return pair_table(w.pairs(run, numerics), w.run_settings(w.run(run)).settings)
+
+
 @pytest.mark.parametrize("step", [2, 4, 6])
 def test_trainer_numerics_reproduce_trls_logged_metrics(trl_run, scored, step):
     ws, _ = scored
-    pairs = Workspace(ws).pairs("r", "trainer")
+    pairs = _derived(ws, "r", "trainer")
     kept = _kept(ws, pairs[pairs["model"] == f"checkpoint-{step}"])
     assert len(kept) == trl_run["n_eval"]
     logged = trl_run["logged"][step]
@@ -150,7 +157,7 @@ def test_exact_numerics_equal_trl_evaluated_in_float32(trl_run, scored, tmp_path
 
     ws, _ = scored
     evals = [json.loads(line) for line in trl_run["data"].read_text().splitlines()]
-    pairs = Workspace(ws).pairs("r", "exact")
+    pairs = _derived(ws, "r", "exact")
     for step in (2, 6):
         trainer = DPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(trl_run["run"] / f"checkpoint-{step}"),
@@ -210,5 +217,5 @@ def test_cli_override_is_recorded_beside_the_trainers_value(trl_run, tmp_path):
     assert m["run_settings"]["max_length"]["source"] == "trainer"
     assert m["overrides"] == ["β 0.1 given; the trainer used 0.37"]
     assert m["numerics"] == ["exact"]
-    pairs = Workspace(ws).pairs("o")
+    pairs = _derived(ws, "o")
     np.testing.assert_allclose(pairs["reward_margin"], 0.1 * (pairs["log_margin"] - pairs["ref_log_margin"]))

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from did_ui import jobs, views
+from did_core.run_settings import RunSettings
+from did_ui import job_argv, jobs, views
 
 
 def _wait(ws, job_id, until=("done", "failed", "cancelled"), timeout=20.0):
@@ -88,20 +89,20 @@ def test_claim_once(tmp_path):
 
 
 def test_score_argv_is_a_list_without_a_shell():
-    argv = jobs.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", overrides={"beta": 0.2},
+    argv = job_argv.score_argv("d; rm -rf /", "ref model", workspace="/w", run_dir="/runs/x", overrides={"beta": 0.2},
                            limit=5)
     assert argv[1:4] == ["-m", "did_core", "score"] and "d; rm -rf /" in argv and "--run" in argv
     assert argv[argv.index("--beta") + 1] == "0.2" and argv[-1] == "--token-level"
     assert "--max-length" not in argv  # left to the trainer
     with pytest.raises(ValueError, match="not a run setting"):
-        jobs.score_argv("d", "r", workspace="/w", run_dir="/x", overrides={"learning_rate": 1.0})
+        job_argv.score_argv("d", "r", workspace="/w", run_dir="/x", overrides={"learning_rate": 1.0})
     with pytest.raises(ValueError):
-        jobs.score_argv("d", "r", workspace="/w")
+        job_argv.score_argv("d", "r", workspace="/w")
 
 
 def test_tokens_are_escaped_and_carry_exact_values():
     pytest.importorskip("streamlit")
-    from did_ui.widgets import tokens_html
+    from did_ui.token_colours import tokens_html
 
     toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0, 1, 2], "token_id": [5, 6, 7],
                          "token": ["<script>alert(1)</script>", '" onmouseover="x', "a\nb"],
@@ -119,7 +120,7 @@ STREAMLIT_BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 17, 23)}
 
 
 def _wcag_luminance(rgb) -> float:
-    """WCAG 2.x relative luminance, written out here independently of did_ui.widgets."""
+    """WCAG 2.x relative luminance, written out here independently of did_ui.token_colours."""
     out = []
     for c in rgb:
         c = c / 255
@@ -160,7 +161,7 @@ def test_every_token_colour_has_readable_text(colour_by):
     other (log-ratios both signs, entropies ≥ 0, log-probs ≤ 0), composited over Streamlit's light and
     dark backgrounds as a browser would; the legend's swatches too."""
     pytest.importorskip("streamlit")
-    from did_ui import widgets
+    from did_ui import token_colours
 
     scale = 1.0 if colour_by == "top1_prob" else 3.0  # a probability's scale is fixed at 1 (colour_scale)
     values = {"log_ratio": np.linspace(-scale, scale, 201), "did_entropy": np.linspace(0, scale, 201),
@@ -169,13 +170,13 @@ def test_every_token_colour_has_readable_text(colour_by):
     toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": np.arange(201), "token_id": np.arange(201),
                          "token": "tok", "logp": -1.0, "ref_logp": -1.0, "log_ratio": 0.0, "did_entropy": 1.0})
     toks[colour_by] = values
-    markup = widgets.tokens_html(toks, colour_by, scale)
+    markup = token_colours.tokens_html(toks, colour_by, scale)
     contrasts = _span_contrasts(markup)
     assert len(contrasts) >= 2 * 200  # every value but an exact 0 gets a colour (0 may too)
     worst = min(contrasts, key=lambda bc: bc[1])
     assert worst[1] >= 4.5, worst
     assert len({b for b, _ in contrasts}) > 50  # a scale, not one colour
-    legend = _span_contrasts(widgets.colour_legend_html(colour_by, scale))
+    legend = _span_contrasts(token_colours.colour_legend_html(colour_by, scale))
     assert len(legend) == 2 * 9 and min(c for _, c in legend) >= 4.5
 
 
@@ -183,21 +184,21 @@ def test_one_scale_for_both_responses_and_a_caption_per_mode():
     """The page passes one scale to both sides, so equal values get equal colours; each colouring
     has its own caption and legend, and only log-ratio speaks of blue and red."""
     pytest.importorskip("streamlit")
-    from did_ui import widgets
+    from did_ui import token_colours
 
     chosen = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0], "token_id": [1], "token": ["a"],
                            "log_ratio": [0.5]})
     rejected = chosen.assign(side="rejected", log_ratio=[2.0])
     both = pd.concat([chosen, rejected])
-    scale = widgets.colour_scale(both, "log_ratio")
+    scale = token_colours.colour_scale(both, "log_ratio")
     assert scale == 2.0
-    assert widgets.tokens_html(chosen, "log_ratio", scale) != widgets.tokens_html(chosen, "log_ratio")
-    assert set(widgets.COLOUR_CAPTION) == set(widgets.COLOUR_BY)
-    assert "Blue" in widgets.COLOUR_CAPTION["log_ratio"]
+    assert token_colours.tokens_html(chosen, "log_ratio", scale) != token_colours.tokens_html(chosen, "log_ratio")
+    assert set(token_colours.COLOUR_CAPTION) == set(token_colours.COLOUR_BY)
+    assert "Blue" in token_colours.COLOUR_CAPTION["log_ratio"]
     for mode in ("did_entropy", "logp"):
-        assert "Blue" not in widgets.COLOUR_CAPTION[mode] and "red" not in widgets.COLOUR_CAPTION[mode]
-    assert "Purple" in widgets.COLOUR_CAPTION["did_entropy"] and "Orange" in widgets.COLOUR_CAPTION["logp"]
-    assert "no values" in widgets.colour_legend_html("did_entropy", 0.0)
+        assert "Blue" not in token_colours.COLOUR_CAPTION[mode] and "red" not in token_colours.COLOUR_CAPTION[mode]
+    assert "Purple" in token_colours.COLOUR_CAPTION["did_entropy"] and "Orange" in token_colours.COLOUR_CAPTION["logp"]
+    assert "no values" in token_colours.colour_legend_html("did_entropy", 0.0)
 
 
 def test_views_on_a_tiny_table():
@@ -211,14 +212,15 @@ def test_views_on_a_tiny_table():
     pairs["reward_margin"] = 0.1 * (pairs.log_margin - pairs.ref_log_margin)
     pairs["dpo_loss"] = np.logaddexp(0, -pairs.reward_margin)
     pairs["did_entropy_chosen"] = pairs["did_entropy_rejected"] = 1.0
-    df = views.with_derived(pairs, 0.1)
+    rs = RunSettings(beta=0.1)
+    df = views.with_derived(pairs, rs)
     assert df["displaced"].tolist() == [1.0, 0.0, 0.0, 1.0]  # both log-ratios < 0
     summary = views.checkpoint_summary(df)
     assert summary["checkpoint"].tolist() == ["c-1", "c-2"]
     assert summary["accuracy"].tolist() == [0.0, 1.0] and summary["displaced share"].tolist() == [0.5, 0.5]
-    per_token = views.with_derived(pairs, 0.1, "mean")
+    per_token = views.with_derived(pairs, rs, "mean")
     assert per_token.loc[0, "logp_chosen"] == -4.5 and per_token.loc[0, "logp_rejected"] == -2.5
-    table, means, stats = views.compare(pairs, df, "c-1", "c-2", 0.1)
+    table, means, stats = views.compare(df, "c-1", "c-2", rs)
     assert table["delta_log_margin"].tolist() == [3.0, 3.0]
     q = 1 / (1 + np.exp(3))  # both pairs: d_{B/A}(y_w) − d_{B/A}(y_l) = 3, so H = H_binary(σ(3))
     assert np.allclose(table["did_entropy_ba"], -(q * np.log(q) + (1 - q) * np.log(1 - q)))
@@ -318,7 +320,7 @@ def test_curve_bands_outline_the_quantiles_of_each_checkpoint():
                              n_tokens_chosen=5, n_tokens_rejected=5, did_entropy_chosen=rng.uniform(0, 2),
                              did_entropy_rejected=rng.uniform(0, 2)))
     raw = pd.DataFrame(rows)
-    long = views.curves(raw, None, 0.1)
+    long = views.curves(views.with_derived(raw, RunSettings(beta=0.1)), None)
     panels = [(m, *views.curve_frame(long, m)) for m in ("logp_chosen", "did_entropy_chosen")]
     fig = figures.band_grid(panels)
     for axis, (metric, _, _) in zip(("x", "x2"), panels, strict=True):
@@ -524,7 +526,7 @@ def test_numerics_in_the_url_is_validated_against_the_runs_numerics():
 
 def test_job_label_never_reads_done_twice():
     pytest.importorskip("streamlit")
-    from did_ui.widgets import job_label
+    from did_ui.job_panel import job_label
 
     def job(status, stage, done, total, eta=None, paused=0.0):
         return jobs.JobInfo(id="j", kind="score", argv=[], created=100.0, status=status, stage=stage, done=done,
@@ -541,19 +543,74 @@ def test_squeezing_colourings_have_their_own_scale_caption_and_legend():
     checkpoint); next-token entropy on the largest value shown, like DID entropy. Each has a caption
     naming its own colour (no blue or red) and a legend with its ends' meanings."""
     pytest.importorskip("streamlit")
-    from did_ui import widgets
+    from did_ui import token_colours
 
     toks = pd.DataFrame({"pair_id": "0", "side": "chosen", "position": [0, 1], "token_id": [1, 2],
                          "token": ["a", "b"], "top1_prob": [0.2, 0.4], "token_entropy": [0.5, 2.5],
                          "ref_top1_prob": [0.3, 0.3], "ref_token_entropy": [1.0, 1.0]})
-    assert widgets.colour_scale(toks, "top1_prob") == 1.0
-    assert widgets.colour_scale(toks, "token_entropy") == 2.5
-    assert widgets.colour_scale(toks.assign(top1_prob=np.nan), "top1_prob") == 0.0
+    assert token_colours.colour_scale(toks, "top1_prob") == 1.0
+    assert token_colours.colour_scale(toks, "token_entropy") == 2.5
+    assert token_colours.colour_scale(toks.assign(top1_prob=np.nan), "top1_prob") == 0.0
     for mode, colour in (("top1_prob", "Green"), ("token_entropy", "Teal")):
-        cap = widgets.COLOUR_CAPTION[mode]
+        cap = token_colours.COLOUR_CAPTION[mode]
         assert cap.startswith(colour) and "Blue" not in cap and "red" not in cap
-        assert mode in widgets.SQUEEZING_COLOURS
-    assert "peaked (squeezed)" in widgets.colour_legend_html("top1_prob", 1.0)
-    assert "1.00" in widgets.colour_legend_html("top1_prob", 1.0)
-    tip = widgets.tokens_html(toks, "top1_prob", 1.0)
+        assert mode in token_colours.SQUEEZING_COLOURS
+    assert "peaked (squeezed)" in token_colours.colour_legend_html("top1_prob", 1.0)
+    assert "1.00" in token_colours.colour_legend_html("top1_prob", 1.0)
+    tip = token_colours.tokens_html(toks, "top1_prob", 1.0)
     assert "top1_prob 0.2000 | ref_top1_prob 0.3000 | token_entropy 0.5000 | ref_token_entropy 1.0000" in tip
+
+
+def test_every_page_says_which_page_it_is():
+    """widgets.current_page is what a page says in its first line (widgets.start_page): the key of its
+    own file in page_list.PAGES, the url path whose query parameters it owns (selection.PAGE_PARAMS)."""
+    from pathlib import Path
+
+    from did_ui import page_list, selection
+
+    root = Path(__file__).resolve().parents[1]
+    for key, info in page_list.PAGES.items():
+        code = [line for line in (root / info.path).read_text().splitlines() if line and not line.startswith(("#", " "))]
+        starts = [line for line in code if "widgets.start_page(" in line]
+        assert starts == [f'widgets.start_page("{key}")'], (info.path, starts)
+        assert key in selection.PAGE_PARAMS
+
+
+def test_the_dashboard_uses_no_private_streamlit_name():
+    """app.py, pages/ and did_ui/ use streamlit only as `import streamlit as st` and its public names:
+    no `streamlit.runtime`/`streamlit.web`… import, no `st._…` attribute."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py")), *sorted((root / "did_ui").glob("*.py"))]:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\b(from|import)\s+streamlit\.|\bst\._[A-Za-z]", line):
+                found.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not found
+
+
+def test_the_demo_build_starts_once_and_only_when_the_page_asks(tmp_path, monkeypatch):
+    """Drawing the empty-workspace panel starts no job; `jobs.start_demo_once`, which pages/runs.py calls,
+    starts one for the first visitor of a workspace and never again (another session, a later visit,
+    DID_AUTO_DEMO=0)."""
+    from streamlit.testing.v1 import AppTest
+
+    started = []
+    monkeypatch.setattr(jobs, "start", lambda root, argv, kind="score", cwd=None: started.append((argv, kind)) or "j")
+    monkeypatch.setenv("DID_AUTO_DEMO", "1")
+    at = AppTest.from_function(_demo_panel, args=(str(tmp_path / "a"),)).run(timeout=30)
+    assert not at.exception and started == []  # the panel alone: a button, no job
+    assert [b.label for b in at.button] == ["Build the embedded demo"]
+    assert jobs.start_demo_once(tmp_path / "a") == "j"
+    assert jobs.start_demo_once(tmp_path / "a") is None  # a second session of the same workspace
+    assert [(argv[-3:], kind) for argv, kind in started] == [(["demo", "--workspace", str(tmp_path / "a")], "demo")]
+    monkeypatch.setenv("DID_AUTO_DEMO", "0")
+    assert jobs.start_demo_once(tmp_path / "b") is None and len(started) == 1
+
+
+def _demo_panel(root):
+    from did_ui import job_panel
+
+    job_panel.demo_panel(root)

@@ -11,15 +11,38 @@ import pytest
 
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
+from did_core.losses import DERIVED_COLUMNS, PAIRS_COLUMNS, pair_table
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
-from did_core.workspace import PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace, default_workspace
+from did_core.workspace import STORED_PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace, default_workspace
+
+
+def test_pairs_holds_stored_numbers_only(tmp_path):
+    """`ws.pairs` is the stores' numbers joined to the reference, nothing derived: its columns are
+    STORED_PAIRS_COLUMNS, none of losses' derived ones, and it does not change with the run's β."""
+    run = make_synthetic_workspace(tmp_path, n_pairs=12, n_checkpoints=2, seed=5, beta=0.3, chunk_size=5)
+    ws = Workspace(tmp_path)
+    df = ws.pairs(run)
+    assert list(df.columns) == STORED_PAIRS_COLUMNS
+    assert not set(df.columns) & set(DERIVED_COLUMNS) and not any("reward" in c or "loss" in c for c in df.columns)
+    manifest = ws.run(run)
+    ref = ws.open_store(manifest["reference"]["score"]).read_pairs().set_index("pair_id")
+    for cp in manifest["checkpoints"]:
+        pol = ws.open_store(cp["score"]).read_pairs().set_index("pair_id")
+        rows = df[df["model"] == cp["name"]].set_index("pair_id")
+        for col in ("logp_chosen", "n_tokens_rejected", "did_entropy_chosen", "top1_prob_rejected"):
+            np.testing.assert_array_equal(rows[col].to_numpy(float), pol.loc[rows.index, col].to_numpy(float))
+        for col in ("logp_chosen", "logp_rejected", "top1_prob_chosen", "ches", "ches_norm"):
+            np.testing.assert_array_equal(rows[f"ref_{col}" if "ches" not in col else col].to_numpy(float),
+                                          ref.loc[rows.index, col].to_numpy(float))
+    ws.write_run(manifest | {"beta": 0.05, "run_settings": None})
+    pd.testing.assert_frame_equal(ws.pairs(run), df)
 
 
 def test_pairs_formulas_match_naive_rows(tmp_path):
     beta = 0.3
     run = make_synthetic_workspace(tmp_path, n_pairs=40, n_checkpoints=2, seed=3, beta=beta, chunk_size=16)
     ws = Workspace(tmp_path)
-    df = ws.pairs(run)
+    df = pair_table(ws.pairs(run), ws.run_settings(ws.run(run)).settings)
     assert list(df.columns[:len(PAIRS_COLUMNS)]) == PAIRS_COLUMNS
     assert len(df) == 80 and list(df["model"].unique()) == ["checkpoint-100", "checkpoint-200"]
     manifest = ws.run(run)
