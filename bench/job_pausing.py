@@ -21,32 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
+
+from job_tools import COUNTER, count, stopped  # noqa: E402
 
 from did_ui import jobs, pausing  # noqa: E402
-
-COUNTER = ("import os, sys, time\n"
-           "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
-           "n = 0\n"
-           "while True:\n"
-           "    n += 1\n"
-           "    with open(sys.argv[1] + '.tmp', 'w') as f: f.write(str(n))\n"
-           "    os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
-           "    time.sleep(0.01)\n")
-
-
-def stopped(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-    except OSError:
-        return False
-
-
-def count(path: Path) -> int:
-    try:
-        return int(path.read_text() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 def until(cond, timeout: float = 30.0) -> float:

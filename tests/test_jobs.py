@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from job_tools import COUNTER, count, stopped
 
 from did_core.files import pid_alive
 from did_ui import jobs, pausing
@@ -157,13 +158,13 @@ def test_pages_without_a_break_slow_a_job_but_cannot_stall_it(tmp_path):
     pauses = w.pauses()
     assert len(pauses) >= 4
     assert 0.5 <= pauses[0][0] <= 0.5 + POLL + 1e-6
-    for stopped, resumed in pauses:
-        held = resumed - stopped
+    for stop_at, resumed in pauses:
+        held = resumed - stop_at
         assert held <= 0.5 + POLL + 1e-6, "a page held the job longer than MAX_PAUSE_S"
         if resumed < 8.0:  # while the pages last, each pause is MAX_PAUSE_S
             assert held == pytest.approx(0.5, abs=POLL + 1e-6)
-    for (_, resumed), (stopped, _) in zip(pauses, pauses[1:], strict=False):
-        assert stopped - resumed == pytest.approx(pausing.MIN_RUN_S, abs=POLL + 1e-6), "it did not run MIN_RUN_S"
+    for (_, resumed), (stop_at, _) in zip(pauses, pauses[1:], strict=False):
+        assert stop_at - resumed == pytest.approx(pausing.MIN_RUN_S, abs=POLL + 1e-6), "it did not run MIN_RUN_S"
     assert pauses[-1][1] <= 8.0 + 0.3 + POLL + 1e-6  # the last pause ends with the pages (+ yield_s)
     assert len(w.resumed) == len(pauses) and w.resumed == sorted(w.resumed)  # a running total
 
@@ -259,24 +260,6 @@ def test_a_page_load_holds_jobs_longer_and_a_later_click_does_not_cut_it_short(t
 
 # --- end to end: real jobs, only the order of events --------------------------------------------
 
-COUNTER = ("import os, sys, time\n"
-           "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
-           "n = 0\n"
-           "while True:\n"
-           "    n += 1\n"
-           "    with open(sys.argv[1] + '.tmp', 'w') as f: f.write(str(n))\n"
-           "    os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
-           "    time.sleep(0.01)\n")
-"""A command that counts up every 10 ms into a file (and writes its pid first)."""
-
-
-def _count(path: Path) -> int:
-    try:
-        return int(path.read_text() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
 def _wait_for(cond, what: str, timeout: float = 60.0) -> None:
     """Wait for an event; the timeout only turns a hang into a failure (no assertion on time)."""
     deadline = time.monotonic() + timeout
@@ -285,15 +268,6 @@ def _wait_for(cond, what: str, timeout: float = 60.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stopped(pid: int) -> bool:
-    """Whether the process is stopped (SIGSTOP: state T in /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg") or not Path("/proc/self/stat").exists(),
@@ -311,30 +285,30 @@ def test_real_jobs_pause_resume_cancel_and_outlive_a_killed_wrapper_in_order(tmp
     for name in ("a", "b"):
         counter, pid_file = tmp_path / f"count-{name}", tmp_path / f"pid-{name}"
         job_id = jobs.start(tmp_path, [sys.executable, "-c", COUNTER, str(counter), str(pid_file)])
-        _wait_for(lambda c=counter: _count(c) > 5, f"job {name} to start counting")
+        _wait_for(lambda c=counter: count(c) > 5, f"job {name} to start counting")
         started[name] = (job_id, counter, int(pid_file.read_text()))
     children = [pid for _, _, pid in started.values()]
 
     with holds.foreground(tmp_path):  # 1. a page: every running job stops
-        _wait_for(lambda: all(_stopped(p) for p in children), "the jobs to stop for the page")
-        frozen = {name: _count(c) for name, (_, c, _) in started.items()}
-        assert all(_stopped(p) for p in children)
-        assert {name: _count(c) for name, (_, c, _) in started.items()} == frozen
+        _wait_for(lambda: all(stopped(p) for p in children), "the jobs to stop for the page")
+        frozen = {name: count(c) for name, (_, c, _) in started.items()}
+        assert all(stopped(p) for p in children)
+        assert {name: count(c) for name, (_, c, _) in started.items()} == frozen
     # 2. after the page (and yield_s) they run again, and the panel says they were held
     for name, (job_id, counter, pid) in started.items():
-        _wait_for(lambda p=pid: not _stopped(p), f"job {name} to resume")
-        _wait_for(lambda c=counter, n=frozen[name]: _count(c) > n, f"job {name} to count again")
+        _wait_for(lambda p=pid: not stopped(p), f"job {name} to resume")
+        _wait_for(lambda c=counter, n=frozen[name]: count(c) > n, f"job {name} to count again")
         _wait_for(lambda j=job_id: jobs.info(tmp_path, j).paused_s > 0, f"job {name}'s held time")
         assert jobs.info(tmp_path, job_id).status == "running"
 
     with holds.foreground(tmp_path):  # 3. paused again
-        _wait_for(lambda: all(_stopped(p) for p in children), "the jobs to stop again")
+        _wait_for(lambda: all(stopped(p) for p in children), "the jobs to stop again")
         (a, _, a_pid), (b, _, b_pid) = started["a"], started["b"]
         assert jobs.cancel(tmp_path, a)
         _wait_for(lambda: jobs.info(tmp_path, a).status == "cancelled", "the cancel of a paused job")
         _wait_for(lambda: not pid_alive(a_pid), "the cancelled command to exit")
         wrapper = json.loads((jobs.jobs_dir(tmp_path) / b / "job.json").read_text())["pid"]
-        assert _stopped(b_pid)
+        assert stopped(b_pid)
         os.kill(wrapper, signal.SIGKILL)
         _wait_for(lambda: not pid_alive(b_pid), "the orphaned command to exit")
     _wait_for(lambda: jobs.info(tmp_path, b).status == "interrupted", "the killed wrapper's job to read interrupted")
