@@ -4,7 +4,8 @@ A job is a folder `<workspace>/jobs/<id>/`:
 
     job.json        {"id", "kind", "argv", "created", "pid"}   written once, atomically
     log.txt         the command's stdout and stderr
-    progress.jsonl  optional JSON lines {"stage", "done", "total"} (env DID_PROGRESS_FILE)
+    progress.jsonl  JSON lines {"stage", "done", "total", "eta_s"}: the one way progress reaches the
+                    page; `start` appends `--progress-json <dir>/progress.jsonl` to every command
     rc              the exit status, written by the wrapper when the command ends
     cancelled       present when the user pressed Cancel
     paused_s        the seconds the command has been held stopped while pages were drawn
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,7 +38,6 @@ from did_ui import job_argv, pausing, standby
 STARTING_S = 60.0  # a job.json without a pid yet is a job being launched (start() writes it twice)
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
 
-_PROGRESS = re.compile(r"(?:(?P<stage>[A-Za-z][\w /-]{0,40}?):?\s+)?(?:\d+%\|[^|]*\|\s*)?(?P<done>\d+)/(?P<total>\d+)")
 _live: dict[str, subprocess.Popen] = {}  # reaped on poll so finished wrappers leave no zombies
 
 
@@ -79,11 +78,11 @@ def start(workspace: str | Path, argv: list[str], kind: str = "score", cwd: str 
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
     d = jobs_dir(workspace) / job_id
     d.mkdir(parents=True)
-    if argv[1:3] == ["-m", "did_core"]:  # the CLI's JSON-lines progress (ARCHITECTURE.md "Progress and jobs")
-        argv = _without_flag(argv, "--progress-json") + ["--progress-json", str(d / "progress.jsonl")]
+    # the CLI's JSON-lines progress (ARCHITECTURE.md "Progress and jobs"), for every command
+    argv = _without_flag(argv, "--progress-json") + ["--progress-json", str(d / "progress.jsonl")]
     meta = {"id": job_id, "kind": kind, "argv": argv, "created": time.time(), "pid": None}
     atomic_write_text(d / "job.json", json.dumps(meta))
-    env = standby.job_env({"DID_PROGRESS_FILE": str(d / "progress.jsonl")})
+    env = standby.job_env()
     pid, cold = standby.take(workspace, d, argv, env) if cwd is None else (None, "run from another folder")
     if pid is None:
         proc = subprocess.Popen([sys.executable, "-m", "did_ui.jobs", "wrap", str(d)],
@@ -140,8 +139,8 @@ def _tail(path: Path, n: int = 6000) -> str:
         return ""
 
 
-def _progress(d: Path, log: str) -> tuple[str | None, int | None, int | None, float | None]:
-    """(stage, done, total, eta_s) from the last JSON-lines record, else the last `N/M` in the log."""
+def _progress(d: Path) -> tuple[str | None, int | None, int | None, float | None]:
+    """(stage, done, total, eta_s) from the last complete JSON-lines record of progress.jsonl."""
     text = _tail(d / "progress.jsonl", 4000).strip().splitlines()
     for line in reversed(text):
         try:
@@ -150,10 +149,6 @@ def _progress(d: Path, log: str) -> tuple[str | None, int | None, int | None, fl
             return p.get("stage"), int(p["done"]), int(p["total"]), float(eta) if eta is not None else None
         except (ValueError, KeyError, TypeError):
             continue
-    for chunk in reversed(re.split(r"[\r\n]+", log)):
-        m = _PROGRESS.search(chunk)
-        if m and int(m["total"]) > 0:
-            return (m["stage"] or "").strip() or None, int(m["done"]), int(m["total"]), None
     return None, None, None, None
 
 
@@ -178,7 +173,7 @@ def info(workspace: str | Path, job_id: str) -> JobInfo | None:
         status = "running" if starting or pid_alive(meta.get("pid")) else "interrupted"
     errors = [ln.strip() for ln in log.splitlines() if ln.strip().startswith("error:")]
     error = errors[-1] if errors else (f"exited with status {rc_text}" if status == "failed" else None)
-    stage, done, total, eta = _progress(d, log)
+    stage, done, total, eta = _progress(d)
     if status != "running":
         eta = None
     elif eta is None and done and total and done < total:

@@ -37,7 +37,6 @@ from did_core.files import atomic_write_text, pid_alive
 IDLE_S = 600.0  # an unused standby gives its memory back after this long
 POLL_S = 0.05  # how often a waiting standby looks for its job: the hand-over's latency
 CLAIM_WAIT_S = 10.0  # a claim whose `job` file never comes (its taker died) is given up after this
-JOB_ENV_KEYS = ("DID_PROGRESS_FILE",)  # what may differ between the standby's environment and a job's
 # Variables a library writes into its own process's environment, a default it derives the same way in
 # any process (torch's inductor sets its cache folder when first asked): a server that has run that
 # code has them and a fresh standby does not, which changes nothing the standby imported.
@@ -94,10 +93,10 @@ def ensure(workspace: str | Path) -> None:
 
 
 def _env_differences(theirs: dict[str, str], env: dict[str, str]) -> list[str]:
-    """The variables that differ between a standby's environment and a job's, except the job's own
-    (`JOB_ENV_KEYS`) and a library's self-set default missing on one side (`SELF_SET_KEYS`)."""
+    """The variables that differ between a standby's environment and a job's, except a library's
+    self-set default missing on one side (`SELF_SET_KEYS`)."""
     return sorted(k for k in set(theirs) | set(env)
-                  if k not in JOB_ENV_KEYS and theirs.get(k) != env.get(k)
+                  if theirs.get(k) != env.get(k)
                   and not (k in SELF_SET_KEYS and (k not in theirs or k not in env)))
 
 

@@ -97,7 +97,7 @@ def test_a_standby_is_handed_one_job_and_only_a_matching_one(world, tmp_path, on
     assert _wait(lambda: _ready(ws))
     d = ws / "jobs" / "x"
     d.mkdir(parents=True)
-    env = standby.job_env({"DID_PROGRESS_FILE": str(d / "progress.jsonl")})
+    env = standby.job_env()
     argv = _score_argv(world, ws, "m")
     assert standby.take(ws, d, ["/bin/echo", "hi"], env) == (None, "not a `python -m did_core` command")
     pid, why = standby.take(ws, d, argv, env | {"DID_CHUNK_SIZE": "3"})  # another environment

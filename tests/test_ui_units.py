@@ -26,8 +26,8 @@ def _wait(ws, job_id, until=("done", "failed", "cancelled"), timeout=20.0):
 
 
 def test_job_runs_in_background_with_progress_and_exit_status(tmp_path):
-    code = ("import json, os, sys\n"
-            "f = open(os.environ['DID_PROGRESS_FILE'], 'a')\n"
+    code = ("import json, sys\n"  # jobs.start gives every command --progress-json FILE
+            "f = open(sys.argv[sys.argv.index('--progress-json') + 1], 'a')\n"
             "f.write(json.dumps({'stage': 'score', 'done': 3, 'total': 4}) + '\\n'); f.flush()\n"
             "print('hello')\n")
     job_id = jobs.start(tmp_path, [sys.executable, "-c", code], kind="score")
@@ -56,11 +56,13 @@ def test_job_priority(tmp_path, monkeypatch, nice):
 
 
 def test_failed_job_reports_the_error_line(tmp_path):
-    code = "import sys; sys.stderr.write('  12/40 pairs\\nerror: data.jsonl row 3: missing column chosen\\n'); sys.exit(2)"
+    code = ("import json, sys\n"
+            "open(sys.argv[sys.argv.index('--progress-json') + 1], 'a').write(json.dumps({'stage': 'score', 'done': 12, 'total': 40}) + '\\n')\n"
+            "sys.stderr.write('  99/100 pairs\\nerror: data.jsonl row 3: missing column chosen\\n'); sys.exit(2)")
     info = _wait(tmp_path, jobs.start(tmp_path, [sys.executable, "-c", code]))
     assert info.status == "failed"
     assert info.error == "error: data.jsonl row 3: missing column chosen"
-    assert (info.done, info.total) == (12, 40)  # parsed from the stderr progress line
+    assert (info.done, info.total) == (12, 40)  # from progress.jsonl, the one channel; never the log's text
 
 
 def test_cancel_then_restart(tmp_path):
@@ -69,7 +71,9 @@ def test_cancel_then_restart(tmp_path):
     assert jobs.cancel(tmp_path, job_id)
     assert _wait(tmp_path, job_id).status == "cancelled"
     again = jobs.restart(tmp_path, job_id)
-    assert again and again != job_id and jobs.info(tmp_path, again).argv == jobs.info(tmp_path, job_id).argv
+    first, second = jobs.info(tmp_path, job_id).argv, jobs.info(tmp_path, again).argv
+    assert again and again != job_id and second[:-2] == first[:-2]  # the same command, its progress in the new folder
+    assert second[-2:] == ["--progress-json", str(jobs.jobs_dir(tmp_path) / again / "progress.jsonl")]
     jobs.cancel(tmp_path, again)
     _wait(tmp_path, again)
 
