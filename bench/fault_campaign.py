@@ -41,7 +41,7 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--delay", type=float, default=0.05, help="extra seconds per chunk (DID_TEST_CHUNK_DELAY)")
+    ap.add_argument("--delay", type=float, default=0.05, help="extra seconds per chunk (score --chunk-delay)")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     n_chunks = -(-a.pairs // a.chunk)
@@ -57,7 +57,7 @@ def main() -> int:
         base_s = time.perf_counter() - t0
         baseline = results(tmp / "baseline")
         # The scoring stage of a slowed job lasts about n_chunks × (compute + delay): time it once.
-        kill_during_scoring(score_argv(world, tmp / "probe"), env | {"DID_TEST_CHUNK_DELAY": str(a.delay)},
+        kill_during_scoring(score_argv(world, tmp / "probe", "t", "--chunk-delay", str(a.delay)), env,
                             tmp / "probe.jsonl", delay=1e9)
         times = [r["time"] for r in map(json.loads, (tmp / "probe.jsonl").read_text().splitlines())
                  if r.get("stage") == "score"]
@@ -71,7 +71,7 @@ def main() -> int:
         for k in range(a.kills):
             ws = tmp / f"ws{k}"
             delay = rng.uniform(0.0, span)
-            kill = kill_during_scoring(score_argv(world, ws), env | {"DID_TEST_CHUNK_DELAY": str(a.delay)},
+            kill = kill_during_scoring(score_argv(world, ws, "t", "--chunk-delay", str(a.delay)), env,
                                        tmp / f"progress{k}.jsonl", delay)
             surviving = sum(stored_chunks(ws).values())
             rerun = run_cli(score_argv(world, ws), env=env)

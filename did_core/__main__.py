@@ -71,6 +71,7 @@ def _add_score(sub, ws_default: str) -> None:
     s.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights (unsafe)")
     s.add_argument("--trust-remote-code", action="store_true", help="run model code from the model dir (unsafe)")
     s.add_argument("--progress-json", default=None, help="append JSON-lines progress records to this file")
+    s.add_argument("--chunk-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # the fault tests' hook
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +185,7 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     try:
         stats = run_score(a.data, a.ref, policies=a.policy, run_dir=a.run, workspace=a.workspace, settings=settings,
                           overrides=overrides, numerics=a.numerics, name=a.name, column_map=column_map,
-                          progress=progress, pi_l=a.pi_l, on_chunk=_test_chunk_delay())
+                          progress=progress, pi_l=a.pi_l, on_chunk=_chunk_delay(a.chunk_delay))
     finally:
         _end_process_group()
     trunc = stats.truncation
@@ -204,11 +205,10 @@ def _cmd_score(a: argparse.Namespace, progress: _Progress) -> None:
     progress.finish(stage="done", run=stats.run, chunks_computed=stats.chunks_computed)
 
 
-def _test_chunk_delay():
-    """The fault tests' hook: DID_TEST_CHUNK_DELAY seconds of sleep after each stored chunk, so that a
-    kill -9 lands between chunks. Read here, at the process's edge, and handed to the job as a callback."""
-    delay = float(os.environ.get("DID_TEST_CHUNK_DELAY") or 0)
-    return (lambda c: time.sleep(delay)) if delay > 0 else None
+def _chunk_delay(seconds: float):
+    """The fault tests' hook (`--chunk-delay`, not in --help): sleep after each stored chunk, so that a
+    kill -9 lands between chunks; handed to the job as its on_chunk callback."""
+    return (lambda c: time.sleep(seconds)) if seconds > 0 else None
 
 
 def _end_process_group() -> None:

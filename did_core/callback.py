@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,12 +64,13 @@ class DIDCallback(TrainerCallback):
     (float32 forward, float64 sums; the default), "trainer" (the forward as the trainer's eval ran
     it), "both" or "auto". `name`: the live run's name (default `<output_dir name>__live`).
     `limit`: score only the first N pairs (default `DEFAULT_LIMIT`, None: all). `token_level`: token-level
-    DID entropy.
+    DID entropy. `on_chunk(c)`: called after each stored chunk of a step (a progress hook).
     """
 
     def __init__(self, probe: Any, workspace: str | Path = "workspace", every: str | int = "eval",
                  numerics: str = "exact", name: str | None = None, *, limit: int | None = DEFAULT_LIMIT,
-                 token_level: bool = True, token_budget: int | None = None) -> None:
+                 token_level: bool = True, token_budget: int | None = None,
+                 on_chunk: Callable[[int], None] | None = None) -> None:
         if every != "eval" and not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
             raise ValueError(f"every must be 'eval' or a whole number of steps >= 1, got {every!r}")
         if numerics not in ("exact", "trainer", "both", "auto"):
@@ -78,6 +79,7 @@ class DIDCallback(TrainerCallback):
             validate_name(name)
         self.probe, self.workspace, self.every, self.numerics, self.name = probe, workspace, every, numerics, name
         self.settings = ScoreSettings(token_level=token_level, token_budget=token_budget, limit=limit)
+        self.on_chunk = on_chunk
         self.session: _Session | None = None
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):  # noqa: ANN001
@@ -130,7 +132,7 @@ class _Session:
     """One `train()` call: the probe's tokens, the reference's score, and the live run being written."""
 
     def __init__(self, cb: DIDCallback, trainer, args, state, model: nn.Module, processing_class) -> None:
-        self.ws, self.state_model = Workspace(cb.workspace), model
+        self.ws, self.state_model, self.on_chunk = Workspace(cb.workspace), model, cb.on_chunk
         self.rank, self.world = distributed.dist_rank_world(init=False)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         info = RunInfo(run_dir=str(args.output_dir), checkpoints=[], training_args=args.to_dict(),
@@ -262,7 +264,8 @@ class _Session:
                     self.common, self.fields, nm, meta, self.ref_fps[nm], None, live={"run": self.name, "step": step}))
             targets.append(chunked.Target(nm, 0, store))
         with self._scoring():
-            chunked.run_chunks(self.job, targets, [set() for _ in targets], self.rank, self.world)
+            chunked.run_chunks(self.job, targets, [set() for _ in targets], self.rank, self.world,
+                               on_chunk=self.on_chunk)
         entry = chunked.model_entry(meta["name"], path, step, fps, self.wanted)
         self.manifest = live_run.with_step(self.manifest, entry, time.perf_counter() - t0)
         if self.rank == 0:

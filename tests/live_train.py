@@ -13,6 +13,7 @@ import argparse
 import json
 import random
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     ap.add_argument("--resume", action="store_true", help="resume from the last checkpoint in OUT")
     ap.add_argument("--no-callback", action="store_true")
+    ap.add_argument("--chunk-delay", type=float, default=0.0, help="seconds of sleep after each stored chunk (a kill lands between chunks)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     from did_core.callback import DIDCallback
 
-    callbacks = [] if a.no_callback else [DIDCallback(str(a.root / "probe.jsonl"), a.workspace, name="live")]
+    delay = (lambda c: time.sleep(a.chunk_delay)) if a.chunk_delay > 0 else None
+    callbacks = [] if a.no_callback else [DIDCallback(str(a.root / "probe.jsonl"), a.workspace, name="live",
+                                                      on_chunk=delay)]
     trainer = trainer_for(a.root, a.out, steps=a.steps, batch=a.batch, callbacks=callbacks, save_only_model=False,
                           gradient_accumulation_steps=a.accumulate)
     trainer.train(resume_from_checkpoint=True if a.resume else None)

@@ -210,7 +210,7 @@ def test_kill_9_mid_step_then_resume_writes_each_step_once(world, tmp_path):
     env = _env(DID_CHUNK_SIZE=4)  # 12 probe pairs: 3 chunks a step
     _script(world, tmp_path / "outA", tmp_path / "wsA", "--steps", 8, env=env)
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(world), str(tmp_path / "outB"), str(tmp_path / "wsB"),
-                             "--steps", "8"], cwd=ROOT, env=_env(DID_CHUNK_SIZE=4, DID_TEST_CHUNK_DELAY=0.5),
+                             "--steps", "8", "--chunk-delay", "0.5"], cwd=ROOT, env=_env(DID_CHUNK_SIZE=4),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 300

@@ -107,11 +107,11 @@ def test_finished_job_computes_nothing(world, tmp_path):
 
 def test_kill_9_then_resume_is_identical(world, tmp_path):
     ws_ref, ws = tmp_path / "uninterrupted", tmp_path / "killed"
-    env = _env(DID_CHUNK_SIZE=4, DID_TEST_CHUNK_DELAY=0.25)
+    env = _env(DID_CHUNK_SIZE=4)
     _cli(*_score_args(world, ws_ref), env=_env(DID_CHUNK_SIZE=4))
     prog = tmp_path / "progress.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "did_core", *map(str, _score_args(world, ws)),
-                             "--progress-json", str(prog)], cwd=ROOT, env=env,
+                             "--progress-json", str(prog), "--chunk-delay", "0.25"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     done = 0

@@ -70,13 +70,13 @@ def test_kill_9_at_random_moments_then_rerun_is_identical(world, baseline, tmp_p
     they spread over it); each rerun recomputes only what was lost and ends identical. While the
     jobs write, a reader parses every stored file over and over and never sees a half-written one."""
     rng = random.Random(6)
-    env = cli_env(DID_CHUNK_SIZE=CHUNK, DID_TEST_CHUNK_DELAY=0.1)
+    env = cli_env(DID_CHUNK_SIZE=CHUNK)
     n_chunks = N_PAIRS // CHUNK
     delays = [rng.uniform(0.0, 1.2) for _ in range(3)]
     kills: dict[int, dict] = {}
 
     def job(k: int) -> None:  # the three jobs run side by side: their imports dominate the time
-        kills[k] = kill_during_scoring(score_argv(world, tmp_path / f"ws{k}"), env, tmp_path / f"progress{k}.jsonl",
+        kills[k] = kill_during_scoring(score_argv(world, tmp_path / f"ws{k}", "t", "--chunk-delay", "0.1"), env, tmp_path / f"progress{k}.jsonl",
                                        delays[k])
 
     threads = [threading.Thread(target=job, args=(k,)) for k in range(3)]

@@ -79,11 +79,10 @@ def test_a_job_in_the_standby_equals_a_fresh_process_s(world, tmp_path, on):
 
 def test_a_standby_job_can_be_cancelled(world, tmp_path, on, monkeypatch):
     monkeypatch.setenv("DID_CHUNK_SIZE", "1")
-    monkeypatch.setenv("DID_TEST_CHUNK_DELAY", "0.5")  # 36 chunk writes: ~18 s unless cancelled
     ws = tmp_path / "ws"
     standby.ensure(ws)
     assert _wait(lambda: _ready(ws))
-    job = jobs.start(ws, _score_argv(world, ws, "c"))
+    job = jobs.start(ws, [*_score_argv(world, ws, "c"), "--chunk-delay", "0.5"])  # 36 chunks: ~18 s unless cancelled
     assert json.loads((ws / "jobs" / job / "job.json").read_text())["standby"] is True
     assert _wait(lambda: (jobs.info(ws, job).done or 0) > 0, 120), jobs.info(ws, job)
     jobs.cancel(ws, job)
