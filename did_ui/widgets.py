@@ -21,6 +21,7 @@ from typing import NoReturn
 import pandas as pd
 import streamlit as st
 
+from did_core.manifest import RunManifest
 from did_core.run_settings import NUMERICS_LABEL
 from did_ui import data, jobs, live, page_list, selection, views
 
@@ -107,7 +108,7 @@ class View:
     ckpt: str | None
     a: str | None
     example: str | None
-    manifest: dict
+    manifest: RunManifest
     numerics: str = "exact"
     """The numerics every number on the page is in (`ver` keys the caches by it: data.view_version)."""
 
@@ -229,9 +230,10 @@ def view(need_a: bool = False) -> View | None:
         _write_url(resolution.corrected_url(), owned)
     _remember(state, keys)
     manifest = data.run_manifest(root, run, ver)
-    st.sidebar.caption(f"Workspace {md_literal(root)} · β = {md_literal(manifest.get('beta', '?'))} · "
-                       f"{md_literal(manifest.get('dataset', {}).get('n_pairs', '?'))} pairs · reference "
-                       f"{md_literal(manifest.get('reference', {}).get('name', '?'))} · numerics {numerics}")
+    beta = "?" if manifest.beta is None else manifest.beta
+    st.sidebar.caption(f"Workspace {md_literal(root)} · β = {md_literal(beta)} · "
+                       f"{md_literal(manifest.dataset.n_pairs or '?')} pairs · reference "
+                       f"{md_literal(manifest.reference.name or '?')} · numerics {numerics}")
     return View(root=root, ver=data.view_version(root, run, numerics), run=run, ckpt=ckpt, a=a,
                 example=state.example, manifest=manifest, numerics=numerics)
 
