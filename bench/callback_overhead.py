@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             ws = root / f"ws{n}-{limit}"
             cb = DIDCallback(str(probe), ws, every=n, name="bench", token_level=not a.no_token_level, limit=limit)
             wall = train(model_dir, rows, root / f"out{n}-{limit}", a, cb)
-            info = Workspace(ws).run("bench")["live_info"]
+            info = Workspace(ws).run("bench").live_info
             per = list(info["score_seconds"].values())
             spent = info["reference_seconds"] + sum(per)
             print(f"{limit:5d} | {n:7d} | {len(per):8d} | {info['reference_seconds']:11.2f} | {sum(per) / max(len(per), 1):13.2f} | "

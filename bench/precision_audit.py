@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{' + '.join(stats.numerics)}: {time.perf_counter() - t1:.0f} s")
         ws = Workspace(ws_dir)
         m = ws.run("r")
-        rs = {k: (v["value"], v["source"]) for k, v in m["run_settings"].items()
+        rs = {k: (v["value"], v["source"]) for k, v in m.run_settings.items()
               if k in ("beta", "max_length", "precision", "eval_batch_size", "loss_type")}
         print("settings:", json.dumps(rs))
-        logged = {h["step"]: h for h in m["trainer_log_history"] if "eval_loss" in h}
-        bs = m["run_settings"]["eval_batch_size"]["value"]
+        logged = {h["step"]: h for h in m.trainer_log_history if "eval_loss" in h}
+        bs = m.run_settings["eval_batch_size"]["value"]
         tables = {nm: losses.pair_table(ws.pairs("r", nm), ws.run_settings(m).settings) for nm in ("exact", "trainer")}
         rows = []
         for step, h in sorted(logged.items()):

@@ -40,6 +40,7 @@ from did_core.config import ScoreSettings
 from did_core.data import load_preference_data
 from did_core.fingerprints import tokenizer_fingerprint
 from did_core.live_models import WEIGHTS_PREFIX, AdaptersOff, is_peft, plain_forward, resolve_reference, untouched
+from did_core.manifest import RunManifest
 from did_core.plan import approximation_notes, resolve_numerics, resolve_settings
 from did_core.tokenization import tokenize_pairs
 from did_core.trainer_numerics import adopt_fused_head, precision_supported, trainer_batches
@@ -202,7 +203,7 @@ class _Session:
             raise ValueError(f"DIDCallback needs the reference on the policy's device and dtype ({pol.device}, "
                              f"{pol.dtype}); it is on {ref.device} in {ref.dtype}")
 
-    def _start(self, state, ref_model_fp: str | None, ref_name: str, ref_path: str) -> dict:
+    def _start(self, state, ref_model_fp: str | None, ref_name: str, ref_path: str) -> RunManifest:
         """Score (or find) the reference, write the live run's first run.json; every rank returns it."""
         if self.rank == 0:
             self.ws.remove_orphaned_temps()
@@ -212,7 +213,7 @@ class _Session:
             if not stored:
                 raise ValueError("DIDCallback: the trainer keeps no reference model (precompute_ref_log_probs, no "
                                  "ref_model) and the policy has moved; start the callback with the training")
-            self.ref_fps = dict(stored["reference"]["scores"])
+            self.ref_fps = dict(stored.reference.scores)
         else:
             self.ref_fps = chunked.reference_fingerprints(self.data.fingerprint, ref_model_fp, self.tok_fp, self.fields)
         meta = {"name": ref_name, "path": ref_path, "role": "reference", "step": None}
@@ -232,8 +233,8 @@ class _Session:
             self.notes, self.fields["exact"]["dtype"], self.device.type,
             reference=chunked.model_entry(ref_name, ref_path, None, self.ref_fps, self.wanted), checkpoints=[],
             log_history=list(state.log_history), extra={"live_run": True})
-        manifest["live_info"] = {"output_dir": self.output_dir, "every": self.every, "reference_seconds": ref_seconds,
-                                 "score_seconds": {}}
+        manifest = manifest.replace(live_info={"output_dir": self.output_dir, "every": self.every,
+                                               "reference_seconds": ref_seconds, "score_seconds": {}})
         if self.rank == 0:
             for t in targets:
                 if computed or not t.store.meta().get("complete"):
@@ -248,7 +249,7 @@ class _Session:
     def score_step(self, state) -> None:
         """Score the probe with the policy at `state.global_step` and add it to the live run (once a step)."""
         step = state.global_step
-        if any(e.get("step") == step for e in self.manifest["checkpoints"]):
+        if any(e.step == step for e in self.manifest.checkpoints):
             return
         t0 = time.perf_counter()
         fps = chunked.policy_fingerprints(self.data.fingerprint, live_run.step_model_fingerprint(self.name, step),

@@ -29,6 +29,7 @@ from did_core.distributed import gather
 from did_core.engine import FeatureCache, PairScores, empty_pair, score_batch_models
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
+from did_core.manifest import DatasetInfo, ModelEntry, RunManifest
 from did_core.run_settings import ResolvedSettings, RunSettings
 from did_core.tokenization import TokenizedPair, truncation_report
 from did_core.trainer_numerics import score_trainer_batches
@@ -341,26 +342,26 @@ def _turn(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]], ke
 # -- run.json ------------------------------------------------------------------------------------------
 def run_manifest(name: str, data, source: str, pairs: Sequence[TokenizedPair], resolved: ResolvedSettings,
                  fields: dict[str, dict], wanted: Sequence[str], notes: Sequence[str], exact_dtype: str,
-                 device_type: str, reference: dict, checkpoints: list[dict], log_history: list,
-                 extra: dict) -> dict:
+                 device_type: str, reference: ModelEntry, checkpoints: Sequence[ModelEntry], log_history: list,
+                 extra: dict) -> RunManifest:
     """runs/<name>/run.json (docs/REFERENCE.md §8): `reference` and `checkpoints` entries carry `score`
     (the primary numerics' fingerprint) and `scores` (per numerics). `data` is the PreferenceData."""
     rs = resolved.settings
-    return {
-        "name": name, "created": now_iso(),
-        "dataset": {"fingerprint": data.fingerprint, "source": str(source), "n_pairs": len(pairs),
-                    "conversational": data.conversational},
-        "beta": rs.beta, "settings": fields["exact"], "run_settings": resolved.to_manifest(),
-        "settings_origin": resolved.origin, "overrides": resolved.notes(), "notes": list(notes),
-        "numerics": list(wanted),
-        "numerics_detail": {"exact": {"dtype": exact_dtype, "sums": "float64"},
-                            "trainer": {"precision": rs.precision, "device": device_type,
-                                        "eval_batch_size": rs.eval_batch_size, "sums": "float32"}},
-        "reference": reference, "checkpoints": checkpoints, "trainer_log_history": log_history,
-        "extra": {"truncation": truncation_report(pairs)} | extra,
-    }
+    return RunManifest(
+        name=name, created=now_iso(),
+        dataset=DatasetInfo(fingerprint=data.fingerprint, source=str(source), n_pairs=len(pairs),
+                            conversational=data.conversational),
+        beta=rs.beta, settings=fields["exact"], run_settings=resolved.to_manifest(),
+        settings_origin=resolved.origin, overrides=tuple(resolved.notes()), notes=tuple(notes),
+        numerics=tuple(wanted),
+        numerics_detail={"exact": {"dtype": exact_dtype, "sums": "float64"},
+                         "trainer": {"precision": rs.precision, "device": device_type,
+                                     "eval_batch_size": rs.eval_batch_size, "sums": "float32"}},
+        reference=reference, checkpoints=tuple(checkpoints), trainer_log_history=tuple(log_history),
+        extra={"truncation": truncation_report(pairs)} | extra,
+    )
 
 
-def model_entry(name: str, path: str, step: int | None, fps: dict[str, str], wanted: Sequence[str]) -> dict:
+def model_entry(name: str, path: str, step: int | None, fps: dict[str, str], wanted: Sequence[str]) -> ModelEntry:
     """A reference or checkpoint entry of run.json."""
-    return {"name": name, "path": path, "step": step, "score": fps[wanted[0]], "scores": {nm: fps[nm] for nm in wanted}}
+    return ModelEntry(name=name, path=path, step=step, score=fps[wanted[0]], scores={nm: fps[nm] for nm in wanted})

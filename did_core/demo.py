@@ -54,6 +54,7 @@ from did_core.files import atomic_write_text
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
+    from did_core.manifest import RunManifest
     from did_core.workspace import Workspace
 
 RUN_NAMES = {"low": "demo-low", "high": "demo-high"}
@@ -222,19 +223,18 @@ def _train_runs(runs_dir: Path, ref: _Reference, data: dict[str, dict], cfg: Dem
         lap(f"train {kind}")
 
 
-def _write_exact_table(ws: Workspace, manifest: dict, ref: _Reference, d: dict, cfg: DemoConfig) -> None:
+def _write_exact_table(ws: Workspace, manifest: RunManifest, ref: _Reference, d: dict, cfg: DemoConfig) -> None:
     """Step 5 for one scored run: exact_did.parquet, and the demo's facts in run.json `extra`."""
     from did_core.store import atomic_write_parquet
 
-    name = manifest["name"]
+    name = manifest.name
     table = exact_did_table(manifest, ref.lang, ref.tokenizer, ref.model, ref.logprobs, d["world"], cfg)
     atomic_write_parquet(ws.run_dir(name) / "exact_did.parquet", pa.Table.from_pandas(table, preserve_index=False))
-    manifest["extra"] = dict(manifest.get("extra") or {}) | {
+    ws.write_run(manifest.replace(extra=dict(manifest.extra) | {
         "demo": True, "target_entropy": d["fraction"],
         "target_entropy_nats": d["fraction"] * math.log(len(ref.lang.responses())),
         "target_alignment": d["alignment"], "exact_did": "exact_did.parquet",
-        "language": asdict(ref.lang), "demo_config": asdict(cfg)}
-    ws.write_run(manifest)
+        "language": asdict(ref.lang), "demo_config": asdict(cfg)}))
 
 
 def _score_runs(root: Path, ref: _Reference, data: dict[str, dict], cfg: DemoConfig, say: Progress,
@@ -251,7 +251,7 @@ def _score_runs(root: Path, ref: _Reference, data: dict[str, dict], cfg: DemoCon
                   progress=lambda s, dn, t, kind=kind: say(f"score {kind}: {s}", dn, t))
         lap(f"score {kind}")
         manifest = ws.run(name)
-        n = len(manifest["checkpoints"])
+        n = len(manifest.checkpoints)
         say(f"exact {kind}", 0, n)
         _write_exact_table(ws, manifest, ref, data[source], cfg)
         say(f"exact {kind}", n, n)
@@ -307,7 +307,7 @@ def demo_summary(workspace: str | Path) -> pd.DataFrame:
     rows = []
     for name in RUN_NAMES.values():
         run, pairs, table = ws.run(name), ws.pairs(name), exact_did(workspace, name)
-        frac, spec = run["extra"]["target_entropy"], run["extra"]["language"]
+        frac, spec = run.extra["target_entropy"], run.extra["language"]
         lang = Language(**{k: spec[k] for k in ("symbols", "eos", "max_len", "n_prompts", "seed")})
         n_support = len(lang.responses()) + len(lang.symbols) ** (lang.max_len + 1)  # DID uniform at step 0
         ref = table[table["step"] == table["step"].min()]

@@ -21,6 +21,7 @@ from did_core.lab import js
 if TYPE_CHECKING:
     from did_core.demo import DemoConfig
     from did_core.demo_language import ResponseLogprobs
+    from did_core.manifest import RunManifest
 
 
 def train_dpo(reference_dir: Path, rows: list[dict], out_dir: Path, cfg: DemoConfig,
@@ -49,7 +50,7 @@ def train_dpo(reference_dir: Path, rows: list[dict], out_dir: Path, cfg: DemoCon
     trainer.train()
 
 
-def exact_did_table(run_manifest: dict, lang: Language, tokenizer, reference, ref_lp: ResponseLogprobs,
+def exact_did_table(run_manifest: RunManifest, lang: Language, tokenizer, reference, ref_lp: ResponseLogprobs,
                     target: dict, cfg: DemoConfig) -> pd.DataFrame:
     """One row per (prompt, checkpoint): the exact sequence-level DID entropy over the language
     (`exact_did_entropy`) and over the sampler's whole support, language + cut sequences
@@ -68,12 +69,12 @@ def exact_did_table(run_manifest: dict, lang: Language, tokenizer, reference, re
     log_r = math.log(len(lang.responses()))
     ref_entropy = entropy_rows(ref_lp.logp).numpy()
     frames = []
-    for ck in run_manifest["checkpoints"]:
-        policy = AutoModelForCausalLM.from_pretrained(ck["path"]).eval()
+    for ck in run_manifest.checkpoints:
+        policy = AutoModelForCausalLM.from_pretrained(ck.path).eval()
         lp = response_logprobs(policy, tokenizer, lang)
         d = lp.logp - ref_lp.logp                                                 # (n, R) log-ratios
         frame = pd.DataFrame({
-            "prompt_id": np.arange(len(prompts)), "prompt": prompts, "model": ck["name"], "step": ck["step"],
+            "prompt_id": np.arange(len(prompts)), "prompt": prompts, "model": ck.name, "step": ck.step,
             "exact_did_entropy": entropy_rows(d).numpy(), "max_did_entropy": log_r,
             "exact_did_entropy_support": entropy_rows(lp.support_logp() - ref_lp.support_logp()).numpy(),
             "target_did_entropy": entropy_rows(target["log_q"]).numpy(),

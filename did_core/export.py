@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from did_core import ches, losses
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
+from did_core.manifest import RunManifest
 from did_core.workspace import CHES_COLUMNS, Workspace
 
 FORMATS = (".csv", ".parquet", ".jsonl")
@@ -122,21 +123,21 @@ def export_metadata(workspace: str | Path | Workspace, run: str | None = None) -
     out = {}
     for name in _runs(ws, run):
         m = ws.run(name)
-        out[name] = {"run_settings": ws.run_settings(m).to_manifest(), "overrides": m.get("overrides") or [],
-                     "notes": m.get("notes") or [], "numerics": ws.numerics(m),
-                     "numerics_detail": m.get("numerics_detail") or {"exact": {"dtype": "float32", "sums": "float64"}},
+        out[name] = {"run_settings": ws.run_settings(m).to_manifest(), "overrides": list(m.overrides),
+                     "notes": list(m.notes), "numerics": ws.numerics(m),
+                     "numerics_detail": m.numerics_detail or {"exact": {"dtype": "float32", "sums": "float64"}},
                      "not_stored": {nm: ws.not_stored(name, nm) for nm in ws.numerics(m)},
                      "tokens_not_stored": {nm: _tokens_not_stored(ws, name, m, nm) for nm in ws.numerics(m)}}
     return {"runs": out}
 
 
-def _tokens_not_stored(ws: Workspace, name: str, manifest: dict, numerics: str) -> dict[str, str]:
+def _tokens_not_stored(ws: Workspace, name: str, manifest: RunManifest, numerics: str) -> dict[str, str]:
     """{column: why} for the per-token squeezing columns the tokens export leaves empty for some
     checkpoint of the run (`Workspace.tokens_not_stored`, over its checkpoints)."""
     out: dict[str, str] = {}
-    for cp in manifest.get("checkpoints", []):
-        if ws.score_dir(ws.score_of(manifest, cp, numerics)).joinpath("meta.json").is_file():
-            out.update(ws.tokens_not_stored(name, cp["name"], numerics))
+    for cp in manifest.checkpoints:
+        if ws.score_dir(manifest.score_of(cp, numerics)).joinpath("meta.json").is_file():
+            out.update(ws.tokens_not_stored(name, cp.name, numerics))
     return out
 
 
@@ -162,9 +163,9 @@ def tokens_table(workspace: str | Path | Workspace, run: str | None = None,
     for name in _runs(ws, run):
         manifest = ws.run(name)
         nm = numerics or ws.numerics(manifest)[0]
-        for cp in manifest.get("checkpoints", []):
-            if ws.score_dir(ws.score_of(manifest, cp, nm)).joinpath("meta.json").is_file():
-                frames.append(ws.tokens(name, cp["name"], numerics=nm).assign(numerics=nm, run=name))
+        for cp in manifest.checkpoints:
+            if ws.score_dir(manifest.score_of(cp, nm)).joinpath("meta.json").is_file():
+                frames.append(ws.tokens(name, cp.name, numerics=nm).assign(numerics=nm, run=name))
     if not frames:
         raise InputError(f"workspace {ws.root} has no stored token rows to export")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -213,7 +214,7 @@ def filtered_table(workspace: str | Path | Workspace, run: str | None, drop_top_
                if c in CHES_COLUMNS}
     if missing:
         raise InputError(f"run {run!r} has no CHES to filter by: {missing['ches']}")
-    ref = ws.open_store(ws.score_of(manifest, manifest["reference"], "exact")).read_pairs()[["pair_id", "ches"]]
+    ref = ws.open_store(manifest.score_of(manifest.reference, "exact")).read_pairs()[["pair_id", "ches"]]
     data = ws.dataset_records(run)
     df = data.merge(ref, on="pair_id", how="inner", sort=False)
     try:
@@ -236,7 +237,7 @@ def export_filtered(workspace: str | Path, run: str | None, out: str | Path, dro
     fmt = _format(out)
     ws = Workspace(workspace)
     df, info = filtered_table(ws, run, drop_top_ches)
-    if fmt == ".csv" and ws.run(info["run"])["dataset"].get("conversational"):
+    if fmt == ".csv" and ws.run(info["run"]).dataset.conversational:
         raise InputError(f"{out}: a conversational dataset's message lists do not fit CSV; write .jsonl or .parquet")
     return write_table(df, out, export_metadata(ws, info["run"]) | {"filter": info})
 
@@ -260,7 +261,7 @@ def trl_reference_table(workspace: str | Path | Workspace, run: str | None,
     data = ws.dataset_records(run)
     have = ws.numerics(manifest)
     nm = numerics or ("trainer" if "trainer" in have else have[0])
-    ref = ws.open_store(ws.score_of(manifest, manifest["reference"], nm)).read_pairs()[
+    ref = ws.open_store(manifest.score_of(manifest.reference, nm)).read_pairs()[
         ["pair_id", "logp_chosen", "logp_rejected"]]
     ref = ref.rename(columns={"logp_chosen": "ref_chosen_logps", "logp_rejected": "ref_rejected_logps"})
     df = data.merge(ref, on="pair_id", how="inner", sort=False)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from did_core import chunked
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
+from did_core.manifest import ModelEntry, RunManifest
 from did_core.workspace import Workspace
 
 STEP_PREFIX = "step-"
@@ -37,54 +38,54 @@ def step_model_fingerprint(run: str, step: int) -> str:
     return fingerprint("live-step", run, step)
 
 
-def _same_run(old: dict, new: dict) -> bool:
+def _same_run(old: RunManifest, new: RunManifest) -> bool:
     """Whether `old` (a stored manifest) scored the same probe, reference and settings as `new`."""
-    return (old.get("dataset", {}).get("fingerprint") == new["dataset"]["fingerprint"]
-            and (old.get("reference") or {}).get("scores") == new["reference"]["scores"]
-            and all(old.get(k) == new[k] for k in _SAME_RUN_KEYS))
+    return (old.dataset.fingerprint == new.dataset.fingerprint and old.reference.scores == new.reference.scores
+            and all(getattr(old, k) == getattr(new, k) for k in _SAME_RUN_KEYS))
 
 
-def stored_live_run(ws: Workspace, name: str) -> dict | None:
+def stored_live_run(ws: Workspace, name: str) -> RunManifest | None:
     """The stored manifest of live run `name` (None when there is none); InputError when the name
     belongs to a run that is not live (a `score` run is never overwritten)."""
     if name not in ws.run_names():
         return None
     old = ws.run(name)
-    if "live" not in old:
+    if not old.is_live:
         raise InputError(f"run {name!r} in workspace {ws.root} was not written by DIDCallback; "
                          "give the callback another name=")
     return old
 
 
-def continue_from(ws: Workspace, manifest: dict, global_step: int) -> dict:
+def continue_from(ws: Workspace, manifest: RunManifest, global_step: int) -> RunManifest:
     """`manifest` (the new run.json) carrying on the stored live run of the same name.
 
     Training that resumes at `global_step` keeps the stored steps up to it (a resume from the last
     checkpoint keeps them all) and drops later ones: training redoes those steps, and they belong to
     the abandoned trajectory. A stored run with another probe, reference or settings is started over.
     """
-    old = stored_live_run(ws, manifest["name"])
+    old = stored_live_run(ws, manifest.name)
     if old is None or not _same_run(old, manifest):
         return manifest
-    kept = [e for e in old.get("checkpoints", []) if e.get("step") is not None and e["step"] <= global_step]
-    seconds = {k: v for k, v in (old.get("live_info") or {}).get("score_seconds", {}).items() if int(k) <= global_step}
-    info = manifest.get("live_info", {}) | {"score_seconds": seconds}
-    return manifest | {"created": old.get("created", manifest["created"]), "checkpoints": kept, "live_info": info}
+    kept = tuple(e for e in old.checkpoints if e.step is not None and e.step <= global_step)
+    seconds = {k: v for k, v in (old.live_info or {}).get("score_seconds", {}).items() if int(k) <= global_step}
+    info = dict(manifest.live_info or {}) | {"score_seconds": seconds}
+    return manifest.replace(created=old.created or manifest.created, checkpoints=kept, live_info=info)
 
 
-def with_step(manifest: dict, entry: dict, seconds: float) -> dict:
+def with_step(manifest: RunManifest, entry: ModelEntry, seconds: float) -> RunManifest:
     """`manifest` with checkpoint `entry` added (replacing one of the same step), steps in order."""
-    others = [e for e in manifest.get("checkpoints", []) if e.get("step") != entry["step"]]
-    info = dict(manifest.get("live_info") or {})
-    info["score_seconds"] = dict(info.get("score_seconds") or {}) | {str(entry["step"]): round(seconds, 4)}
-    return manifest | {"checkpoints": sorted([*others, entry], key=lambda e: e["step"]), "live_info": info}
+    others = [e for e in manifest.checkpoints if e.step != entry.step]
+    info = dict(manifest.live_info or {})
+    info["score_seconds"] = dict(info.get("score_seconds") or {}) | {str(entry.step): round(seconds, 4)}
+    return manifest.replace(checkpoints=tuple(sorted([*others, entry], key=lambda e: e.step)), live_info=info)
 
 
-def write(ws: Workspace, manifest: dict, *, live: bool, log_history: Sequence[dict] | None = None) -> dict:
+def write(ws: Workspace, manifest: RunManifest, *, live: bool,
+          log_history: Sequence[dict] | None = None) -> RunManifest:
     """Write run.json with `live`, a fresh `last_write` and the trainer's log so far; return it."""
-    out = manifest | {"live": live, "last_write": chunked.now_iso()}
+    out = manifest.replace(live=live, last_write=chunked.now_iso())
     if log_history is not None:
-        out["trainer_log_history"] = list(log_history)
+        out = out.replace(trainer_log_history=tuple(log_history))
     ws.write_run(out)
     return out
 

@@ -2,7 +2,7 @@
 reference, for the sequence-level DID entropy estimators (docs/REFERENCE.md §3, estimator 2).
 
 Samples are stored once per (dataset, policy score, reference score, sampling settings) under
-`<workspace>/samples/<fp>.parquet` and registered in the run's manifest (`run.json["samples"]`), so a
+`<workspace>/samples/<fp>.parquet` and registered in the run's manifest (`RunManifest.samples`, run.json's `samples`), so a
 second request with the same settings samples nothing.
 """
 
@@ -19,6 +19,7 @@ from did_core.config import ModelSpec, Progress, ScoreSettings
 from did_core.data import PreferenceData
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
+from did_core.manifest import RunManifest
 from did_core.store import atomic_write_parquet
 from did_core.tokenization import tokenize_pairs
 from did_core.workspace import Workspace
@@ -52,14 +53,13 @@ class SampleSettings:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
-def _prompt_ids(ws: Workspace, run: str, manifest: dict, tokenizer, limit: int | None) -> tuple[list[str], list]:
+def _prompt_ids(ws: Workspace, run: str, manifest: RunManifest, tokenizer, limit: int | None) -> tuple[list[str], list]:
     records = ws.dataset_records(run)
     if limit is not None:
         records = records.iloc[:limit]
     data = PreferenceData(pairs=records.reset_index(drop=True), conversational=bool(
-        manifest["dataset"].get("conversational")), source=manifest["dataset"].get("source", ""),
-        fingerprint=manifest["dataset"]["fingerprint"])
-    max_length = (manifest.get("settings") or {}).get("max_length")
+        manifest.dataset.conversational), source=manifest.dataset.source, fingerprint=manifest.dataset.fingerprint)
+    max_length = manifest.settings.get("max_length")
     pairs = tokenize_pairs(data, tokenizer, max_length)
     return [p.pair_id for p in pairs], [list(p.prompt_ids) for p in pairs]
 
@@ -77,29 +77,29 @@ def run_sample(workspace: str | Path, run: str, *, models: list[str] | None = No
     ws = Workspace(workspace)
     ws.remove_orphaned_temps()  # what a killed job left mid-write
     manifest = ws.run(run)
-    by_name = {c["name"]: c for c in manifest.get("checkpoints", [])}
+    by_name = {c.name: c for c in manifest.checkpoints}
     if not by_name:
         raise InputError(f"run {run!r} has no checkpoints to sample from")
-    pi_l = (manifest.get("extra") or {}).get("pi_l")
-    names = models or [[c["name"] for c in manifest["checkpoints"] if c["name"] != pi_l][-1]]
+    pi_l = manifest.extra.get("pi_l")
+    names = models or [[c.name for c in manifest.checkpoints if c.name != pi_l][-1]]
     for n in names:
         if n not in by_name:
             raise InputError(f"run {run!r} has no checkpoint {n!r}; it has {', '.join(by_name)}")
-    ref_entry = manifest["reference"]
-    reference, tokenizer = load_model(ModelSpec(ref_entry["name"], ref_entry["path"], "reference"), settings)
+    ref_entry = manifest.reference
+    reference, tokenizer = load_model(ModelSpec(ref_entry.name, ref_entry.path, "reference"), settings)
     pair_ids, prompts = _prompt_ids(ws, run, manifest, tokenizer, sample.limit)
     device = resolve_device(settings)
     scorer = engine_scorer(token_budget=settings.budget_for(device.type), device=device,
                            dtype=settings.resolved_dtype)
-    entries = list(manifest.get("samples", []))
+    entries = list(manifest.samples)
     for i, name in enumerate(names):
         entry = by_name[name]
-        fp = fingerprint("samples", manifest["dataset"]["fingerprint"], entry["score"], ref_entry["score"],
+        fp = fingerprint("samples", manifest.dataset.fingerprint, entry.score, ref_entry.score,
                          sample.__dict__)
         path = ws.root / "samples" / f"{fp}.parquet"
         say("sample", i, len(names))
         if not path.is_file():
-            policy, _ = load_model(ModelSpec(name, entry["path"], "policy", entry.get("step")), settings)
+            policy, _ = load_model(ModelSpec(name, entry.path, "policy", entry.step), settings)
             df = sample_did_entropy(policy, reference, tokenizer, prompts, sample.k, sample.seed,
                                     proposal=sample.proposal, max_new_tokens=sample.max_new_tokens,
                                     temperature=sample.temperature, scorer=scorer)
@@ -107,12 +107,11 @@ def run_sample(workspace: str | Path, run: str, *, models: list[str] | None = No
             df["response_ids"] = [list(map(int, r)) for r in df["response_ids"]]
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_parquet(path, pa.Table.from_pandas(df, preserve_index=False))
-        record = {"model": name, "step": entry.get("step"), "samples": fp, **sample.__dict__}
+        record = {"model": name, "step": entry.step, "samples": fp, **sample.__dict__}
         entries = [e for e in entries if not (e["model"] == name and e["samples"] == fp)] + [record]
     say("sample", len(names), len(names))
-    manifest = ws.run(run)  # re-read: never clobber a manifest another job rewrote meanwhile
-    manifest["samples"] = entries
-    ws.write_run(manifest)
+    # re-read: never clobber a manifest another job rewrote meanwhile
+    ws.write_run(ws.run(run).replace(samples=tuple(entries)))
     return entries
 
 
@@ -120,7 +119,7 @@ def read_samples(workspace: str | Path, run: str) -> pd.DataFrame:
     """Every stored sample of `run`: one row per (model, pair, sample) with `model, step, k, seed, proposal`."""
     ws = Workspace(workspace)
     frames = []
-    for e in ws.run(run).get("samples", []):
+    for e in ws.run(run).samples:
         path = ws.root / "samples" / f"{e['samples']}.parquet"
         if not path.is_file():
             continue

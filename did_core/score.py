@@ -26,6 +26,7 @@ from did_core.data import PreferenceData, load_preference_data
 from did_core.engine import score_batch_models
 from did_core.errors import InputError
 from did_core.fingerprints import check_same_tokenizer, model_fingerprint, tokenizer_fingerprint
+from did_core.manifest import RunManifest
 from did_core.memory import DTYPE_BYTES, MemoryPlan, hidden_size, plan_memory
 from did_core.models import load_model, load_tokenizer, resolve_device
 from did_core.plan import (
@@ -221,7 +222,7 @@ def execute(plan: ScorePlan, workspace: str | Path = "workspace", *, progress: P
                       notes=plan.notes, memory=plan.memory.describe())
 
 
-def _manifest(plan: ScorePlan, elapsed_s: float, dtype_report: dict | None) -> dict:
+def _manifest(plan: ScorePlan, elapsed_s: float, dtype_report: dict | None) -> RunManifest:
     info, wanted = plan.info, plan.wanted
     return chunked.run_manifest(
         plan.run_name, plan.data, plan.source, plan.pairs, plan.resolved, plan.fields, wanted, plan.notes,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from did_core.files import relaxed_durability
 from did_core.fingerprints import fingerprint
+from did_core.manifest import RunManifest
 from did_core.workspace import Workspace
 
 _WORDS = ["the", "model", "prefers", "this", "answer", "because", "it", "is", "kind", "and", "clear", "short"]
@@ -109,11 +110,11 @@ def _build(ws: Workspace, n_pairs: int, n_checkpoints: int, seed: int, tokens: b
             store.write_chunk(c, pairs, toks)
         store.mark_complete()
         entries.append({"name": name, "path": f"synthetic/{name}", "step": step, "score": score_fp})
-    ws.write_run({"name": run_name, "created": "1970-01-01T00:00:00+00:00",
+    ws.write_run(RunManifest.from_json({"name": run_name, "created": "1970-01-01T00:00:00+00:00",
                   "dataset": {"fingerprint": data.fingerprint, "source": data.source, "n_pairs": n_pairs,
                               "conversational": False},
                   "beta": beta, "settings": {"synthetic": True}, "reference": entries[0],
-                  "checkpoints": entries[1:], "trainer_log_history": [], "extra": {"synthetic": True}})
+                  "checkpoints": entries[1:], "trainer_log_history": [], "extra": {"synthetic": True}}))
     return run_name
 
 

@@ -36,6 +36,7 @@ from did_core.data import display_text
 from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
 from did_core.fingerprints import fingerprint, model_fingerprint
+from did_core.manifest import ModelEntry, RunManifest
 from did_core.store import (
     CorruptStoreError,
     ScoreStore,
@@ -44,8 +45,9 @@ from did_core.store import (
     table_to_parquet_bytes,
 )
 
-__all__ = ["Workspace", "ScoreStore", "CorruptStoreError", "fingerprint", "default_workspace", "validate_name",
-           "STORED_PAIRS_COLUMNS", "TOKENS_COLUMNS", "CHES_COLUMNS", "SQUEEZING_COLUMNS", "TOKEN_SQUEEZING_COLUMNS"]
+__all__ = ["Workspace", "RunManifest", "ScoreStore", "CorruptStoreError", "fingerprint", "default_workspace",
+           "validate_name", "STORED_PAIRS_COLUMNS", "TOKENS_COLUMNS", "CHES_COLUMNS", "SQUEEZING_COLUMNS",
+           "TOKEN_SQUEEZING_COLUMNS"]
 
 CHES_COLUMNS = ("ches", "ches_norm")
 """The reference's, from its exact-numerics store (the same on every row of a pair)."""
@@ -127,14 +129,14 @@ def _column(t: pa.Table, c: str) -> np.ndarray:
     return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
 
 
-def _joined_columns(t: pa.Table, cp: dict, ref: _Reference) -> dict[str, np.ndarray]:
+def _joined_columns(t: pa.Table, cp: ModelEntry, ref: _Reference) -> dict[str, np.ndarray]:
     """One checkpoint's stored pairs rows `t` as STORED_PAIRS_COLUMNS arrays (but `numerics`), joined
     to the reference on pair_id: NaN where the reference has no such pair."""
     n = t.num_rows
     pid = t["pair_id"].to_numpy(zero_copy_only=False)
     cols: dict[str, np.ndarray] = {
-        "pair_id": pid, "model": np.full(n, cp["name"], dtype=object),
-        "step": np.full(n, np.nan if cp.get("step") is None else cp["step"], dtype=float)}
+        "pair_id": pid, "model": np.full(n, cp.name, dtype=object),
+        "step": np.full(n, np.nan if cp.step is None else cp.step, dtype=float)}
     for c in ("logp_chosen", "logp_rejected", *STORED_NUMBERS):
         cols[c] = t[c].to_numpy()
     for c in SQUEEZING_COLUMNS:
@@ -234,9 +236,11 @@ class Workspace:
             raise InputError(f"no stored score {score_fp} in workspace {self.root}")
         return store
 
-    def write_run(self, manifest: dict) -> None:
-        """Write runs/<manifest['name']>/run.json atomically (replacing an older manifest)."""
-        atomic_write_json(self.run_dir(manifest.get("name")) / "run.json", manifest)
+    def write_run(self, manifest: RunManifest) -> None:
+        """Write runs/<manifest.name>/run.json (`manifest.to_json()`) atomically, replacing an older one."""
+        if not isinstance(manifest, RunManifest):
+            raise TypeError(f"write_run takes a RunManifest, not {type(manifest).__name__}")
+        atomic_write_json(self.run_dir(manifest.name) / "run.json", manifest.to_json())
 
     # -- readers ----------------------------------------------------------------------------------------
     def run_names(self) -> list[str]:
@@ -246,70 +250,59 @@ class Workspace:
             return []
         return sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file() and not p.name.startswith("."))
 
-    def run(self, name: str, check_stale: bool = False) -> dict:
-        """The run's manifest (run.json). With `check_stale`, adds `"stale": {model name: "changed"|"missing"}`."""
+    def run(self, name: str) -> RunManifest:
+        """The run's manifest (runs/<name>/run.json); InputError when it is absent, unreadable or lacks a
+        field readers need. `stale_models` says which of its models changed since they were scored."""
         path = self.run_dir(name) / "run.json"
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"no run {name!r} in workspace {self.root}") from None
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run manifest ({e})") from None
-        if check_stale:
-            manifest["stale"] = self.stale_models(manifest)
-        return manifest
+        return RunManifest.from_json(d, where=str(path))
 
-    def stale_models(self, manifest: dict) -> dict[str, str]:
+    def stale_models(self, manifest: RunManifest) -> dict[str, str]:
         """Models whose files changed ("changed") or vanished ("missing") since they were scored.
 
         Compares the `model_fingerprint` in each score's meta.json with `fingerprints.model_fingerprint` of
         the path now. Hub ids (not local paths) are not checked.
         """
         stale: dict[str, str] = {}
-        for entry in [manifest["reference"], *manifest.get("checkpoints", [])]:
-            path = str(entry.get("path", ""))
+        for entry in manifest.models:
+            path = entry.path
             try:
-                stored = self.open_store(entry["score"]).meta().get("model_fingerprint")
+                stored = self.open_store(entry.score).meta().get("model_fingerprint")
             except (InputError, CorruptStoreError):
                 continue
             if not stored:
                 continue
             if not Path(path).exists():
                 if os.path.isabs(path) or path.startswith(".") or path.endswith(".gguf"):
-                    stale[entry["name"]] = "missing"
+                    stale[entry.name] = "missing"
                 continue
             try:
                 if model_fingerprint(path) != stored:
-                    stale[entry["name"]] = "changed"
+                    stale[entry.name] = "changed"
             except InputError:
-                stale[entry["name"]] = "missing"
+                stale[entry.name] = "missing"
         return stale
 
-    def _checkpoints(self, manifest: dict) -> list[dict]:
-        return list(manifest.get("checkpoints", []))
-
     @staticmethod
-    def numerics(manifest: dict) -> list[str]:
+    def numerics(manifest: RunManifest) -> list[str]:
         """The numerics a run was scored in, the primary (shown by default) first; runs scored before
         there were two are "exact"."""
-        return list(manifest.get("numerics") or ["exact"])
+        return list(manifest.numerics)
 
     @staticmethod
-    def score_of(manifest: dict, entry: dict, numerics: str | None = None) -> str:
+    def score_of(manifest: RunManifest, entry: ModelEntry, numerics: str | None = None) -> str:
         """The score fingerprint of a reference or checkpoint entry in `numerics` (None: the primary)."""
-        have = Workspace.numerics(manifest)
-        numerics = numerics or have[0]
-        if numerics not in have:
-            raise InputError(f"run {manifest.get('name')!r} was not scored in {numerics} numerics "
-                             f"(it has {', '.join(have)})")
-        return (entry.get("scores") or {}).get(numerics) or entry["score"]
+        return manifest.score_of(entry, numerics)
 
     @staticmethod
-    def run_settings(manifest: dict):
+    def run_settings(manifest: RunManifest):
         """The run's resolved settings (`run_settings.ResolvedSettings`) as run.json recorded them."""
-        from did_core import run_settings
-
-        return run_settings.from_manifest(manifest.get("run_settings"), manifest.get("beta"))
+        return manifest.resolved_settings()
 
     @staticmethod
     def _stored_names(store: ScoreStore, kind: str = "pairs") -> set[str] | None:
@@ -331,13 +324,13 @@ class Workspace:
                 if t.num_rows == 0 or pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type)
                                                        else pc.is_null(t[c]))).as_py()}
 
-    def _ches_store(self, manifest: dict, numerics: str) -> ScoreStore | None:
+    def _ches_store(self, manifest: RunManifest, numerics: str) -> ScoreStore | None:
         """The reference store CHES is read from: the exact numerics' (CHES is a property of the
         reference's weights, computed in its exact scoring pass), whatever numerics a row is in."""
         have = self.numerics(manifest)
         if "exact" not in have:
             return None
-        return ScoreStore(self.score_dir(self.score_of(manifest, manifest["reference"], "exact")))
+        return ScoreStore(self.score_dir(manifest.score_of(manifest.reference, "exact")))
 
     def not_stored(self, name: str, numerics: str | None = None) -> dict[str, str]:
         """{column: why} for each CHES/squeezing column `pairs(name, numerics)` leaves NaN on every row.
@@ -359,8 +352,8 @@ class Workspace:
             if numerics == "trainer":
                 out[c] = "the trainer numerics compute no squeezing (exact numerics only)"
                 continue
-            for entry in [manifest["reference"], *self._checkpoints(manifest)]:
-                store = ScoreStore(self.score_dir(self.score_of(manifest, entry, numerics)))
+            for entry in manifest.models:
+                store = ScoreStore(self.score_dir(manifest.score_of(entry, numerics)))
                 names = self._stored_names(store) if store.exists() else None
                 if names is not None and c not in names:
                     out[c] = RESCORE_HINT
@@ -377,9 +370,9 @@ class Workspace:
             return dict.fromkeys(TOKEN_SQUEEZING_COLUMNS, "the trainer numerics compute no squeezing (exact "
                                  "numerics only)")
         out: dict[str, str] = {}
-        entry = self._model_entry(manifest, model)
-        for prefix, e in (("", entry), ("ref_", manifest["reference"])):
-            store = ScoreStore(self.score_dir(self.score_of(manifest, e, numerics)))
+        entry = manifest.model(model)
+        for prefix, e in (("", entry), ("ref_", manifest.reference)):
+            store = ScoreStore(self.score_dir(manifest.score_of(e, numerics)))
             names = self._stored_names(store, "tokens") if store.exists() else None
             for c in TOKEN_SQUEEZING:
                 if names is not None and c not in names:
@@ -401,8 +394,8 @@ class Workspace:
         numerics = numerics or self.numerics(manifest)[0]
         ref = self._reference_columns(manifest, numerics)
         parts: dict[str, list[np.ndarray]] = {}
-        for cp in self._checkpoints(manifest):
-            store = ScoreStore(self.score_dir(self.score_of(manifest, cp, numerics)))
+        for cp in manifest.checkpoints:
+            store = ScoreStore(self.score_dir(manifest.score_of(cp, numerics)))
             if store.exists():
                 for c, v in _joined_columns(store.read_pairs_table(), cp, ref).items():
                     parts.setdefault(c, []).append(v)
@@ -416,10 +409,10 @@ class Workspace:
         out["numerics"] = numerics
         return out
 
-    def _reference_columns(self, manifest: dict, numerics: str) -> _Reference:
+    def _reference_columns(self, manifest: RunManifest, numerics: str) -> _Reference:
         """What every checkpoint row is joined to: the reference's log-probs and squeezing in
         `numerics`, and CHES from its exact-numerics store (NaN when the run has none)."""
-        t = self.open_store(self.score_of(manifest, manifest["reference"], numerics)).read_pairs_table()
+        t = self.open_store(manifest.score_of(manifest.reference, numerics)).read_pairs_table()
         index = pd.Index(t["pair_id"].to_numpy(zero_copy_only=False))
         ref = {"ref_logp_chosen": t["logp_chosen"].to_numpy(), "ref_logp_rejected": t["logp_rejected"].to_numpy(),
                **{f"ref_{c}": _column(t, c) for c in SQUEEZING_COLUMNS}}
@@ -431,12 +424,6 @@ class Workspace:
         return _Reference(index, ref, pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False)),
                           {c: _column(ches_t, c) for c in CHES_COLUMNS})
 
-    def _model_entry(self, manifest: dict, model: str) -> dict:
-        for entry in [*self._checkpoints(manifest), manifest["reference"]]:
-            if entry["name"] == model:
-                return entry
-        raise InputError(f"run {manifest.get('name')!r} has no model {model!r}")
-
     def tokens(self, name: str, model: str, pair_ids: list[str] | None = None,
                numerics: str | None = None) -> pd.DataFrame:
         """One row per response token of `model` (a checkpoint name, or the reference's name) in `numerics`
@@ -446,8 +433,8 @@ class Workspace:
         The squeezing columns are NaN where a store lacks them: `tokens_not_stored` says which and why.
         """
         manifest = self.run(name)
-        entry = self._model_entry(manifest, model)
-        toks = self.open_store(self.score_of(manifest, entry, numerics)).read_tokens(pair_ids)
+        entry = manifest.model(model)
+        toks = self.open_store(manifest.score_of(entry, numerics)).read_tokens(pair_ids)
         def with_squeezing(t: pd.DataFrame) -> pd.DataFrame:  # an old store's chunks lack them: NaN
             for c in TOKEN_SQUEEZING:
                 if c not in t:
@@ -455,18 +442,18 @@ class Workspace:
             return t
 
         toks = with_squeezing(toks)
-        if entry is manifest["reference"]:
+        if entry is manifest.reference:
             for c in ("logp", *TOKEN_SQUEEZING):
                 toks[f"ref_{c}"] = toks[c]
         else:
-            ref = with_squeezing(self.open_store(self.score_of(manifest, manifest["reference"], numerics))
+            ref = with_squeezing(self.open_store(manifest.score_of(manifest.reference, numerics))
                                  .read_tokens(pair_ids))
             ref = ref[["pair_id", "side", "position", "logp", *TOKEN_SQUEEZING]].rename(
                 columns={c: f"ref_{c}" for c in ("logp", *TOKEN_SQUEEZING)})
             toks = toks.merge(ref, on=["pair_id", "side", "position"], how="left", sort=False)
         toks["log_ratio"] = losses.log_ratio(toks["logp"], toks["ref_logp"]).astype("float32")
         toks["model"] = model
-        toks["step"] = pd.array([entry.get("step")] * len(toks), dtype="Int64")
+        toks["step"] = pd.array([entry.step] * len(toks), dtype="Int64")
         return toks[TOKENS_COLUMNS]
 
     def dataset_table(self, dataset_fp: str) -> tuple[pd.DataFrame, dict]:
@@ -483,7 +470,7 @@ class Workspace:
 
     def dataset_records(self, name: str) -> pd.DataFrame:
         """The run's pairs as given: conversational prompt/chosen/rejected decoded back to message lists."""
-        df, info = self.dataset_table(self.run(name)["dataset"]["fingerprint"])
+        df, info = self.dataset_table(self.run(name).dataset.fingerprint)
         if info.get("conversational"):
             for col in ("prompt", "chosen", "rejected"):
                 df[col] = [json.loads(v) if isinstance(v, str) and v[:1] == "[" else v for v in df[col]]
@@ -491,7 +478,7 @@ class Workspace:
 
     def dataset(self, name: str) -> pd.DataFrame:
         """pair_id, prompt, chosen, rejected as display text (then any extra dataset columns)."""
-        df, info = self.dataset_table(self.run(name)["dataset"]["fingerprint"])
+        df, info = self.dataset_table(self.run(name).dataset.fingerprint)
         if info.get("conversational"):
             for col in ("prompt", "chosen", "rejected"):
                 df[col] = [_display(v) for v in df[col]]

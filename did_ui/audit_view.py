@@ -40,7 +40,7 @@ def audit_table(audit: Audit) -> pd.DataFrame:
 def tokenization_audit(v: picker.View) -> None:
     """The audit section, or one sentence saying there is none."""
     st.subheader("Tokenization audit")
-    recorded = (v.manifest.get("extra") or {}).get("audit")
+    recorded = v.manifest.extra.get("audit")
     if not recorded:
         st.info(MISSING, icon=":material/fact_check:")
         return
@@ -49,8 +49,8 @@ def tokenization_audit(v: picker.View) -> None:
         return
     audit = Audit.from_dict(recorded)
     found = {k: p for k, p in audit.problems.items() if p.count}
-    language = (v.manifest.get("extra") or {}).get("language") or {}
-    if (v.manifest.get("extra") or {}).get("demo") and language.get("eos"):
+    language = v.manifest.extra.get("language") or {}
+    if v.manifest.extra.get("demo") and language.get("eos"):
         st.caption(f"This is the embedded demo: its toy language ends every prompt with its end symbol "
                    f"`{language['eos']}`, which is also its EOS, and `{language['eos']}` alone is a valid "
                    "response (the empty one). So \"prompt already ends with EOS\" on every pair and the "

@@ -12,7 +12,7 @@ from did_ui import data, figures, picker, run_info, selection, widgets
 
 
 def _exact_dtype(v) -> str:
-    return ((v.manifest.get("numerics_detail") or {}).get("exact") or {}).get("dtype", "float32")
+    return ((v.manifest.numerics_detail or {}).get("exact") or {}).get("dtype", "float32")
 
 
 def ches_caption(v) -> str:

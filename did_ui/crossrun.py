@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from did_core import sweep
+from did_core.manifest import RunManifest
 from did_ui import data, live, selection, views, widgets
 from did_ui.picker import REMEMBER, View
 
@@ -72,7 +73,7 @@ def _runs_picked() -> None:
     _set_url({"runs": selection.runs_value(st.session_state["pick_runs"])})
 
 
-def manifest(v: View, run: str) -> dict:
+def manifest(v: View, run: str) -> RunManifest:
     return data.run_manifest(v.root, run, data.run_version(v.root, run))
 
 
@@ -196,9 +197,9 @@ def sweep_table(root: str, runs: list[str]) -> pd.DataFrame:
         m, s = data.run_manifest(root, name, ver), data.summary(root, name, ver)
         last = s.iloc[-1] if len(s) else pd.Series(dtype=object)
         rows.append({
-            "run": name, "live": live.is_live(m), "dataset": _file_name(m.get("dataset", {}).get("source")),
-            "pairs": m.get("dataset", {}).get("n_pairs"), "reference": _file_name(m.get("reference", {}).get("name")),
-            **sweep.settings_row(m), "checkpoints": len(s), "overrides": len(m.get("overrides") or []),
+            "run": name, "live": live.is_live(m), "dataset": _file_name(m.dataset.source),
+            "pairs": m.dataset.n_pairs, "reference": _file_name(m.reference.name),
+            **sweep.settings_row(m), "checkpoints": len(s), "overrides": len(m.overrides),
             "final step": last.get("step"), "final accuracy": last.get("accuracy"),
             "final log-margin": last.get("mean log-margin"), "final loss": last.get("loss"),
             "final displaced": last.get("displaced share"), "final DID H (chosen)": last.get("mean DID entropy (chosen)"),

@@ -23,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from did_core.config import default_workspace
+from did_core.manifest import RunManifest
 from did_ui import views
 
 
@@ -85,8 +86,9 @@ def run_names(root: str, ver: str) -> list[str]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def run_manifest(root: str, run: str, ver: str) -> dict:
-    return dict(workspace(root).run(run))
+def run_manifest(root: str, run: str, ver: str) -> RunManifest:
+    """`ws.run(run)`: the run's manifest (a frozen `RunManifest`, so the cached copy is never changed)."""
+    return workspace(root).run(run)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -144,7 +146,7 @@ def table(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFra
 def checkpoints(root: str, run: str, ver: str) -> list[str]:
     """The run's checkpoint names, ordered by step."""
     df = pairs(root, run, ver)
-    return views.checkpoint_order(df) if len(df) else [c["name"] for c in run_manifest(root, run, ver).get("checkpoints", [])]
+    return views.checkpoint_order(df) if len(df) else [c.name for c in run_manifest(root, run, ver).checkpoints]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -167,7 +169,7 @@ def summary(root: str, run: str, ver: str) -> pd.DataFrame:
 def curves(root: str, run: str, ver: str, aggregation: str) -> pd.DataFrame:
     """Long per-checkpoint statistics and the trainer's logged metrics (did_core.curves)."""
     m = run_manifest(root, run, ver)
-    return views.curves(table(root, run, ver, aggregation), m.get("trainer_log_history"))
+    return views.curves(table(root, run, ver, aggregation), list(m.trainer_log_history))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -293,9 +295,9 @@ def sequence_entropy(root: str, run: str, ver: str) -> pd.DataFrame:
     exact_did.parquet (exact over every response, and the K-sample estimates with intervals), else
     the samples `python -m did_core sample` registered in run.json."""
     manifest = run_manifest(root, run, ver)
-    name = (manifest.get("extra") or {}).get("exact_did")
+    name = manifest.extra.get("exact_did")
     if not name:
-        if not manifest.get("samples"):
+        if not manifest.samples:
             return pd.DataFrame()
         from did_core import sample_job  # imports the tokenizer stack: only for runs that have samples
 
@@ -315,14 +317,14 @@ def sequence_entropy_by_step(root: str, run: str, ver: str) -> pd.DataFrame:
 
 def pi_l_default(root: str, run: str, ver: str) -> str | None:
     """The model the run names as π_l (run.json `extra.pi_l`), if any."""
-    pi_l = (run_manifest(root, run, ver).get("extra") or {}).get("pi_l")
+    pi_l = run_manifest(root, run, ver).extra.get("pi_l")
     return str(pi_l) if pi_l else None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def power_law(root: str, run: str, ver: str, ckpt: str, pi_l: str, aggregation: str = "sum") -> dict:
     """The power-law fit with checkpoint `ckpt` as π* and model `pi_l` as the rejected-response generator."""
-    beta = run_manifest(root, run, ver).get("beta")
+    beta = run_manifest(root, run, ver).beta
     return views.power_law(raw_pairs(root, run, ver), ckpt, pi_l, float(beta) if beta else None, aggregation)
 
 

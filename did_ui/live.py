@@ -20,6 +20,7 @@ import streamlit as st
 from did_ui import data
 
 if TYPE_CHECKING:
+    from did_core.manifest import RunManifest
     from did_ui.picker import View
 
 
@@ -35,14 +36,14 @@ POLL_S = _poll_seconds()
 MARK = "live"
 
 
-def is_live(manifest: dict) -> bool:
+def is_live(manifest: RunManifest) -> bool:
     """Whether the run is being written by a training job now (run.json `live`; a killed job leaves it)."""
-    return bool(manifest.get("live"))
+    return bool(manifest.live)
 
 
-def label(manifest: dict) -> str:
+def label(manifest: RunManifest) -> str:
     """The run's name as tables and pickers show it: `name · live` while it trains."""
-    name = str(manifest.get("name", ""))
+    name = manifest.name
     return f"{name} · {MARK}" if is_live(manifest) else name
 
 
@@ -56,11 +57,11 @@ def run_label(root: str) -> Callable[[str], str]:
     return fmt
 
 
-def status(manifest: dict) -> str:
+def status(manifest: RunManifest) -> str:
     """One line: live, the last step scored, how many, and when run.json was last written."""
-    steps = [e["step"] for e in manifest.get("checkpoints", []) if e.get("step") is not None]
+    steps = [e.step for e in manifest.checkpoints if e.step is not None]
     last = f"step {max(steps)} ({len(steps)} scored)" if steps else "no step scored yet"
-    when = str(manifest.get("last_write", "?")).replace("T", " ")
+    when = str(manifest.last_write or "?").replace("T", " ")
     return f":red[●] **Live**: training in progress · {last} · last write {when} · this page follows it"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from did_core.manifest import RunManifest
 from did_core.run_settings import NUMERICS_LABEL
 from did_ui import data, live, selection, views, widgets
 
@@ -29,7 +30,7 @@ class View:
     ckpt: str | None
     a: str | None
     example: str | None
-    manifest: dict
+    manifest: RunManifest
     numerics: str = "exact"
     """The numerics every number on the page is in (`ver` keys the caches by it: data.view_version)."""
 
@@ -134,9 +135,10 @@ def view(need_a: bool = False) -> View | None:
         _write_url(resolution.corrected_url(), owned)
     _remember(state, keys)
     manifest = data.run_manifest(root, run, ver)
-    st.sidebar.caption(f"Workspace {widgets.md_literal(root)} · β = {widgets.md_literal(manifest.get('beta', '?'))} · "
-                       f"{widgets.md_literal(manifest.get('dataset', {}).get('n_pairs', '?'))} pairs · reference "
-                       f"{widgets.md_literal(manifest.get('reference', {}).get('name', '?'))} · numerics {numerics}")
+    beta = "?" if manifest.beta is None else manifest.beta
+    st.sidebar.caption(f"Workspace {widgets.md_literal(root)} · β = {widgets.md_literal(beta)} · "
+                       f"{widgets.md_literal(manifest.dataset.n_pairs or '?')} pairs · reference "
+                       f"{widgets.md_literal(manifest.reference.name or '?')} · numerics {numerics}")
     return View(root=root, ver=data.view_version(root, run, numerics), run=run, ckpt=ckpt, a=a,
                 example=state.example, manifest=manifest, numerics=numerics)
 

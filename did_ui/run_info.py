@@ -14,7 +14,7 @@ def numerics_caption(v) -> str:
     """One sentence naming the numerics the page's numbers are in (View `v`)."""
     m = v.manifest
     numerics = v.numerics
-    detail = (m.get("numerics_detail") or {}).get(numerics) or {}
+    detail = (m.numerics_detail or {}).get(numerics) or {}
     if numerics == "trainer":
         what = (f"trainer numerics ({detail.get('precision', '?')} autocast on {detail.get('device', '?')}, "
                 f"eval batches of {detail.get('eval_batch_size', '?')}, float32 sums: the trainer's own forward)")
@@ -26,9 +26,9 @@ def numerics_caption(v) -> str:
 
 def run_notes(v) -> None:
     """Overrides (warnings) and approximations (notes) recorded when the run was scored."""
-    for line in v.manifest.get("overrides") or []:
+    for line in v.manifest.overrides:
         st.warning(f"Override: {line}.", icon=":material/tune:")
-    for line in v.manifest.get("notes") or []:
+    for line in v.manifest.notes:
         st.info(f"Note: {line}.", icon=":material/info:")
 
 
@@ -66,8 +66,8 @@ def page_notes(v) -> None:
     """What every analysis page says under its title: the numerics its numbers are in, and one line
     when the run has overrides or approximations (the Runs page lists them)."""
     extra = []
-    if v.manifest.get("overrides"):
-        extra.append(f"{len(v.manifest['overrides'])} setting(s) overridden when scoring (see Runs)")
-    if v.manifest.get("notes"):
-        extra.append(f"{len(v.manifest['notes'])} approximation note(s) (see Runs)")
+    if v.manifest.overrides:
+        extra.append(f"{len(v.manifest.overrides)} setting(s) overridden when scoring (see Runs)")
+    if v.manifest.notes:
+        extra.append(f"{len(v.manifest.notes)} approximation note(s) (see Runs)")
     st.caption(numerics_caption(v) + (" " + "; ".join(extra) + "." if extra else ""))

@@ -19,7 +19,7 @@ aggregation = st.segmented_control("Aggregation", ["sum", "mean"], default="sum"
 overlay = st.toggle("Overlay the trainer's logged metrics", value=True,
                     help="TRL logs means over its training batches (summed log-probs); ours are over the scored "
                          "dataset with each saved checkpoint. Shown with sequence sums only.")
-has_log = any(crossrun.manifest(v, r).get("trainer_log_history") for r in lined or [v.run])
+has_log = any(crossrun.manifest(v, r).trainer_log_history for r in lined or [v.run])
 if overlay and not has_log:
     st.caption(f"{'These runs have' if lined else 'This run has'} no trainer log (trainer_state.json) to overlay.")
 show_trainer = overlay and has_log and aggregation == "sum"

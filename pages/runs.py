@@ -66,4 +66,4 @@ audit_view.tokenization_audit(v)
 st.subheader("Export")
 widgets.export_buttons(v)
 with st.expander("run.json"):
-    st.json({k: val for k, val in v.manifest.items() if k != "trainer_log_history"}, expanded=False)
+    st.json({k: val for k, val in v.manifest.to_json().items() if k != "trainer_log_history"}, expanded=False)

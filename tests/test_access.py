@@ -254,6 +254,7 @@ def test_job_launcher_passes_arguments_verbatim(tmp_path, monkeypatch):
     assert info.status == "done", info
     log = (tmp_path / "ws" / "jobs" / job_id / "log.txt").read_text()
     received = json.loads(log.split("ARGV=", 1)[1].splitlines()[0])
-    assert received == argv[4:]
+    assert received[:-2] == argv[4:]  # verbatim, then the progress file jobs.start gives every command
+    assert received[-2:] == ["--progress-json", str(tmp_path / "ws" / "jobs" / job_id / "progress.jsonl")]
     assert received[received.index("--data") + 1] == HOSTILE_ARGS[0]
     assert not list(tmp_path.glob("PWNED*")) and not list(ROOT.glob("PWNED*"))

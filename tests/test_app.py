@@ -101,7 +101,7 @@ def test_compare_from_the_reference_shows_what_the_checkpoint_learned(monkeypatc
     assert not at.exception and at.query_params["a"] == "reference"
     assert any("A = reference → B = checkpoint\\-300" in s.value for s in at.subheader)
     ws = Workspace(synthetic_ws)
-    beta = float(ws.run("synthetic")["beta"])
+    beta = float(ws.run("synthetic").beta)
     rows = pair_table(ws.pairs("synthetic"), ws.run_settings(ws.run("synthetic")).settings)
     b = rows[rows["model"] == "checkpoint-300"]
     d_w, d_l = b["logp_chosen"] - b["ref_logp_chosen"], b["logp_rejected"] - b["ref_logp_rejected"]

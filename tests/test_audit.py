@@ -152,12 +152,12 @@ def ws(tmp_path_factory) -> Path:
               settings=ScoreSettings(token_level=False))
     space = Workspace(root)
     manifest = space.run("audited")
-    older = dict(manifest, name="older", extra={k: v for k, v in (manifest.get("extra") or {}).items() if k != "audit"})
+    older = manifest.replace(name="older", extra={k: v for k, v in manifest.extra.items() if k != "audit"})
     space.write_run(older)
     # what score.py's manifest gains (did_core/score.py is not this module's; see token_audit.audit_for_manifest)
     first = space.dataset("audited")["pair_id"].astype(str).tolist()[0]
     audit = Audit(6, {k: Problem(0) for k in PROBLEMS} | {"truncated": Problem(1, (first,), 7, 1)})
-    space.write_run(dict(manifest, extra=(manifest.get("extra") or {}) | {"audit": audit.to_dict()}))
+    space.write_run(manifest.replace(extra=dict(manifest.extra) | {"audit": audit.to_dict()}))
     return root
 
 
@@ -189,7 +189,7 @@ def test_the_demo_s_audit_says_its_findings_are_by_design(monkeypatch, ws):
 
     space = Workspace(ws)
     m = space.run("audited")
-    space.write_run(dict(m, name="demo-like", extra=m["extra"] | {"demo": True, "language": {"eos": ">"}}))
+    space.write_run(m.replace(name="demo-like", extra=dict(m.extra) | {"demo": True, "language": {"eos": ">"}}))
     at = _runs_page(monkeypatch, ws, "demo-like")
     assert any("This is the embedded demo" in c.value and "by design" in c.value for c in at.caption)
     assert not any("This is the embedded demo" in c.value for c in _runs_page(monkeypatch, ws, "audited").caption)
@@ -208,9 +208,9 @@ def test_entropy_page_writes_the_ess_beside_each_interval(monkeypatch, ws):
 
     space = Workspace(ws)
     manifest = space.run("audited")
-    ckpt = manifest["checkpoints"][0]
-    space.write_run(dict(manifest, name="sampled", extra=(manifest.get("extra") or {}) | {"exact_did": "exact_did.parquet"}))
-    pd.DataFrame({"model": [ckpt["name"]] * 2, "step": [ckpt["step"]] * 2, "prompt_id": [0, 1],
+    ckpt = manifest.checkpoints[0]
+    space.write_run(manifest.replace(name="sampled", extra=dict(manifest.extra) | {"exact_did": "exact_did.parquet"}))
+    pd.DataFrame({"model": [ckpt.name] * 2, "step": [ckpt.step] * 2, "prompt_id": [0, 1],
                   "snis_entropy": [1.0, 1.2], "snis_ci_low": [0.5, 0.7], "snis_ci_high": [1.5, 1.9],
                   "snis_ess": [4.0, 6.0], "snis_reliable": [False, False]}).to_parquet(
         space.run_dir("sampled") / "exact_did.parquet")
@@ -253,4 +253,4 @@ def test_audit_for_manifest_on_a_real_score_plan(tmp_path):
     from did_core.workspace import Workspace
 
     execute(plan, tmp_path / "ws")
-    assert Workspace(tmp_path / "ws").run(plan.run_name)["extra"]["audit"] == audit
+    assert Workspace(tmp_path / "ws").run(plan.run_name).extra["audit"] == audit

@@ -54,7 +54,7 @@ def _plant_audit(root: Path, run: str) -> None:
     manifest = ws.run(run)
     ids = tuple(ws.dataset(run)["pair_id"].astype(str).tolist()[3:5])
     audit = Audit(300, {k: Problem(0) for k in PROBLEMS} | {"truncated": Problem(2, ids, 9, 2)})
-    ws.write_run(dict(manifest, extra=(manifest.get("extra") or {}) | {"audit": audit.to_dict()}))
+    ws.write_run(manifest.replace(extra=dict(manifest.extra) | {"audit": audit.to_dict()}))
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from did_core import live_run  # noqa: E402
 from did_core.callback import DIDCallback, check_unsharded, untouched  # noqa: E402
 from did_core.errors import InputError  # noqa: E402
 from did_core.export import pairs_table  # noqa: E402
+from did_core.manifest import RunManifest  # noqa: E402
 from did_core.score import run_score  # noqa: E402
 from did_core.workspace import Workspace  # noqa: E402
 
@@ -75,22 +76,33 @@ def _max_diff(a: pd.DataFrame, b: pd.DataFrame, columns=COLUMNS) -> float:
 def test_each_live_step_equals_score_run_on_its_checkpoint(world, live, tmp_path):
     ws = Workspace(live["ws"])
     m = ws.run("live")
-    assert m["live"] is False and m["last_write"]  # training finished
-    assert [(c["name"], c["step"]) for c in m["checkpoints"]] == [("step-2", 2), ("step-4", 4), ("step-6", 6)]
-    assert m["beta"] == 0.37 and m["run_settings"]["max_length"]["value"] == 64  # from the trainer's own args
-    assert sorted(m["live_info"]["score_seconds"]) == ["2", "4", "6"]
-    assert any("eval_loss" in h for h in m["trainer_log_history"])
+    assert m.live is False and m.last_write  # training finished
+    assert [(c.name, c.step) for c in m.checkpoints] == [("step-2", 2), ("step-4", 4), ("step-6", 6)]
+    assert m.beta == 0.37 and m.run_settings["max_length"]["value"] == 64  # from the trainer's own args
+    assert sorted(m.live_info["score_seconds"]) == ["2", "4", "6"]
+    assert any("eval_loss" in h for h in m.trainer_log_history)
     stats = run_score(str(world / "probe.jsonl"), str(world / "reference"), run_dir=str(live["out"]),
                       workspace=tmp_path, name="r", numerics="exact")
     assert stats.chunks_computed > 0  # computed afresh in its own workspace
     assert _max_diff(_by_step(live["ws"], "live"), _by_step(tmp_path, "r")) <= 1e-5
     scored = Workspace(tmp_path).run("r")
-    assert m["reference"]["score"] == scored["reference"]["score"]  # the same fingerprint: a stored one is reused
+    written = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())  # a score run's manifest round-trips
+    assert scored.to_json() == written and RunManifest.from_json(written) == scored and not scored.is_live
+    assert m.reference.score == scored.reference.score  # the same fingerprint: a stored one is reused
     a = ws.tokens("live", "step-4").set_index(["pair_id", "side", "position"])
     b = Workspace(tmp_path).tokens("r", "checkpoint-4").set_index(["pair_id", "side", "position"])
     assert (a["token_id"] == b["token_id"]).all() and np.abs(a["logp"] - b["logp"]).max() <= 1e-5
     exported = pairs_table(ws, "live")
     assert sorted(exported["model"].unique()) == ["step-2", "step-4", "step-6"]
+
+
+def test_a_live_runs_manifest_round_trips_unchanged(live):
+    """What the callback wrote reads back as a RunManifest whose to_json is that JSON, and back again."""
+    written = json.loads((live["ws"] / "runs" / "live" / "run.json").read_text())
+    m = Workspace(live["ws"]).run("live")
+    assert m.to_json() == written and RunManifest.from_json(m.to_json()) == m
+    assert m.is_live and {"live", "last_write", "live_info"} <= written.keys() and "samples" not in written
+    assert [e.name for e in m.models] == [m.reference.name, "step-2", "step-4", "step-6"]
 
 
 def test_training_with_the_callback_ends_with_identical_weights(world, live, tmp_path):
@@ -108,12 +120,12 @@ def test_training_with_the_callback_ends_with_identical_weights(world, live, tmp
 def test_a_reference_score_stored_by_score_is_reused(world, live, tmp_path):
     run_score(str(world / "probe.jsonl"), str(world / "reference"), run_dir=str(live["out"]), workspace=tmp_path,
               name="r", numerics="exact")
-    ref_fp = Workspace(tmp_path).run("r")["reference"]["score"]
+    ref_fp = Workspace(tmp_path).run("r").reference.score
     meta = Workspace(tmp_path).open_store(ref_fp).meta_path
     before = meta.stat().st_mtime_ns
     trainer_for(world, tmp_path / "out", steps=2,
                 callbacks=[DIDCallback(str(world / "probe.jsonl"), tmp_path, name="again")]).train()
-    assert Workspace(tmp_path).run("again")["reference"]["score"] == ref_fp
+    assert Workspace(tmp_path).run("again").reference.score == ref_fp
     assert meta.stat().st_mtime_ns == before  # not one chunk of the reference was rewritten
 
 
@@ -154,7 +166,7 @@ def test_peft_reference_is_the_base_with_adapters_off(world, tmp_path):
                           callbacks=[DIDCallback(str(world / "probe.jsonl"), tmp_path / "ws", name="lora")])
     trainer.train()
     m = Workspace(tmp_path / "ws").run("lora")
-    assert m["reference"]["name"].endswith("(adapters off)") and [c["step"] for c in m["checkpoints"]] == [2, 4]
+    assert m.reference.name.endswith("(adapters off)") and [c.step for c in m.checkpoints] == [2, 4]
     assert (tmp_path / "out" / "checkpoint-4" / "adapter_config.json").is_file()
     run_score(str(world / "probe.jsonl"), str(world / "reference"), run_dir=str(tmp_path / "out"),
               workspace=tmp_path / "scored", name="r", numerics="exact")  # base + merged adapters, loaded apart
@@ -185,7 +197,7 @@ def test_two_torchrun_ranks_give_the_live_run_of_one_process(world, tmp_path):
     p = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     two = Workspace(tmp_path / "ws2").run("live")
-    assert [c["step"] for c in two["checkpoints"]] == [2, 4] and two["live"] is False
+    assert [c.step for c in two.checkpoints] == [2, 4] and two.live is False
     run_score(str(world / "probe.jsonl"), str(world / "reference"), run_dir=str(tmp_path / "out2"),
               workspace=tmp_path / "scored", name="r", numerics="exact")
     assert _max_diff(_by_step(tmp_path / "ws2", "live"), _by_step(tmp_path / "scored", "r")) <= 1e-5
@@ -222,11 +234,11 @@ def test_kill_9_mid_step_then_resume_writes_each_step_once(world, tmp_path):
         proc.kill()
         proc.wait()
     killed = Workspace(tmp_path / "wsB").run("live")
-    assert [c["step"] for c in killed["checkpoints"]] == [2, 4] and killed["live"] is True
+    assert [c.step for c in killed.checkpoints] == [2, 4] and killed.live is True
     assert not (tmp_path / "outB" / "checkpoint-6").exists()
     _script(world, tmp_path / "outB", tmp_path / "wsB", "--steps", 8, "--resume", env=env)
     m = Workspace(tmp_path / "wsB").run("live")
-    assert [c["step"] for c in m["checkpoints"]] == [2, 4, 6, 8] and m["live"] is False
+    assert [c.step for c in m.checkpoints] == [2, 4, 6, 8] and m.live is False
     assert _max_diff(_by_step(tmp_path / "wsB", "live"), _by_step(tmp_path / "wsA", "live")) <= 1e-5
 
 
@@ -296,7 +308,7 @@ def _live_workspace(root: Path, steps: int) -> Path:
 def _grow(root: Path, steps: int) -> None:
     ws = Workspace(root)
     m = ws.run("grown")
-    live_run.write(ws, m | {"name": "live", "checkpoints": m["checkpoints"][:steps]}, live=True)
+    live_run.write(ws, m.replace(name="live", checkpoints=m.checkpoints[:steps]), live=True)
 
 
 def test_a_live_run_is_marked_on_its_pages(monkeypatch, tmp_path):

@@ -15,6 +15,7 @@ from did_core import engine
 from did_core.ches import displaced_by_quantile, drop_top_ches, spearman, spearman_interval
 from did_core.data import load_preference_data
 from did_core.engine import score_batch_models
+from did_core.manifest import RunManifest
 from did_core.tiny import build_tokenizer, tiny_gpt2, tiny_llama
 from did_core.tokenization import tokenize_pairs
 
@@ -192,8 +193,9 @@ def _ches_workspace(root, conversational: bool) -> tuple[list[float], list]:
         store.write_chunk(0, pairs, None)
         store.mark_complete()
         entries.append({"name": name, "path": name, "step": None if k == 0 else 10, "score": fp})
-    ws.write_run({"name": "r", "dataset": {"fingerprint": data.fingerprint, "conversational": conversational},
-                  "beta": 0.1, "reference": entries[0], "checkpoints": entries[1:]})
+    ws.write_run(RunManifest.from_json({"name": "r", "dataset": {"fingerprint": data.fingerprint,
+                                                                 "conversational": conversational},
+                                        "beta": 0.1, "reference": entries[0], "checkpoints": entries[1:]}))
     return ches, rows
 
 

@@ -187,7 +187,7 @@ def test_pi_l_model_is_scored_and_recorded_for_the_power_law_fit(world, tmp_path
           str(world["run"] / "checkpoint-4"), "--pi-l", pi_l, "--workspace", str(tmp_path), "--name", "p",
           "--limit", "8", "--no-token-level"])
     ws = Workspace(tmp_path)
-    assert ws.run("p")["extra"]["pi_l"] == pi_l
+    assert ws.run("p").extra["pi_l"] == pi_l
     pairs = pair_table(ws.pairs("p"), ws.run_settings(ws.run("p")).settings)
     assert set(pairs["model"]) == {pi_l, str(world["run"] / "checkpoint-4")}
     fit, table = paper_conditions(pairs, str(world["run"] / "checkpoint-4"), pi_l)

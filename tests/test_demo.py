@@ -30,6 +30,7 @@ from did_core.demo_language import (
     train_reference,
 )
 from did_core.lab import did
+from did_core.manifest import RunManifest
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +198,15 @@ def test_fast_build_writes_trl_runs_scores_and_exact_tables(fast_demo) -> None:
     assert {"demo-low", "demo-high"} <= set(ws.run_names())
     for name, frac in (("demo-low", 0.15), ("demo-high", 0.9)):
         run = ws.run(name)
-        assert run["extra"]["demo"] is True and run["extra"]["target_entropy"] == frac
-        assert len(run["checkpoints"]) >= 5 and run["beta"] == pytest.approx(0.5)
+        assert run.extra["demo"] is True and run.extra["target_entropy"] == frac
+        assert len(run.checkpoints) >= 5 and run.beta == pytest.approx(0.5)
+        written = json.loads((ws.run_dir(name) / "run.json").read_text())  # the demo's manifest round-trips
+        assert run.to_json() == written and RunManifest.from_json(written) == run and "samples" not in written
         pairs = ws.pairs(name)
-        assert len(pairs) == 8 * 8 * len(run["checkpoints"])
+        assert len(pairs) == 8 * 8 * len(run.checkpoints)
         assert pairs["did_entropy_chosen"].notna().all()  # token-level entropy was on
         table = exact_did(root, name)
-        assert len(table) == 8 * len(run["checkpoints"])
+        assert len(table) == 8 * len(run.checkpoints)
         assert {"prompt", "model", "step", "exact_did_entropy", "exact_did_entropy_support", "policy_entropy",
                 "restricted_entropy", "snis_entropy", "snis_ess", "language_mass"} <= set(table.columns)
         assert np.all(table["exact_did_entropy"] <= math.log(85) + 1e-9)
@@ -227,11 +230,11 @@ def test_the_third_run_is_a_beta_sweep_of_the_low_run(fast_demo) -> None:
     name = sweep_run_name(DemoConfig.fast())
     assert name == "demo-low-beta0.1" and set(ws.run_names()) == {"demo-low", "demo-high", name}
     run, low = ws.run(name), ws.run("demo-low")
-    assert run["run_settings"]["beta"]["value"] == pytest.approx(0.1) and run["run_settings"]["beta"]["source"] == "trainer"
+    assert run.run_settings["beta"]["value"] == pytest.approx(0.1) and run.run_settings["beta"]["source"] == "trainer"
     assert sweep.learning_rate(run) == (pytest.approx(5e-4), "trainer")
     assert sweep.why_not_comparable(low, run) is None
     assert sweep.why_not_comparable(ws.run("demo-high"), run) == f"{name} was scored on another dataset (low.jsonl)"
-    assert len(exact_did(root, name)) == 8 * len(run["checkpoints"])
+    assert len(exact_did(root, name)) == 8 * len(run.checkpoints)
     assert {"train low-beta0.1", "exact low-beta0.1"} <= {s for s, _, _ in seen}
 
 
@@ -247,7 +250,7 @@ def test_summary_and_figure_script(fast_demo, tmp_path) -> None:
     ws = Workspace(root)
     for name in ("demo-low", "demo-high"):
         g = s[s["run"] == name]
-        steps = [ck["step"] for ck in ws.run(name)["checkpoints"]]
+        steps = [ck.step for ck in ws.run(name).checkpoints]
         assert g["step"].tolist() == [0, *sorted(steps)]
         assert g["snis_entropy"].isna().tolist() == [True] + [False] * len(steps)
         assert g[["logp_chosen", "logp_rejected", "exact_did_entropy", "policy_entropy"]].notna().all().all()

@@ -12,6 +12,7 @@ from did_core.errors import InputError
 from did_core.export import export, export_trl_reference
 from did_core.fingerprints import fingerprint
 from did_core.losses import PAIRS_COLUMNS, VIEW_COLUMNS, pair_table
+from did_core.manifest import RunManifest
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
 from did_core.workspace import TOKENS_COLUMNS, Workspace
 
@@ -100,8 +101,8 @@ def _conversational_ws(root) -> Workspace:
                                            "dropped_chosen": 0, "dropped_rejected": 0}), None)
         store.mark_complete()
         entries.append({"name": name, "path": name, "step": 1 if name != "ref" else None, "score": fp})
-    ws.write_run({"name": "conv", "dataset": {"fingerprint": data_fp, "conversational": True}, "beta": 0.1,
-                  "reference": entries[0], "checkpoints": entries[1:]})
+    ws.write_run(RunManifest.from_json({"name": "conv", "dataset": {"fingerprint": data_fp, "conversational": True},
+                                        "beta": 0.1, "reference": entries[0], "checkpoints": entries[1:]}))
     return ws
 
 

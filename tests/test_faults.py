@@ -170,7 +170,7 @@ def test_corrupted_chunk_is_detected_and_recomputed(world, baseline, tmp_path, c
     ws = tmp_path / "ws"
     shutil.copytree(baseline["ws"], ws)
     manifest = Workspace(ws).run("t")
-    store = ScoreStore(Workspace(ws).score_dir(manifest["checkpoints"][1]["score"]))
+    store = ScoreStore(Workspace(ws).score_dir(manifest.checkpoints[1].score))
     pairs_file, tokens_file = store.chunk_path(2, "pairs"), store.chunk_path(5, "tokens")
     _flip_bytes(pairs_file, pairs_file.stat().st_size // 2)
     _flip_bytes(tokens_file, 4)
@@ -186,7 +186,7 @@ def test_corrupted_chunk_is_detected_and_recomputed(world, baseline, tmp_path, c
 def test_corrupted_merged_cache_falls_back_to_the_chunks(world, baseline, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(baseline["ws"], ws)
-    store = ScoreStore(Workspace(ws).score_dir(Workspace(ws).run("t")["reference"]["score"]))
+    store = ScoreStore(Workspace(ws).score_dir(Workspace(ws).run("t").reference.score))
     _flip_bytes(store.dir / "pairs.parquet", 100)
     assert identical(results(ws), baseline["results"])
 
@@ -205,23 +205,23 @@ def test_changed_model_is_stale_and_a_rerun_never_mixes(world, tmp_path, capsys)
     w = {"data": root / "pairs.jsonl", "ref": root / "reference", "run": root / "run"}
     ws = tmp_path / "ws"
     _score_in_process(w, ws, capsys)
-    before = Workspace(ws).run("t", check_stale=True)
-    assert before["stale"] == {}
+    before = Workspace(ws).run("t")
+    assert Workspace(ws).stale_models(before) == {}
     old_pairs = Workspace(ws).pairs("t")
-    old_scores = {cp["name"]: cp["score"] for cp in before["checkpoints"]}
+    old_scores = {cp.name: cp.score for cp in before.checkpoints}
     old_files = {p: p.read_bytes() for p in (ws / "scores" / old_scores["checkpoint-4"]).glob("chunk-*")}
 
     _rewrite_weights(root / "run" / "checkpoint-4", seed=99)  # trained further, saved in place
-    stale = Workspace(ws).run("t", check_stale=True)["stale"]
+    stale = Workspace(ws).stale_models(Workspace(ws).run("t"))
     assert stale == {"checkpoint-4": "changed"}
     # The stored numbers are the old model's, marked stale; nothing was recomputed behind our back.
     assert identical((Workspace(ws).pairs("t"),) * 2, (old_pairs,) * 2)
 
     out = _score_in_process(w, ws, capsys)
     assert chunks_computed(out) == N_PAIRS // CHUNK  # only checkpoint-4, under a new fingerprint
-    after = Workspace(ws).run("t", check_stale=True)
-    assert after["stale"] == {}
-    new_scores = {cp["name"]: cp["score"] for cp in after["checkpoints"]}
+    after = Workspace(ws).run("t")
+    assert Workspace(ws).stale_models(after) == {}
+    new_scores = {cp.name: cp.score for cp in after.checkpoints}
     assert new_scores["checkpoint-2"] == old_scores["checkpoint-2"]
     assert new_scores["checkpoint-4"] != old_scores["checkpoint-4"]
     assert {p: p.read_bytes() for p in old_files} == old_files  # the old results are untouched
@@ -230,7 +230,7 @@ def test_changed_model_is_stale_and_a_rerun_never_mixes(world, tmp_path, capsys)
     assert identical(results(ws), results(fresh))
 
     shutil.rmtree(root / "run" / "checkpoint-2")
-    assert Workspace(ws).run("t", check_stale=True)["stale"] == {"checkpoint-2": "missing"}
+    assert Workspace(ws).stale_models(Workspace(ws).run("t")) == {"checkpoint-2": "missing"}
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

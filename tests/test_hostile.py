@@ -338,7 +338,7 @@ def test_ten_megabyte_response_is_truncated_with_a_notice(tmp_path, capsys):
     assert len(notes) == 1 and "'truncated_responses': 1" in notes[0], captured.err
     w = Workspace(ws)
     manifest = w.run("big")
-    trunc = manifest["extra"]["truncation"]
+    trunc = manifest.extra["truncation"]
     assert trunc["truncated_pairs"] == 1 and trunc["dropped_tokens"] > 9_900  # ~10,000 words + EOS, 63 kept
     pairs = w.pairs("big")
     assert pairs.loc[pairs["pair_id"] == "0", "n_tokens_chosen"].item() == 63

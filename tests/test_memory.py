@@ -148,8 +148,8 @@ def test_a_small_cache_budget_scores_in_blocks_with_the_same_numbers(world, one_
     assert max(seen) <= 2 and loads > 1 + len(STEPS), loads  # several blocks: each policy loaded again
     a, b = Workspace(one_block[0]), Workspace(tmp_path / "small")
     pd.testing.assert_frame_equal(a.pairs("t"), b.pairs("t"))
-    for cp in a.run("t")["checkpoints"]:
-        ta, tb = a.open_store(cp["score"]).read_tokens(), b.open_store(cp["score"]).read_tokens()
+    for cp in a.run("t").checkpoints:
+        ta, tb = a.open_store(cp.score).read_tokens(), b.open_store(cp.score).read_tokens()
         pd.testing.assert_frame_equal(ta, tb)
     assert isinstance(MemoryPlan(1, True, None, None, 0).describe(), str)
 

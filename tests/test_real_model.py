@@ -90,4 +90,4 @@ def test_both_numerics_on_smollm2_and_hh(smollm2, tmp_path):
     exact, trainer = (losses.pair_table(ws.pairs("smol", nm), rs) for nm in ("exact", "trainer"))
     summary = audit.audit_summary(audit.audit_pairs(exact, trainer))
     assert 1e-3 < summary.loc[0, "median Δ log-prob"] < 3.0
-    assert ws.run("smol")["run_settings"]["precision"] == {"value": "bf16", "source": "override", "trainer": None}
+    assert ws.run("smol").run_settings["precision"] == {"value": "bf16", "source": "override", "trainer": None}

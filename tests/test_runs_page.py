@@ -45,8 +45,8 @@ def _runs_page(monkeypatch, root: Path) -> AppTest:
 
 def test_an_override_is_in_run_json_and_on_the_runs_page(monkeypatch, ws):
     m = Workspace(ws).run("ipo-run")
-    assert m["run_settings"]["beta"] == {"value": 0.2, "source": "override", "trainer": 0.37}
-    assert m["overrides"] == ["β 0.2 given; the trainer used 0.37"]
+    assert m.run_settings["beta"] == {"value": 0.2, "source": "override", "trainer": 0.37}
+    assert m.overrides == ("β 0.2 given; the trainer used 0.37",)
     at = _runs_page(monkeypatch, ws)
     assert any("Override: β 0.2 given; the trainer used 0.37" in w.value for w in at.warning)
     settings = next(d.value for d in at.dataframe if "source" in d.value.columns).set_index("setting")
@@ -85,7 +85,7 @@ def both_ws(tmp_path_factory) -> Path:
 def test_a_bf16_run_gets_both_numerics_a_picker_and_the_audit(monkeypatch, both_ws):
     from did_core.export import pairs_table
 
-    assert Workspace(both_ws).run("ipo-run")["numerics"] == ["exact", "trainer"]
+    assert Workspace(both_ws).run("ipo-run").numerics == ("exact", "trainer")
     at = _runs_page(monkeypatch, both_ws)
     pick = at.sidebar.selectbox(key="pick_numerics")
     assert pick.options == ["exact (float32 forward, float64 sums)", "trainer (the forward as the trainer ran it)"]

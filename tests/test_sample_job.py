@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 
@@ -10,7 +11,9 @@ from cli_world import build_world
 from transformers import AutoModelForCausalLM
 
 from did_core.__main__ import main
+from did_core.manifest import RunManifest
 from did_core.sample_job import read_samples, sampled_entropy_summary
+from did_core.workspace import Workspace
 
 
 def _naive(model, prompt, response) -> float:
@@ -25,6 +28,8 @@ def test_sample_store_reuse_and_naive_parity(tmp_path):
     ws = tmp_path / "ws"
     assert main(["score", "--data", str(w["data"]), "--ref", str(w["ref"]), "--run", str(w["run"]),
                  "--workspace", str(ws), "--name", "r", "--no-token-level"]) == 0
+    scored = json.loads((ws / "runs" / "r" / "run.json").read_text())
+    assert "samples" not in scored and Workspace(ws).run("r").samples == ()
     args = ["sample", "--workspace", str(ws), "--run", "r", "--k", "4", "--limit", "3", "--max-new-tokens", "5"]
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -37,6 +42,12 @@ def test_sample_store_reuse_and_naive_parity(tmp_path):
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
     assert main(args) == 0 and files[0].stat().st_mtime_ns == mtime  # reused, not resampled
+    # the sampled run's manifest: the scored one plus one `samples` record, and it round-trips unchanged
+    written = json.loads((ws / "runs" / "r" / "run.json").read_text())
+    m = Workspace(ws).run("r")
+    assert m.to_json() == written and RunManifest.from_json(written) == m
+    assert written == scored | {"samples": written["samples"]}
+    assert [(e["model"], e["samples"], e["k"]) for e in m.samples] == [("checkpoint-4", files[0].stem, 4)]
     df = read_samples(ws, "r")
     assert len(df) == 3 * 4 and set(df["model"]) == {"checkpoint-4"}
     pol = AutoModelForCausalLM.from_pretrained(w["run"] / "checkpoint-4").eval()

@@ -138,7 +138,7 @@ def test_scored_run_stores_per_token_squeezing_equal_to_naive(tmp_path):
                 np.testing.assert_allclose(rows[f"{prefix}token_entropy"], want_ent, atol=1e-5, rtol=0)
                 checked += len(ids)
     assert checked > 40
-    ref_toks = ws.tokens(stats.run, ws.run(stats.run)["reference"]["name"])
+    ref_toks = ws.tokens(stats.run, ws.run(stats.run).reference.name)
     np.testing.assert_array_equal(ref_toks["top1_prob"], ref_toks["ref_top1_prob"])
 
 

@@ -111,17 +111,17 @@ def _kept(ws: Path, pairs: pd.DataFrame) -> pd.DataFrame:
 def test_no_flag_takes_every_setting_from_the_trainer(trl_run, scored):
     ws, stats = scored
     m = Workspace(ws).run("r")
-    rs = m["run_settings"]
+    rs = m.run_settings
     assert rs["beta"] == {"value": BETA, "source": "trainer", "trainer": BETA}
     assert rs["max_length"] == {"value": MAX_LENGTH, "source": "trainer", "trainer": MAX_LENGTH}
     assert rs["precision"]["value"] == "bf16" and rs["precision"]["source"] == "trainer"
     assert rs["eval_batch_size"]["value"] == EVAL_BATCH and rs["eval_batch_size"]["source"] == "trainer"
     assert rs["loss_type"] == {"value": ["sigmoid"], "source": "trainer", "trainer": ["sigmoid"]}
-    assert m["beta"] == BETA and m["settings"]["max_length"] == MAX_LENGTH
-    assert m["overrides"] == [] and stats.overrides == ()
+    assert m.beta == BETA and m.settings["max_length"] == MAX_LENGTH
+    assert m.overrides == () and stats.overrides == ()
     # bf16 trainer -> both numerics by default, exact first (what the analysis pages show)
-    assert m["numerics"] == ["exact", "trainer"] and stats.numerics == ("exact", "trainer")
-    assert m["extra"]["truncation"]["fully_truncated_pairs"] == 2
+    assert m.numerics == ("exact", "trainer") and stats.numerics == ("exact", "trainer")
+    assert m.extra["truncation"]["fully_truncated_pairs"] == 2
     assert trl_run["n_eval"] == 12  # TRL dropped the two pairs whose prompt fills max_length
 
 
@@ -213,9 +213,9 @@ def test_cli_override_is_recorded_beside_the_trainers_value(trl_run, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "override: β 0.1 given; the trainer used 0.37" in out.stderr
     m = Workspace(ws).run("o")
-    assert m["run_settings"]["beta"] == {"value": 0.1, "source": "override", "trainer": BETA}
-    assert m["run_settings"]["max_length"]["source"] == "trainer"
-    assert m["overrides"] == ["β 0.1 given; the trainer used 0.37"]
-    assert m["numerics"] == ["exact"]
+    assert m.run_settings["beta"] == {"value": 0.1, "source": "override", "trainer": BETA}
+    assert m.run_settings["max_length"]["source"] == "trainer"
+    assert m.overrides == ("β 0.1 given; the trainer used 0.37",)
+    assert m.numerics == ("exact",)
     pairs = _derived(ws, "o")
     np.testing.assert_allclose(pairs["reward_margin"], 0.1 * (pairs["log_margin"] - pairs["ref_log_margin"]))

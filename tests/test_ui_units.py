@@ -278,7 +278,7 @@ def test_rescoring_one_run_leaves_the_other_runs_cached(tmp_path):
     listing = data.version(root)
     time.sleep(0.01)
     ws = Workspace(root)
-    ws.write_run(ws.run("b") | {"beta": 0.3})
+    ws.write_run(ws.run("b").replace(beta=0.3))
     assert data.run_version(root, "a") == before["a"]
     assert data.run_version(root, "b") != before["b"]
     assert data.version(root) != listing  # the run list is re-read too

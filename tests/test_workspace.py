@@ -12,6 +12,7 @@ import pytest
 from did_core.errors import InputError
 from did_core.fingerprints import fingerprint
 from did_core.losses import DERIVED_COLUMNS, PAIRS_COLUMNS, pair_table
+from did_core.manifest import DatasetInfo, ModelEntry, RunManifest
 from did_core.synthetic_ws import SyntheticData, make_synthetic_workspace
 from did_core.workspace import STORED_PAIRS_COLUMNS, TOKENS_COLUMNS, Workspace, default_workspace
 
@@ -25,16 +26,16 @@ def test_pairs_holds_stored_numbers_only(tmp_path):
     assert list(df.columns) == STORED_PAIRS_COLUMNS
     assert not set(df.columns) & set(DERIVED_COLUMNS) and not any("reward" in c or "loss" in c for c in df.columns)
     manifest = ws.run(run)
-    ref = ws.open_store(manifest["reference"]["score"]).read_pairs().set_index("pair_id")
-    for cp in manifest["checkpoints"]:
-        pol = ws.open_store(cp["score"]).read_pairs().set_index("pair_id")
-        rows = df[df["model"] == cp["name"]].set_index("pair_id")
+    ref = ws.open_store(manifest.reference.score).read_pairs().set_index("pair_id")
+    for cp in manifest.checkpoints:
+        pol = ws.open_store(cp.score).read_pairs().set_index("pair_id")
+        rows = df[df["model"] == cp.name].set_index("pair_id")
         for col in ("logp_chosen", "n_tokens_rejected", "did_entropy_chosen", "top1_prob_rejected"):
             np.testing.assert_array_equal(rows[col].to_numpy(float), pol.loc[rows.index, col].to_numpy(float))
         for col in ("logp_chosen", "logp_rejected", "top1_prob_chosen", "ches", "ches_norm"):
             np.testing.assert_array_equal(rows[f"ref_{col}" if "ches" not in col else col].to_numpy(float),
                                           ref.loc[rows.index, col].to_numpy(float))
-    ws.write_run(manifest | {"beta": 0.05, "run_settings": None})
+    ws.write_run(manifest.replace(beta=0.05, run_settings=None))
     pd.testing.assert_frame_equal(ws.pairs(run), df)
 
 
@@ -46,15 +47,15 @@ def test_pairs_formulas_match_naive_rows(tmp_path):
     assert list(df.columns[:len(PAIRS_COLUMNS)]) == PAIRS_COLUMNS
     assert len(df) == 80 and list(df["model"].unique()) == ["checkpoint-100", "checkpoint-200"]
     manifest = ws.run(run)
-    ref = ws.open_store(manifest["reference"]["score"]).read_pairs().set_index("pair_id")
-    for cp in manifest["checkpoints"]:
-        pol = ws.open_store(cp["score"]).read_pairs().set_index("pair_id")
+    ref = ws.open_store(manifest.reference.score).read_pairs().set_index("pair_id")
+    for cp in manifest.checkpoints:
+        pol = ws.open_store(cp.score).read_pairs().set_index("pair_id")
         for pid in ["0", "17", "39"]:
             lc, lr = pol.loc[pid, "logp_chosen"], pol.loc[pid, "logp_rejected"]
             rc, rr = ref.loc[pid, "logp_chosen"], ref.loc[pid, "logp_rejected"]
             z = beta * ((lc - lr) - (rc - rr))
-            row = df[(df["model"] == cp["name"]) & (df["pair_id"] == pid)].iloc[0]
-            assert row["step"] == cp["step"]
+            row = df[(df["model"] == cp.name) & (df["pair_id"] == pid)].iloc[0]
+            assert row["step"] == cp.step
             assert row["reward_chosen"] == pytest.approx(beta * (lc - rc))
             assert row["reward_rejected"] == pytest.approx(beta * (lr - rr))
             assert row["reward_margin"] == pytest.approx(z)
@@ -88,7 +89,8 @@ def test_dataset_reader_renders_messages(tmp_path):
                        "rejected": [[{"role": "assistant", "content": "no"}]], "score": [1.5]})
     fp = ws.write_dataset(SyntheticData(df, True, "mem", "cd" * 10))
     assert ws.write_dataset(SyntheticData(df, True, "mem", "cd" * 10)) == fp  # idempotent
-    ws.write_run({"name": "r", "dataset": {"fingerprint": fp}, "reference": {}, "checkpoints": []})
+    ws.write_run(RunManifest.from_json({"name": "r", "dataset": {"fingerprint": fp},
+                                        "reference": {"name": "reference", "score": "ab" * 10}, "checkpoints": []}))
     shown = ws.dataset("r")
     assert "hi <b>" in shown.loc[0, "prompt"] and "yes" in shown.loc[0, "chosen"]
     assert ws.dataset_records("r").loc[0, "prompt"] == msgs
@@ -100,7 +102,7 @@ def test_names_stay_inside_workspace(tmp_path, bad):
     with pytest.raises(InputError):
         ws.run(bad)
     with pytest.raises(InputError):
-        ws.write_run({"name": bad})
+        ws.write_run(RunManifest(bad, DatasetInfo("ab" * 10), ModelEntry("reference", "", None, "ab" * 10, {})))
     with pytest.raises(InputError):
         ws.open_store(bad)
 
@@ -134,14 +136,15 @@ def test_stale_model_detected(tmp_path):
         fp = fingerprint(name)
         ws.score_store(fp, {"model_fingerprint": model_fingerprint(str(model))})
         entries.append({"name": name, "path": str(model), "score": fp, "step": None})
-    ws.write_run({"name": "r", "reference": entries[0], "checkpoints": entries[1:]})
-    assert ws.run("r", check_stale=True)["stale"] == {}
+    ws.write_run(RunManifest.from_json({"name": "r", "dataset": {"fingerprint": "ab" * 10}, "reference": entries[0],
+                                        "checkpoints": entries[1:]}))
+    assert ws.stale_models(ws.run("r")) == {}
     (model / "model.safetensors").write_bytes(b"\1" * 100)
-    assert ws.run("r", check_stale=True)["stale"] == {"ref": "changed", "pol": "changed"}
+    assert ws.stale_models(ws.run("r")) == {"ref": "changed", "pol": "changed"}
     (model / "model.safetensors").unlink()
     (model / "config.json").unlink()
     model.rmdir()
-    assert ws.run("r", check_stale=True)["stale"] == {"ref": "missing", "pol": "missing"}
+    assert ws.stale_models(ws.run("r")) == {"ref": "missing", "pol": "missing"}
 
 
 def test_default_workspace(monkeypatch):
@@ -163,9 +166,32 @@ def test_a_10k_pair_10_checkpoint_read_is_every_chunk_once(tmp_path):
     df = ws.pairs(run)
     assert len(df) == 100_000 and not df.duplicated(["pair_id", "model"]).any()
     manifest = ws.run(run)
-    for entry in manifest["checkpoints"]:
+    for entry in manifest.checkpoints:
         store = ws.open_store(Workspace.score_of(manifest, entry))
         raw = pd.concat([pq.read_table(store.chunk_path(c, "pairs")).to_pandas() for c in sorted(store.done_chunks())])
-        got = df[df["model"] == entry["name"]].set_index("pair_id").loc[raw["pair_id"]]
+        got = df[df["model"] == entry.name].set_index("pair_id").loc[raw["pair_id"]]
         np.testing.assert_array_equal(got["logp_chosen"].to_numpy(), raw["logp_chosen"].to_numpy())
         np.testing.assert_array_equal(got["logp_rejected"].to_numpy(), raw["logp_rejected"].to_numpy())
+
+
+def test_a_run_written_then_read_is_the_same_manifest(tmp_path):
+    run = make_synthetic_workspace(tmp_path, n_pairs=8, n_checkpoints=2, seed=0, chunk_size=4)
+    ws = Workspace(tmp_path)
+    m = ws.run(run)
+    stored = json.loads((ws.run_dir(run) / "run.json").read_text())
+    assert m.to_json() == stored  # the synthetic run lacks the optional keys: they stay absent
+    changed = m.replace(name="copy", notes=("a note",), extra=dict(m.extra) | {"pi_l": "checkpoint-100"})
+    ws.write_run(changed)
+    assert ws.run("copy") == changed and ws.run("copy").extra["pi_l"] == "checkpoint-100"
+    assert json.loads((ws.run_dir("copy") / "run.json").read_text()) == stored | {
+        "name": "copy", "notes": ["a note"], "extra": stored["extra"] | {"pi_l": "checkpoint-100"}}
+    with pytest.raises(TypeError, match="RunManifest"):
+        ws.write_run(stored)
+
+
+def test_a_broken_run_json_is_an_input_error_naming_it(tmp_path):
+    ws = Workspace(tmp_path)
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "run.json").write_text(json.dumps({"name": "r", "dataset": {"fingerprint": "d"}}))
+    with pytest.raises(InputError, match=r"run\.json: missing reference"):
+        ws.run("r")
