@@ -3,6 +3,7 @@ amount of CPU is counted in the group its command line names."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -100,8 +101,6 @@ def test_gpu_check_runs_every_step_in_its_cpu_dry_mode(tmp_path):
     parity = next(line for line in lines if line.startswith("1. parity"))
     assert parity.endswith(": OK"), parity
     assert "float32 CPU matmul" in next(line for line in lines if line.startswith("5. roofline"))
-    import json
-
     figures = json.loads(out.read_text())
     assert figures["parity_ok"] and figures["dry_run"] and figures["parity_token_max"] < 1e-3
 
@@ -153,3 +152,93 @@ def test_score_bench_s_trl_evaluate_runs_trl_and_matches_the_peers(tmp_path):
     pairs = tokenize_pairs(load_preference_data(str(tmp_path / "p.jsonl")), tok, score_bench.MAX_LENGTH)
     want = score_bench.mean_logps(naive_loop([ref, pol], pairs)[1])
     assert abs(metrics["eval_logps/chosen"] - want[0]) < 1e-3 and abs(metrics["eval_logps/rejected"] - want[1]) < 1e-3
+
+
+# -- the dashboard benchmark's workspace (did_core/synthetic_ws.py) and its report (bench/dashboard_bench.py)
+
+def test_the_uniform_synthetic_workspace_is_what_it_always_was(tmp_path):
+    """The default draws (every test's workspace) are those the builder made before it could stream
+    chunk by chunk: these sums and fingerprints were taken from that builder."""
+    from did_core.synthetic_ws import make_synthetic_workspace
+    from did_core.workspace import Workspace
+
+    make_synthetic_workspace(tmp_path, n_pairs=45, n_checkpoints=3, seed=3, chunk_size=16)
+    ws = Workspace(tmp_path)
+    p, t = ws.pairs("synthetic"), ws.tokens("synthetic", "checkpoint-300")
+    assert [float(p[c].sum()) for c in ("logp_chosen", "logp_rejected", "did_entropy_chosen", "top1_prob_chosen", "ches")
+            ] == pytest.approx([-3241.1388277336955, -3278.9481996297836, 234.6888987587887, 74.07054761651567,
+                                -2714.042664374044], rel=1e-12)
+    assert len(t) == 1053 and int(t["token_id"].sum()) == 49278
+    assert float(t["logp"].astype("float64").sum()) == pytest.approx(-2214.729021720588, rel=1e-9)
+    assert ws.dataset("synthetic")["chosen"].iloc[7] == " is because because this the because kind short kind this model because prefers clear"
+    m = json.loads((tmp_path / "runs" / "synthetic" / "run.json").read_text())
+    assert (m["dataset"]["fingerprint"], m["checkpoints"][-1]["score"]) == ("0f1c7995a8ac6ce54f1d", "a2df989ef4bff8ed3d08")
+
+
+def test_the_lognormal_synthetic_workspace_has_realistic_lengths_and_consistent_rows(tmp_path):
+    """lengths="lognormal": response lengths around the mean, capped; token rows in the scorer's order
+    (each pair's chosen rows, then its rejected ones) summing to the pair rows, the dataset's text their
+    pieces; only the last `token_models` checkpoints (and the reference) with token rows; the same
+    workspace again from the same seed."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+    from did_core.workspace import Workspace
+
+    kw = dict(n_pairs=300, n_checkpoints=3, seed=2, chunk_size=64, lengths="lognormal", mean_tokens=80,
+              max_tokens=300, token_models=1)
+    make_synthetic_workspace(tmp_path / "a", **kw)
+    make_synthetic_workspace(tmp_path / "b", **kw)
+    ws = Workspace(tmp_path / "a")
+    p = ws.pairs("synthetic")
+    n = np.concatenate([p["n_tokens_chosen"].to_numpy(), p["n_tokens_rejected"].to_numpy()])
+    assert 65 < n.mean() < 95 and n.min() >= 1 and n.max() <= 300 and np.median(n) < n.mean()
+    t = ws.tokens("synthetic", "checkpoint-300")
+    last = p[p["model"] == "checkpoint-300"].set_index("pair_id")
+    sums = t.groupby(["pair_id", "side"])["logp"].sum().unstack()
+    assert np.allclose(sums.loc[last.index, "chosen"], last["logp_chosen"], atol=1e-3)
+    assert np.allclose(t["ref_logp"].isna().sum(), 0) and t["token_id"].nunique() > 1000
+    text = ws.dataset("synthetic").set_index("pair_id")["rejected"]
+    assert "".join(t[(t["pair_id"] == "17") & (t["side"] == "rejected")].sort_values("position")["token"]) == text["17"]
+    m = json.loads((tmp_path / "a" / "runs" / "synthetic" / "run.json").read_text())
+    first = pq.read_table(ws.open_store(m["checkpoints"][-1]["score"]).chunk_path(0, "tokens")).to_pandas()
+    runs = (first["pair_id"] + first["side"]).ne((first["pair_id"] + first["side"]).shift()).sum()
+    assert runs == 2 * 64  # one run of rows per (pair, side): the pair's chosen rows, then its rejected
+    assert ws.tokens("synthetic", "checkpoint-100").empty
+    files = sorted(f.relative_to(tmp_path / "a") for f in (tmp_path / "a").rglob("*.parquet"))
+    assert files == sorted(f.relative_to(tmp_path / "b") for f in (tmp_path / "b").rglob("*.parquet"))
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_dashboard_bench_reports_bytes_per_token_and_the_token_file_layout(tmp_path):
+    """bench/dashboard_bench.py's storage report: bytes on disk per scored token by kind of file, and
+    one token file's columns with their types, encodings and compressed bytes per row."""
+    import dashboard_bench
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    make_synthetic_workspace(tmp_path, n_pairs=40, n_checkpoints=2, seed=0, lengths="lognormal", mean_tokens=30)
+    lines = dashboard_bench.storage_report(tmp_path)
+    text = "\n".join(lines)
+    assert "scored token rows in 3 files" in text and "B/token" in text
+    assert any(line.split()[0] == "token" and "files" in line for line in lines)
+    for column in ("pair_id", "token_id", "logp", "token_entropy"):
+        assert any(line.split()[:1] == [column] and "ZSTD" in line for line in lines), text
+    rss, peak = dashboard_bench.rss_mb()
+    assert rss > 0 and peak >= rss or rss != rss  # NaN off Linux
+
+
+@pytest.mark.slow
+def test_dashboard_bench_runs_with_realistic_lengths_and_profiles(tmp_path):
+    """The benchmark end to end on a tiny workspace with realistic lengths: the page table with CPU
+    times, the inspector on another pair, resident memory, and a profile of the script's thread."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "dashboard_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--pairs", "30", "--checkpoints", "2", "--tokens-mean", "20",
+                           "--repeats", "1", "--pages", "runs,example", "--profile", "example-new",
+                           "--workspace", str(tmp_path / "ws")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "~20 tokens a response" in out and "cold CPU" in out and "B/token" in out
+    assert any(line.startswith("example, another pair (run tables warm)") for line in out.splitlines()), out
+    assert "RSS" in out and "pages/example.py" in out  # the profile saw the page's own code
