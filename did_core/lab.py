@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from did_core.run_settings import DEFAULT_BETA
+
 Support = Literal["flat", "sequences"]
 Rejected = Literal["did", "uniform", "reference"]
 Loss = Literal["dpo", "simpo", "ipo"]
@@ -47,8 +49,8 @@ class LabConfig:
     """Target DID entropy as a fraction of log N, in (0, 1); T is solved for by bisection."""
     target_alignment: float = 0.0
     """a ∈ [−1, 1]: E* = −a·z(log π_ref) + √(1−a²)·ε. a > 0: q* favours what π_ref already likes."""
-    beta: float = 0.1
-    """β of the power law that generates the data, and of the training loss."""
+    beta: float = DEFAULT_BETA
+    """β of the power law that generates the data, and of the training loss (TRL's default, as in the paper)."""
     n_pairs: int = 262_144
     """Sampled pairs. Cheap: a step costs O(distinct pairs) ≤ O(N²). Small β needs many pairs, since
     DPO reads log-ratios off preference frequencies σ(β·Δ) and sampling noise is scaled by 1/β."""

@@ -26,6 +26,7 @@ import pandas as pd
 from did_core.files import relaxed_durability
 from did_core.fingerprints import fingerprint
 from did_core.manifest import RunManifest
+from did_core.run_settings import DEFAULT_BETA
 from did_core.workspace import ScoreStore, Workspace
 
 _WORDS = ["the", "model", "prefers", "this", "answer", "because", "it", "is", "kind", "and", "clear", "short"]
@@ -48,7 +49,7 @@ class SyntheticData:
 
 
 def make_synthetic_workspace(root: str | Path, n_pairs: int = 200, n_checkpoints: int = 3, seed: int = 0,
-                             tokens: bool = True, run_name: str = "synthetic", beta: float = 0.1,
+                             tokens: bool = True, run_name: str = "synthetic", beta: float = DEFAULT_BETA,
                              chunk_size: int = 1000, mean_tokens: int = 12, drift: float = 1.0,
                              stored_extras: bool = True, lengths: str = "uniform", max_tokens: int | None = None,
                              token_models: int | None = None) -> str:
