@@ -90,7 +90,7 @@ def ches_rows(hidden: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tenso
 # -- statistics over pairs (the views, the benchmark) ------------------------------------------------
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
+def ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks along the last axis (ties share the mean of their positions), 0-based, float64.
 
     x: (..., n). Naive equivalent (one row): `pandas.Series(row).rank(method="average") - 1`.
@@ -125,7 +125,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3:
         return math.nan
-    return float(_pearson_rows(_ranks(x[ok]), _ranks(y[ok])))
+    return float(_pearson_rows(ranks(x[ok]), ranks(y[ok])))
 
 
 FISHER_Z = "Fisher z, Bonett–Wright se"

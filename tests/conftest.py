@@ -14,7 +14,7 @@ os.environ.setdefault("DID_STANDBY", "0")  # no warm job process per test worksp
 SLOW_MODULES = {
     # start processes (the CLI, jobs, servers), train with TRL, or run the app's pages with AppTest
     "test_cli", "test_errors", "test_faults", "test_hostile", "test_trainer_numerics", "test_app", "test_demo",
-    "test_jobs", "test_runs_page", "test_score_page", "test_access", "test_callback", "test_sweep",
+    "test_pausing", "test_runs_page", "test_score_page", "test_access", "test_callback",
     "test_memory", "test_standby",
 }
 """Whole modules in the `slow` tier; the fast tier (`scripts/test.sh --fast`, `pytest -m "not slow"`) is

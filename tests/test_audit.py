@@ -1,256 +1,44 @@
-"""The tokenization audit finds each problem planted in a dataset built to have it, reports zero on a clean
-one, and the Runs page shows it (or says that the run has none)."""
+"""The precision audit (did_core/audit.py): how far the trainer's numbers are from the exact ones, per pair
+and per checkpoint, against a naive loop. The tokenization audit is tests/test_token_audit.py's."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import numpy as np
 import pandas as pd
 import pytest
 
-from did_core.data import PreferenceData
-from did_core.tiny import build_tokenizer
-from did_core.token_audit import (
-    PROBLEMS,
-    Audit,
-    Problem,
-    audit_for_manifest,
-    count_occurrences,
-    system_header_ids,
-    tokenization_audit,
-)
-from did_core.tokenization import tokenize_pairs
-
-ROOT = Path(__file__).resolve().parent.parent
-# Qwen-like: every message ends with EOS and a newline, so each completion has one token after its EOS.
-NEWLINE_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<eos>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-SYS = {"role": "system", "content": "Be brief."}
+from did_core import audit
 
 
-def _data(rows: list[dict], conversational: bool) -> PreferenceData:
-    df = pd.DataFrame([{"pair_id": str(i)} | r for i, r in enumerate(rows)])
-    return PreferenceData(df, conversational, "test", "fp")
-
-
-def _audit(rows, tokenizer, conversational=False, max_length=None) -> Audit:
-    pairs = tokenize_pairs(_data(rows, conversational), tokenizer, max_length)
-    return tokenization_audit(pairs, tokenizer, conversational=conversational)
-
-
-def _counts(a: Audit) -> dict[str, int]:
-    return {k: p.count for k, p in a.problems.items()}
-
-
-def _chat(prompt, chosen, rejected):
-    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
-
-
-CLEAN_TEXT = [{"prompt": "Q: why? A:", "chosen": " because", "rejected": " no"},
-              {"prompt": "Say hi. ", "chosen": "hi", "rejected": "ho"}]
-CLEAN_CHAT = [_chat([SYS, {"role": "user", "content": "hi"}], "yes", "no"),
-              _chat([{"role": "user", "content": "why?"}], "because", "no")]
-
-
-def test_clean_text_and_chat_report_zero():
-    tok = build_tokenizer()
-    a = _audit(CLEAN_TEXT, tok)
-    assert a.n_pairs == 2 and set(a.problems) == set(PROBLEMS) and sum(_counts(a).values()) == 0
-    c = _audit(CLEAN_CHAT, tok, conversational=True, max_length=256)
-    assert sum(_counts(c).values()) == 0
-    assert "eos_in_prompt" in c.unchecked and "duplicated_system" in c.problems
-
-
-def test_eos_at_the_end_and_inside_a_prompt():
-    tok = build_tokenizer()
-    rows = CLEAN_TEXT + [{"prompt": "Q: x<eos>", "chosen": " a", "rejected": " b"},
-                         {"prompt": "one<eos> two ", "chosen": "a", "rejected": "b"}]
-    a = _audit(rows, tok)
-    assert a.problems["prompt_ends_with_eos"].pair_ids == ("2",)
-    assert a.problems["eos_in_prompt"].pair_ids == ("3",)
-    assert _counts(a)["tokens_after_eos"] == 0  # TRL's appended EOS is the completion's last token
-
-
-def test_a_template_that_appends_a_newline_after_eos():
-    tok = build_tokenizer(chat_template=NEWLINE_TEMPLATE)
-    a = _audit(CLEAN_CHAT, tok, conversational=True)
-    p = a.problems["tokens_after_eos"]
-    assert p.count == 2 and p.responses == 4 and p.tokens == 4  # one "\n" after <eos> in each response
-    assert _counts(a)["prompt_ends_with_eos"] == 0 and _counts(a)["empty_completion"] == 0
-    # the same data under the plain template: nothing after the completion's end
-    assert _counts(_audit(CLEAN_CHAT, build_tokenizer(), conversational=True))["tokens_after_eos"] == 0
-
-
-def test_truncated_response_counts_dropped_tokens():
-    tok = build_tokenizer()
-    rows = [{"prompt": "P: ", "chosen": "ok", "rejected": "no"}, {"prompt": "Q: ", "chosen": "yes", "rejected": "n"},
-            {"prompt": "P: ", "chosen": "a much longer answer", "rejected": "no"}]
-    pairs = tokenize_pairs(_data(rows, False), tok, 12)
-    a = tokenization_audit(pairs, tok, conversational=False)
-    p = a.problems["truncated"]
-    # "P: " is 3 tokens, so 9 fit: chosen (20 chars + EOS = 21 tokens) loses 12; rejected ("no"+EOS) fits
-    assert p.pair_ids == ("2",) and p.responses == 1 and p.tokens == 12
-    assert p.tokens == sum(x.chosen_dropped + x.rejected_dropped for x in pairs)
-    # a prompt that fills max_length leaves both completions empty
-    full = tokenization_audit(tokenize_pairs(_data([{"prompt": "a long prompt", "chosen": "a", "rejected": "b"}],
-                                                   False), tok, 5), tok, conversational=False)
-    assert full.problems["empty_completion"].count == 1 and full.problems["truncated"].tokens == 4
-
-
-def test_duplicated_system_prompt():
-    tok = build_tokenizer()
-    assert system_header_ids(tok) == (tok.convert_tokens_to_ids("<|system|>"),)
-    rows = CLEAN_CHAT + [_chat([SYS, SYS, {"role": "user", "content": "hi"}], "yes", "no")]
-    a = _audit(rows, tok, conversational=True)
-    assert a.problems["duplicated_system"].pair_ids == ("2",)
-    assert system_header_ids(build_tokenizer(chat_template=None)) == ()
-    assert "duplicated_system" in _audit(CLEAN_TEXT, build_tokenizer(chat_template=None)).unchecked
-    assert count_occurrences([1, 2, 1, 2, 1], [1, 2]) == 2 and count_occurrences([1, 1, 1], [1, 1]) == 1
-
-
-def test_empty_completion():
-    tok = build_tokenizer()
-    rows = CLEAN_CHAT + [_chat([{"role": "user", "content": "hi"}], "yes", "")]
-    a = _audit(rows, tok, conversational=True)
-    assert a.problems["empty_completion"].pair_ids == ("2",) and a.problems["empty_completion"].responses == 1
-    # under the newline template the empty answer is "<eos>\n": still empty
-    b = _audit(rows, build_tokenizer(chat_template=NEWLINE_TEMPLATE), conversational=True)
-    assert b.problems["empty_completion"].pair_ids == ("2",)
-
-
-def test_round_trip_and_manifest_helper():
-    tok = build_tokenizer()
-    rows = CLEAN_TEXT + [{"prompt": "Q: x<eos>", "chosen": " a", "rejected": " b"}]
-    data = _data(rows, False)
-    a = tokenization_audit(tokenize_pairs(data, tok, None), tok, conversational=False)
-    assert Audit.from_dict(a.to_dict()) == a
-    plan = type("Plan", (), {"pairs": tokenize_pairs(data, tok, None), "data": data})()
-    assert audit_for_manifest(plan, tok) == a.to_dict()
-    assert "error" in audit_for_manifest(plan)  # no tokenizer to load: recorded, never raised
-
-
-# ---------------------------------------------------------------- the Runs page
-
-pytest.importorskip("streamlit")
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Path:
-    from cli_world import build_world
-
-    from did_core.config import ScoreSettings
-    from did_core.score import run_score
-    from did_core.workspace import Workspace
-
-    w = build_world(tmp_path_factory.mktemp("world"), n_pairs=6)
-    root = tmp_path_factory.mktemp("ws")
-    run_score(str(w["data"]), str(w["ref"]), run_dir=str(w["run"]), workspace=root, name="audited",
-              settings=ScoreSettings(token_level=False))
-    space = Workspace(root)
-    manifest = space.run("audited")
-    older = manifest.replace(name="older", extra={k: v for k, v in manifest.extra.items() if k != "audit"})
-    space.write_run(older)
-    # what score.py's manifest gains (did_core/score.py is not this module's; see token_audit.audit_for_manifest)
-    first = space.dataset("audited")["pair_id"].astype(str).tolist()[0]
-    audit = Audit(6, {k: Problem(0) for k in PROBLEMS} | {"truncated": Problem(1, (first,), 7, 1)})
-    space.write_run(manifest.replace(extra=dict(manifest.extra) | {"audit": audit.to_dict()}))
-    return root
-
-
-def _runs_page(monkeypatch, root: Path, run: str):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("DID_WORKSPACE", str(root))
-    monkeypatch.setenv("DID_AUTO_DEMO", "0")
-    monkeypatch.setenv("DID_WARM_UP", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.query_params["run"] = run
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def test_runs_page_shows_the_audit(monkeypatch, ws):
-    at = _runs_page(monkeypatch, ws, "audited")
-    assert any(s.value == "Tokenization audit" for s in at.subheader)
-    table = next(d.value for d in at.dataframe if "problem" in d.value.columns).set_index("problem")
-    assert table.loc[PROBLEMS["truncated"], "pairs"] == 1 and table.loc[PROBLEMS["truncated"], "detail"] == "1 response, 7 tokens dropped"
-    assert table.loc[PROBLEMS["empty_completion"], "pairs"] == 0
-    assert at.selectbox(key="audit_problem").value == "truncated"
-    assert not any("No tokenization audit" in i.value for i in at.info)
-
-
-def test_the_demo_s_audit_says_its_findings_are_by_design(monkeypatch, ws):
-    from did_core.workspace import Workspace
-
-    space = Workspace(ws)
-    m = space.run("audited")
-    space.write_run(m.replace(name="demo-like", extra=dict(m.extra) | {"demo": True, "language": {"eos": ">"}}))
-    at = _runs_page(monkeypatch, ws, "demo-like")
-    assert any("This is the embedded demo" in c.value and "by design" in c.value for c in at.caption)
-    assert not any("This is the embedded demo" in c.value for c in _runs_page(monkeypatch, ws, "audited").caption)
-
-
-def test_runs_page_says_when_a_run_has_no_audit(monkeypatch, ws):
-    at = _runs_page(monkeypatch, ws, "older")
-    assert any(i.value == "No tokenization audit recorded for this run (rescore to get one)." for i in at.info)
-
-
-def test_entropy_page_writes_the_ess_beside_each_interval(monkeypatch, ws):
-    """A run with sequence-level estimates (the demo's exact_did.parquet layout): the DID entropy page draws
-    them with the mean ESS beside each point, the low-ESS point grey."""
-    from did_core.workspace import Workspace
-    from did_ui import figures
-
-    space = Workspace(ws)
-    manifest = space.run("audited")
-    ckpt = manifest.checkpoints[0]
-    space.write_run(manifest.replace(name="sampled", extra=dict(manifest.extra) | {"exact_did": "exact_did.parquet"}))
-    pd.DataFrame({"model": [ckpt.name] * 2, "step": [ckpt.step] * 2, "prompt_id": [0, 1],
-                  "snis_entropy": [1.0, 1.2], "snis_ci_low": [0.5, 0.7], "snis_ci_high": [1.5, 1.9],
-                  "snis_ess": [4.0, 6.0], "snis_reliable": [False, False]}).to_parquet(
-        space.run_dir("sampled") / "exact_did.parquet")
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("DID_WORKSPACE", str(ws))
-    monkeypatch.setenv("DID_AUTO_DEMO", "0")
-    monkeypatch.setenv("DID_WARM_UP", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/entropy.py")
-    at.query_params["run"] = "sampled"
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("mean effective sample size" in c.value for c in at.caption)
-    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    seq = next(f for f in figs if "Sequence-level" in str(f["layout"].get("title", "")))
-    trace = next(t for t in seq["data"] if t.get("name") == "K samples, self-normalised IS")
-    assert trace["text"] == ["ESS 5.0 (low)"] and trace["marker"]["color"] == [figures.UNRELIABLE]
-
-
-def test_audit_for_manifest_on_a_real_score_plan(tmp_path):
-    """On a real plan (no tokenizer passed) it loads the reference's tokenizer and audits the plan's
-    pairs; cli_world's data has no planted problem except what its max_length cuts, which must equal
-    tokenization.truncation_report. The plan carries the same audit, and a scored run's run.json too."""
-    from cli_world import build_world
-
-    from did_core.score import plan_score
-    from did_core.tokenization import truncation_report
-
-    w = build_world(tmp_path / "world", n_pairs=6)
-    plan = plan_score(str(w["data"]), str(w["ref"]), run_dir=str(w["run"]))
-    audit = audit_for_manifest(plan)
-    assert "error" not in audit, audit
-    assert audit["n_pairs"] == len(plan.pairs) == 6
-    report = truncation_report(plan.pairs)
-    assert audit["problems"]["truncated"]["tokens"] == report["dropped_tokens"]
-    assert audit["problems"]["truncated"]["count"] == report["truncated_pairs"]
-    assert plan.audit == audit  # plan_score audits with the tokenizer it already holds
-    from did_core.score import execute
-    from did_core.workspace import Workspace
-
-    execute(plan, tmp_path / "ws")
-    assert Workspace(tmp_path / "ws").run(plan.run_name).extra["audit"] == audit
+def test_precision_audit_against_a_naive_loop():
+    rng = np.random.default_rng(0)
+    n = 30
+    rows = []
+    for model, step in (("c-1", 1), ("c-2", 2)):
+        for i in range(n):
+            rows.append({"pair_id": str(i), "model": model, "step": step, "n_tokens_chosen": 3, "n_tokens_rejected": 4,
+                         **{c: -abs(rng.normal(20, 5)) for c in ("logp_chosen", "logp_rejected", "ref_logp_chosen",
+                                                               "ref_logp_rejected")}})
+    exact = pd.DataFrame(rows)
+    trainer = exact.copy()
+    for c in ("logp_chosen", "logp_rejected", "ref_logp_chosen", "ref_logp_rejected"):
+        trainer[c] += rng.normal(0, 0.1, len(trainer))
+    for df in (exact, trainer):  # the columns audit_pairs reads from a losses.pair_table, by hand
+        for s in ("chosen", "rejected"):
+            df[f"log_ratio_{s}"] = df[f"logp_{s}"] - df[f"ref_logp_{s}"]
+        df["reward_margin"] = 0.1 * ((df.logp_chosen - df.ref_logp_chosen) - (df.logp_rejected - df.ref_logp_rejected))
+    per_pair = audit.audit_pairs(exact, trainer.sample(frac=1, random_state=1))  # order must not matter
+    summary = audit.audit_summary(per_pair)
+    assert list(summary["model"]) == ["c-1", "c-2"]
+    for model, row in summary.set_index("model").iterrows():
+        e, t = exact[exact.model == model].set_index("pair_id"), trainer[trainer.model == model].set_index("pair_id")
+        t = t.loc[e.index]
+        d_logp = [abs(t.at[i, f"logp_{s}"] - e.at[i, f"logp_{s}"]) for i in e.index for s in ("chosen", "rejected")]
+        d_ratio = [abs((t.at[i, f"logp_{s}"] - t.at[i, f"ref_logp_{s}"]) - (e.at[i, f"logp_{s}"] - e.at[i, f"ref_logp_{s}"]))
+                   for i in e.index for s in ("chosen", "rejected")]
+        d_margin = [abs(t.at[i, "reward_margin"] - e.at[i, "reward_margin"]) for i in e.index]
+        signal = [abs(e.at[i, "reward_margin"]) for i in e.index]
+        assert row["median Δ log-prob"] == pytest.approx(float(np.median(d_logp)))
+        assert row["median Δ log-ratio"] == pytest.approx(float(np.median(d_ratio)))
+        assert row["max Δ reward margin"] == pytest.approx(max(d_margin))
+        assert row["margin_error_share"] == pytest.approx(float(np.median(d_margin) / np.median(signal)))

@@ -200,11 +200,11 @@ def test_fisher_z_interval_covers_at_its_nominal_rate(r):
 
 
 def test_ranks_average_ties_like_pandas():
-    from did_core.ches import _ranks
+    from did_core.ches import ranks
 
     a = np.random.default_rng(2).integers(0, 5, (6, 11)).astype(float)  # many ties
     want = np.stack([pd.Series(r).rank(method="average").to_numpy() - 1 for r in a])
-    np.testing.assert_array_equal(_ranks(a), want)
+    np.testing.assert_array_equal(ranks(a), want)
 
 
 def test_displaced_by_quantile_naive():

@@ -25,7 +25,6 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from did_core import sweep  # noqa: E402
 from did_core.config import ScoreSettings  # noqa: E402
 from did_core.losses import pair_table  # noqa: E402
-from did_core.manifest import DatasetInfo, ModelEntry, RunManifest  # noqa: E402
 from did_core.workspace import Workspace  # noqa: E402
 from did_ui import selection  # noqa: E402
 
@@ -213,16 +212,3 @@ def test_the_sweep_table_lists_each_runs_settings_with_their_source(monkeypatch,
     assert Workspace(world["root"]).run("sweep-a").extra["trainer_args"] == {"learning_rate": 1e-3}
 
 
-def test_runs_values_and_the_learning_rate_fallback():
-    assert selection.resolve_runs("b,x,b,a", ["a", "b"]) == (["b", "a"], ("No run 'x' in this workspace; it is left out.",))
-    assert selection.resolve_runs(None, ["a"]) == ([], ())
-    assert selection.resolve_runs("a", ["b"], why={"a": "a was scored on another dataset (d.jsonl)"})[1] == (
-        "Run 'a' is not offered here: a was scored on another dataset (d.jsonl).",)
-    assert selection.runs_value(["b", "a", "b"]) == "b,a"
-    bare = RunManifest(name="r", dataset=DatasetInfo("d"), reference=ModelEntry("ref", "", None, "fp", {}))
-    assert sweep.learning_rate(bare.replace(trainer_log_history=({"step": 2, "learning_rate": 5e-4},))) == (
-        5e-4, "trainer log")
-    assert sweep.learning_rate(bare) == (None, "not recorded")
-    assert sweep.learning_rate(bare.replace(extra={"trainer_args": {"learning_rate": 1e-3}})) == (1e-3, "trainer")
-    assert sweep.trainer_args({"learning_rate": 1e-3, "seed": 0, "bf16": True, "output_dir": "x"}) == {
-        "learning_rate": 1e-3, "seed": 0}

@@ -11,7 +11,6 @@ import pytest
 
 from did_core.data import display_text, load_preference_data
 from did_core.errors import InputError
-from did_core.formats import HH_ASSISTANT
 
 HH_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
@@ -161,36 +160,11 @@ def test_json_variants(tmp_path: Path) -> None:
         assert list(zip(data.pairs["prompt"], data.pairs["chosen"], data.pairs["rejected"])) == expected, name
 
 
-def test_trl_space_quirk_in_implicit_prompt(tmp_path: Path) -> None:
-    # TRL's extract_prompt moves a space before the first difference into the completions; and when one
-    # response is a prefix of the other it stops one character early. We reproduce both.
-    path = write([{"chosen": "Say hi", "rejected": "Say ho"}, {"chosen": "abc", "rejected": "abcd"}],
-                 tmp_path / "d.jsonl")
-    pairs = load_preference_data(str(path)).pairs
-    assert pairs.iloc[0][["prompt", "chosen", "rejected"]].tolist() == ["Say h", "i", "o"]
-    assert pairs.iloc[1][["prompt", "chosen", "rejected"]].tolist() == ["ab", "c", "cd"]
-
-
 def test_display_text() -> None:
     assert display_text("plain") == "plain"
     assert display_text([SYS, U1]) == "system: Be brief.\n\nuser: What color is the sky?"
     assert display_text(json.dumps([U1])) == "user: What color is the sky?"
     assert display_text(None) == ""
-
-
-def test_hh_rlhf_sample() -> None:
-    if not HH_SAMPLE.exists():
-        pytest.skip(f"HH-RLHF sample absent: {HH_SAMPLE}")
-    data = load_preference_data(str(HH_SAMPLE))
-    pairs = data.pairs
-    assert len(pairs) == 2312 and not data.conversational
-    assert all(p.startswith("\n\nHuman:") and p.endswith(HH_ASSISTANT) for p in pairs["prompt"])
-    assert all(c and r for c, r in zip(pairs["chosen"], pairs["rejected"]))
-    # The prompt is shared: prompt + completion gives back each transcript.
-    with gzip.open(HH_SAMPLE, "rt", encoding="utf-8") as f:
-        raw = [json.loads(line) for line in f]
-    assert all(p + c == r["chosen"] and p + rj == r["rejected"]
-               for p, c, rj, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], raw))
 
 
 # --- bad inputs: (file name, file content as bytes or records, column_map, words the message must contain)

@@ -89,16 +89,20 @@ def test_head_stats_rows_and_impossible_tokens():
     assert ent[0] == pytest.approx(math.log(4)) and top[0] == pytest.approx(0.25)
 
 
-def test_head_chunks_bound_memory(monkeypatch):
-    """Several head chunks per batch (a small chunk rule) give the same numbers as one."""
+def test_head_chunks_bound_memory():
+    """Several head chunks per batch give the same numbers as one: a vocabulary wide enough that one head
+    call (engine.CHUNK_BYTES of float32 logits) holds 40 rows, scored in one batch (several chunks) and
+    one pair per batch (each pair's rows in one chunk)."""
     tok = build_tokenizer()
-    v = len(tok)
+    rows_per_chunk = 40
+    v = engine.CHUNK_BYTES // 4 // rows_per_chunk
     ref = tiny_gpt2(v, seed=3)
-    pairs = _pairs(v)
-    one, _ = score_batch_models(ref, [], pairs, token_level=False, score_reference=True, token_budget=400,
+    pairs = _pairs(len(tok))
+    assert max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) < rows_per_chunk
+    assert sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) > 2 * rows_per_chunk
+    one, _ = score_batch_models(ref, [], pairs, token_level=False, score_reference=True, token_budget=1,
                                 device="cpu", dtype=torch.float32)
-    monkeypatch.setattr(engine, "_CHUNK_ELEMENTS", 3 * v)  # three rows per head call
-    many, _ = score_batch_models(ref, [], pairs, token_level=False, score_reference=True, token_budget=400,
+    many, _ = score_batch_models(ref, [], pairs, token_level=False, score_reference=True, token_budget=100_000,
                                  device="cpu", dtype=torch.float32)
     for a, b in zip(one, many, strict=True):
         np.testing.assert_allclose(a.chosen.top1_prob, b.chosen.top1_prob, atol=1e-7)

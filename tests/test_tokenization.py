@@ -23,7 +23,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference, DPOTrainer
 
 from did_core.data import PreferenceData, load_preference_data
 from did_core.errors import InputError
-from did_core.formats import extract_prompt, split_hh
+from did_core.formats import split_hh
 from did_core.tiny import build_tokenizer
 from did_core.tokenization import TokenizedPair, tokenize_pairs, truncation_report
 
@@ -168,16 +168,6 @@ def test_tokenized_pair_is_frozen() -> None:
     pair = TokenizedPair("0", (1,), (2,), (3,), 0, 0)
     with pytest.raises(AttributeError):
         pair.pair_id = "1"  # type: ignore[misc]
-
-
-@pytest.mark.parametrize("chosen,rejected", [
-    ("Say hi", "Say ho"), ("abc", "abcd"), ("abc", "abc"), ("x y", "x z"), ("a b c", "a b d"), ("ab", "b"),
-    ([SYS, U1, {"role": "assistant", "content": "a"}], [SYS, U1, {"role": "assistant", "content": "b"}]),
-    ([U1, U2], [U1, U2]),
-])
-def test_extract_prompt_equals_trl(chosen, rejected) -> None:
-    expected = trl_extract_prompt({"chosen": chosen, "rejected": rejected})
-    assert extract_prompt(chosen, rejected) == (expected["prompt"], expected["chosen"], expected["rejected"])
 
 
 def test_hh_split_equals_trl_when_answers_differ_at_once_and_tokenizes_fast(tokenizer) -> None:
