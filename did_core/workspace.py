@@ -17,7 +17,9 @@ lacks, all of which need the same paths and checks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -146,6 +148,56 @@ def _joined_columns(t: pa.Table, cp: ModelEntry, ref: _Reference) -> dict[str, n
         for c, v in values.items():
             cols[c] = np.where(pos >= 0, v[pos], np.nan) if len(v) else np.full(n, np.nan)
     return cols
+
+
+def _footer_names(source: Any) -> set[str]:
+    """The columns of a Parquet file that hold at least one value (a float column: one that is neither
+    NaN nor null; any other: one that is not null), from the footer's per-row-group statistics. A float
+    column with a min/max holds a number (Parquet's min/max skip NaN; an all-NaN column has none); a
+    column whose null count is its length holds nothing. What the statistics leave open (a float
+    column with no min/max and some non-null entries: all NaN, or written without statistics; a
+    nested column; no statistics at all) is decided by decoding those columns alone. A file without
+    rows: every column (nothing says a value is missing)."""
+    f = pq.ParquetFile(source)
+    md, schema = f.metadata, f.schema_arrow
+    if md.num_rows == 0:
+        return set(schema.names)
+    held: set[str] = set()
+    open_: set[str] = set()  # what the footer leaves open: decoded
+    paths = [md.schema.column(j).path for j in range(md.num_columns)]
+    index = {path: j for j, path in enumerate(paths)}  # a flat column is one leaf, its path its name
+    for name in schema.names:
+        if name not in index:
+            open_.add(name)  # nested (leaves "name.list.element", …): decoded
+            continue
+        floating = pa.types.is_floating(schema.field(name).type)
+        empty = True  # so far: every row group holds only nulls (or, for floats, only NaN and nulls)
+        for g in range(md.num_row_groups):
+            col = md.row_group(g).column(index[name])
+            stats = col.statistics
+            if stats is None or not stats.has_null_count:
+                open_.add(name)
+                break
+            non_null = col.num_values - stats.null_count
+            if floating and stats.has_min_max:
+                if math.isnan(stats.min) or math.isnan(stats.max):  # an old writer's NaN min/max
+                    open_.add(name)
+                else:
+                    held.add(name)
+                break
+            if non_null > 0:
+                if not floating:
+                    held.add(name)
+                    break
+                empty = False  # non-null floats without a min/max: all NaN, or no min/max written
+        else:
+            if not empty:
+                open_.add(name)
+    if open_:
+        t = f.read(columns=sorted(open_))
+        held |= {c for c in t.column_names
+                 if pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type) else pc.is_null(t[c]))).as_py()}
+    return held
 
 
 class Workspace:
@@ -308,21 +360,27 @@ class Workspace:
     def _stored_names(store: ScoreStore, kind: str = "pairs") -> set[str] | None:
         """Columns that hold values in a store's `kind` ("pairs" or "tokens") rows (its first chunk: a
         store written before a column existed lacks it, or has it all NaN when the writer filled the
-        schema); None when nothing is stored yet."""
+        schema); None when nothing is stored yet, or the chunk is unreadable or fails its sha256.
+
+        Answered from the Parquet footer (`_footer_names`), not by decoding the rows: the chunk's bytes
+        are still checked against the sha256 meta.json recorded for them, as every reader of the store
+        does (store.read_verified), but only the columns the footer cannot settle are decoded."""
         try:
             meta = store.meta()
-        except CorruptStoreError:
+            done = sorted(meta.get("chunks_done") or [])
+            if not done:
+                return None
+            sha = (meta.get("checksums") or {}).get(str(done[0]), {}).get(kind)
+            path = store.chunk_path(done[0], kind)
+            data = path.read_bytes()
+        except (CorruptStoreError, OSError, AttributeError):
             return None
-        done = sorted(meta.get("chunks_done") or [])
-        if not done:
-            return None
+        if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+            return None  # corrupt: said by the readers of its values (CorruptStoreError), not guessed here
         try:
-            t = pq.read_table(store.chunk_path(done[0], kind))
+            return _footer_names(pa.BufferReader(data))
         except (OSError, pa.ArrowException):
             return None
-        return {c for c in t.column_names
-                if t.num_rows == 0 or pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type)
-                                                       else pc.is_null(t[c]))).as_py()}
 
     def _ches_store(self, manifest: RunManifest, numerics: str) -> ScoreStore | None:
         """The reference store CHES is read from: the exact numerics' (CHES is a property of the

@@ -1,9 +1,11 @@
-"""The one module with Streamlit caching: `st.cache_resource` for the `Workspace` handle,
-`st.cache_data` for the tables and view models every page reads.
+"""The one module with Streamlit caching: `st.cache_resource` for the `Workspace` handle and the big
+per-run tables (`raw_pairs`, `pairs`, `pairs_per_token`, `entropy_table`, `dataset`: held once per
+server, see `_held`), `st.cache_data` for the smaller view models every page reads.
 
 Every cached table is keyed by (workspace root, run, `version`), where `version` changes when a
-run's `run.json` is rewritten (a finished scoring job), so new results show without a restart.
-Pages call these functions and nothing else of `did_core`.
+run's `run.json` is rewritten (a finished scoring job), so new results show without a restart; one
+key per view of a run (`view_version`: the run's primary numerics has no suffix), so the picker and
+the pages share one copy of each table. Pages call these functions and nothing else of `did_core`.
 
 It is long (over 350 lines) on purpose: every cached reader of the dashboard is here, each a few
 lines over `did_core` and `views`, so that what is cached, on what key and for how long is decided
@@ -12,6 +14,7 @@ in one file; splitting it by page would spread the cache keys and their invalida
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -58,11 +61,19 @@ NUMERICS_SEP = "~"
 
 
 def view_version(root: str, run: str, numerics: str | None = None) -> str:
-    """The cache key of a run's views in `numerics`: `run_version`, plus `~numerics` — so every cached
-    table below is keyed by the numerics it shows without each function taking one more argument
-    (without a numerics: the run's primary)."""
-    base = run_version(root, run)
-    return f"{base}{NUMERICS_SEP}{numerics}" if numerics else base
+    """The cache key of a run's views in `numerics`: `run_version`, plus `~numerics` unless that is the
+    run's primary — so every cached table below is keyed by the numerics it shows without each
+    function taking one more argument, and the run's primary view has one key, `run_version`'s, the
+    one the picker reads checkpoints and pair ids with (not two copies of every table)."""
+    return numerics_version(root, run, run_version(root, run), numerics)
+
+
+def numerics_version(root: str, run: str, base: str, numerics: str | None) -> str:
+    """`view_version` of the run version `base`: `base` for the run's primary numerics (or None),
+    else `base~numerics`."""
+    if not numerics or (base != "none" and numerics == workspace(root).numerics(run_manifest(root, run, base))[0]):
+        return base
+    return f"{base}{NUMERICS_SEP}{numerics}"
 
 
 def numerics_of(ver: str) -> str | None:
@@ -91,21 +102,39 @@ def run_manifest(root: str, run: str, ver: str) -> RunManifest:
     return workspace(root).run(run)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+def _held(fn):
+    """`fn`'s frame held once per server process (`st.cache_resource`, the 4 latest keys, as the
+    `st.cache_data` it replaces kept), not pickled into `st.cache_data` and unpickled into a new copy
+    on every hit (0.2-0.3 s each at 60,000 pairs x 20 checkpoints). Every caller gets a shallow copy
+    (`copy(deep=False)`, microseconds): under pandas' copy-on-write it shares the held data, and
+    whatever a caller does to it (a column added, values set, the index renamed) changes only its
+    copy, never the held frame other sessions read (tests/test_app.py checks that opening every page
+    leaves them as they were). `raw_pairs.held` (and so on): the held frame itself, for that test."""
+    held = st.cache_resource(show_spinner=False, max_entries=4)(fn)
+
+    @functools.wraps(fn)
+    def shared(*args) -> pd.DataFrame:
+        return held(*args).copy(deep=False)
+
+    shared.held = held
+    return shared
+
+
+@_held
 def raw_pairs(root: str, run: str, ver: str) -> pd.DataFrame:
     """`ws.pairs(run, numerics)`: the stored numbers, one row per (pair, checkpoint), joined to the
     reference, in the numerics `ver` names (`view_version`); nothing derived."""
     return workspace(root).pairs(run, numerics_of(ver))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@_held
 def pairs(root: str, run: str, ver: str) -> pd.DataFrame:
     """`ws.pairs(run)` with every derived per-pair column at the run's settings (views.with_derived;
     sequence sums)."""
     return views.with_derived(raw_pairs(root, run, ver), run_settings(root, run, ver).settings, "sum")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@_held
 def pairs_per_token(root: str, run: str, ver: str) -> pd.DataFrame:
     """The same with every log-prob divided by its response's token count."""
     return views.with_derived(raw_pairs(root, run, ver), run_settings(root, run, ver).settings, "mean")
@@ -132,8 +161,8 @@ def precision_audit(root: str, run: str, ver: str) -> tuple[pd.DataFrame, pd.Dat
     if set(workspace(root).numerics(m)) != {"exact", "trainer"}:
         return pd.DataFrame(), pd.DataFrame()
     base = ver.partition(NUMERICS_SEP)[0]
-    per_pair = audit.audit_pairs(pairs(root, run, f"{base}{NUMERICS_SEP}exact"),
-                                 pairs(root, run, f"{base}{NUMERICS_SEP}trainer"))
+    per_pair = audit.audit_pairs(pairs(root, run, numerics_version(root, run, base, "exact")),
+                                 pairs(root, run, numerics_version(root, run, base, "trainer")))
     return per_pair, audit.audit_summary(per_pair)
 
 
@@ -261,7 +290,7 @@ def compare_runs(root: str, run_a: str, ver_a: str, a: str, run_b: str, ver_b: s
     return views.compare_runs(side(run_a, ver_a, a), side(run_b, ver_b, b))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@_held
 def entropy_table(root: str, run: str, ver: str) -> pd.DataFrame:
     return views.with_pair_entropy(pairs(root, run, ver))
 
@@ -328,12 +357,11 @@ def power_law(root: str, run: str, ver: str, ckpt: str, pi_l: str, aggregation: 
     return views.power_law(raw_pairs(root, run, ver), ckpt, pi_l, float(beta) if beta else None, aggregation)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@_held
 def dataset(root: str, run: str, ver: str) -> pd.DataFrame:
     """`ws.dataset(run)` indexed by pair_id (display text)."""
-    df = workspace(root).dataset(run).copy()
-    df["pair_id"] = df["pair_id"].astype(str)
-    return df.set_index("pair_id", drop=False)
+    df = workspace(root).dataset(run)
+    return df.assign(pair_id=df["pair_id"].astype(str)).set_index("pair_id", drop=False)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

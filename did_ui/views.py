@@ -257,9 +257,10 @@ def entropy_estimators(df: pd.DataFrame) -> dict[str, dict]:
 
 
 def with_pair_entropy(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    out["did_entropy_pair"] = entropy.pair_did_entropy(out["log_ratio_chosen"].to_numpy(), out["log_ratio_rejected"].to_numpy())
-    return out
+    """`df` with its pair's DID entropy as one more column (a new frame sharing `df`'s columns: `df` is
+    left as it was, and no column is copied)."""
+    return df.assign(did_entropy_pair=entropy.pair_did_entropy(df["log_ratio_chosen"].to_numpy(),
+                                                               df["log_ratio_rejected"].to_numpy()))
 
 
 def pair_entropy_by_step(df: pd.DataFrame) -> pd.DataFrame:

@@ -480,3 +480,67 @@ def test_the_warm_up_fills_the_caches_from_a_plain_thread(monkeypatch, synthetic
     data.checkpoint_rows(synthetic_ws, run, ver, ckpts[-1])
     assert not [r for r in caplog.records if "ScriptRunContext" in r.getMessage()]
     assert not [r for r in caplog.records if "warm-up" in r.getMessage()], caplog.text
+
+
+def _fingerprint(df) -> tuple:
+    """What a page could change in a frame: its columns, dtypes, index, values and attrs."""
+    import pandas as pd
+
+    return (list(df.columns), [str(t) for t in df.dtypes], df.index.name, list(df.index[:3]), len(df),
+            int(pd.util.hash_pandas_object(df, index=True).sum()), repr(df.attrs))
+
+
+def test_opening_every_page_leaves_the_held_tables_as_they_were(monkeypatch, synthetic_ws):
+    """The big per-run tables are held once per server (st.cache_resource, shared by every session,
+    not copied on a hit): opening every page, with per-token sums and an example open, leaves each
+    held frame the same object with the same columns and values; the pages read them from there
+    (the store is not read again); the picker and the pages key the run's primary view alike."""
+    from did_core.workspace import Workspace
+    from did_ui import data
+
+    root, run = synthetic_ws, "synthetic"
+    ver = data.run_version(root, run)
+    assert data.view_version(root, run) == data.view_version(root, run, data.numerics(root, run)[0]) == ver
+    held = {f.__name__: f.held for f in (data.raw_pairs, data.pairs, data.pairs_per_token, data.entropy_table,
+                                         data.dataset)}
+    frames = {name: h(root, run, ver) for name, h in held.items()}
+    before = {name: _fingerprint(df) for name, df in frames.items()}
+    assert "did_entropy_pair" not in frames["pairs"] and "log_margin" not in frames["raw_pairs"]
+    shared = data.pairs(root, run, ver)
+    shared["added"] = 1.0  # a caller's change stays in its copy
+    shared.loc[shared.index[0], "log_margin"] = 1e9
+    assert "added" not in frames["pairs"] and frames["pairs"]["log_margin"].iloc[0] != 1e9
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the store was read again: a page missed the held table")
+
+    monkeypatch.setattr(Workspace, "pairs", no_reads)
+    at = _app(monkeypatch, synthetic_ws)
+    for page in PAGES:
+        _open(at, page)
+        assert not at.error, (page, [e.value for e in at.error])
+    for page, key in (("curves", "curves_agg"), ("margins", "margins_agg")):
+        _open(at, page).segmented_control(key=key).set_value("mean").run()
+        assert not at.exception, page
+    at.query_params.update({"run": run, "example": "7"})
+    _open(at, "example")
+    for name, h in held.items():
+        assert h(root, run, ver) is frames[name], name
+        assert _fingerprint(frames[name]) == before[name], name
+
+
+def test_one_cache_key_per_view_of_a_run(monkeypatch, synthetic_ws):
+    """The run's primary numerics is keyed by `run_version` alone (the key the picker reads checkpoints
+    and pair ids with), whichever numerics is primary; any other numerics gets its own key."""
+    from did_core.workspace import Workspace
+    from did_ui import data
+
+    root, run = synthetic_ws, "synthetic"
+    ver = data.run_version(root, run)
+    assert data.view_version(root, run) == data.view_version(root, run, "exact") == ver
+    assert data.view_version(root, run, "trainer") == f"{ver}~trainer"
+    monkeypatch.setattr(Workspace, "numerics", staticmethod(lambda manifest: ["trainer", "exact"]))
+    assert data.view_version(root, run, "trainer") == data.numerics_version(root, run, ver, "trainer") == ver
+    assert data.view_version(root, run, "exact") == f"{ver}~exact"
+    assert data.numerics_of(data.view_version(root, run, "exact")) == "exact"
+    assert data.view_version(root, "missing", "exact") == "none~exact"

@@ -195,3 +195,98 @@ def test_a_broken_run_json_is_an_input_error_naming_it(tmp_path):
     (tmp_path / "runs" / "r" / "run.json").write_text(json.dumps({"name": "r", "dataset": {"fingerprint": "d"}}))
     with pytest.raises(InputError, match=r"run\.json: missing reference"):
         ws.run("r")
+
+
+def _names_by_decoding(path) -> set[str]:
+    """The old answer of `Workspace._stored_names`: decode the whole chunk and look at every value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    return {c for c in t.column_names
+            if t.num_rows == 0 or pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type)
+                                                   else pc.is_null(t[c]))).as_py()}
+
+
+@pytest.mark.parametrize("extras", [True, False])
+def test_stored_names_from_the_footer_equal_a_full_read(tmp_path, extras):
+    """`_stored_names` answers from the Parquet footer what decoding the first chunk answered, on stores
+    with the CHES / squeezing columns and on stores scored before them (the columns all NaN), for the
+    pairs and the tokens files of every store of the run."""
+    from did_core.store import ScoreStore
+    from did_core.workspace import SQUEEZING_COLUMNS, TOKEN_SQUEEZING
+
+    make_synthetic_workspace(tmp_path, n_pairs=12, n_checkpoints=2, stored_extras=extras, chunk_size=5)
+    ws = Workspace(tmp_path)
+    stores = [ScoreStore(p) for p in sorted((tmp_path / "scores").iterdir())]
+    assert stores
+    for store in stores:
+        first = min(store.meta()["chunks_done"])
+        for kind in ("pairs", "tokens"):
+            if not store.chunk_path(first, kind).is_file():
+                continue
+            names = ws._stored_names(store, kind)
+            assert names == _names_by_decoding(store.chunk_path(first, kind)), (store.dir.name, kind)
+            squeezing = set(TOKEN_SQUEEZING if kind == "tokens" else SQUEEZING_COLUMNS)
+            assert (squeezing <= names) == extras and not (squeezing & names and not extras)
+
+
+def test_footer_names_cover_nulls_nan_row_groups_and_empty_files(tmp_path):
+    """The footer rule on every case it must tell apart, against decoding: all NaN, all null, NaN and
+    null mixed, a value in the last row group only, ±inf, strings with nulls, a nested column, no
+    statistics written, and a file with no rows (every column, as before)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from did_core.workspace import _footer_names
+
+    nan, n = float("nan"), 6
+    t = pa.table({
+        "all_nan": pa.array([nan] * n, pa.float32()),
+        "some_nan": pa.array([nan, nan, nan, nan, nan, 1.5]),
+        "all_null": pa.nulls(n, pa.float64()),
+        "nan_and_null": pa.array([nan, None] * 3, pa.float64()),
+        "inf": pa.array([-math.inf] * n),
+        "ints": pa.array([None] * 5 + [3], pa.int64()),
+        "null_ints": pa.nulls(n, pa.int32()),
+        "text": pa.array(["a", None, "b", None, "c", None]),
+        "null_text": pa.nulls(n, pa.string()),
+        "nested": pa.array([[1.0], None, [], [nan], None, None], pa.list_(pa.float64())),
+        "nested_nan": pa.array([[nan]] * n, pa.list_(pa.float64())),
+    })
+    expect = {"some_nan", "inf", "ints", "text", "nested", "nested_nan"}
+    for i, kwargs in enumerate([{}, {"row_group_size": 2}, {"write_statistics": False},
+                                {"write_statistics": ["some_nan", "ints"], "row_group_size": 4}]):
+        path = tmp_path / f"t{i}.parquet"
+        pq.write_table(t, path, **kwargs)
+        assert _footer_names(path) == _names_by_decoding(path) == expect, kwargs
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(t.slice(0, 0), empty)
+    assert _footer_names(empty) == _names_by_decoding(empty) == set(t.column_names)
+
+
+def test_stored_names_read_no_rows_of_a_new_store_and_check_its_sha256(tmp_path, monkeypatch):
+    """On a store with every column, the answer needs the footer alone (no column is decoded); a chunk
+    whose bytes no longer match the sha256 in meta.json gives no answer (None: nothing is claimed
+    missing; reading its values raises CorruptStoreError), as an unreadable one does."""
+    import pyarrow.parquet as pq
+
+    from did_core.store import CorruptStoreError, ScoreStore
+
+    make_synthetic_workspace(tmp_path, n_pairs=12, n_checkpoints=1, chunk_size=5)
+    ws = Workspace(tmp_path)
+    store = ScoreStore(ws.score_dir(ws.run("synthetic").reference.score))
+    full = ws._stored_names(store, "tokens")
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert ws._stored_names(store, "tokens") == full and ws._stored_names(store, "pairs")
+    monkeypatch.undo()
+    path = store.chunk_path(min(store.meta()["chunks_done"]), "tokens")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert ws._stored_names(store, "tokens") is None
+    with pytest.raises(CorruptStoreError):
+        store.read_tokens()
+    path.write_bytes(b"not parquet")
+    assert ws._stored_names(store, "tokens") is None
