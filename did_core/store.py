@@ -83,9 +83,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str).encode("utf-8"))
 
 
-def table_to_parquet_bytes(table: pa.Table) -> bytes:
+def table_to_parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """`table` as zstd Parquet bytes; `row_group_size` rows a row group (None: pyarrow's default, one
+    group up to 1Mi rows), so that a reader can decode one group of a large file, not all of it."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
     return buf.getvalue()
 
 

@@ -74,6 +74,9 @@ TOKENS_COLUMNS = ["pair_id", "model", "step", "side", "position", "token_id", "t
 RESCORE_TOKENS_HINT = ("scored before per-token squeezing was stored: score the run again (`python -m did_core "
                        "score`, or the Score page) to compute it; its stores get new fingerprints, the old ones stay")
 _META_KEY = b"did_explorer"
+_DATASET_ROW_GROUP = 1024
+"""Rows a row group of a stored dataset: `dataset_table(fp, pair_ids)` decodes only the groups holding
+those pairs (a file written before this, one group, is read whole: the same rows)."""
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f/\\:*?\"<>|]{1,200}$")
 _FP_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -124,6 +127,8 @@ class _Reference:
     columns: dict[str, np.ndarray]
     ches_index: pd.Index
     ches: dict[str, np.ndarray]
+    ids: pa.ChunkedArray | None = None  # the pair ids of `index` / `ches_index` as stored (Arrow): a
+    ches_ids: pa.ChunkedArray | None = None  # checkpoint stored in the same order joins without a lookup
 
 
 def _column(t: pa.Table, c: str) -> np.ndarray:
@@ -131,23 +136,62 @@ def _column(t: pa.Table, c: str) -> np.ndarray:
     return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
 
 
-def _joined_columns(t: pa.Table, cp: ModelEntry, ref: _Reference) -> dict[str, np.ndarray]:
-    """One checkpoint's stored pairs rows `t` as STORED_PAIRS_COLUMNS arrays (but `numerics`), joined
-    to the reference on pair_id: NaN where the reference has no such pair."""
+def _positions(index: pd.Index, ids: pa.ChunkedArray | None, pid: pa.ChunkedArray,
+               pid_values: list[np.ndarray]) -> np.ndarray | None:
+    """Where each of a checkpoint's pair ids `pid` is in the reference's `index` (-1: absent); None when
+    they are the reference's own ids in its order (a unique index): every row joins to itself."""
+    if ids is not None and len(ids) == len(pid) and index.is_unique and ids.equals(pid):
+        return None
+    if not pid_values:
+        pid_values.append(pid.to_numpy(zero_copy_only=False))
+    return index.get_indexer(pid_values[0])
+
+
+def _joined_columns(t: pa.Table, ref: _Reference) -> dict[str, np.ndarray]:
+    """One checkpoint's stored pairs rows `t` as the numeric STORED_PAIRS_COLUMNS arrays (not pair_id,
+    model, step, numerics), joined to the reference on pair_id: NaN where the reference has no such pair."""
     n = t.num_rows
-    pid = t["pair_id"].to_numpy(zero_copy_only=False)
-    cols: dict[str, np.ndarray] = {
-        "pair_id": pid, "model": np.full(n, cp.name, dtype=object),
-        "step": np.full(n, np.nan if cp.step is None else cp.step, dtype=float)}
+    cols: dict[str, np.ndarray] = {}
     for c in ("logp_chosen", "logp_rejected", *STORED_NUMBERS):
         cols[c] = t[c].to_numpy()
     for c in SQUEEZING_COLUMNS:
         cols[c] = _column(t, c)
-    for index, values in ((ref.index, ref.columns), (ref.ches_index, ref.ches)):
-        pos = index.get_indexer(pid)
+    pid_values: list[np.ndarray] = []  # the ids as numpy objects, made only when a lookup needs them
+    for index, ids, values in ((ref.index, ref.ids, ref.columns), (ref.ches_index, ref.ches_ids, ref.ches)):
+        pos = _positions(index, ids, t["pair_id"], pid_values) if values else None
         for c, v in values.items():
-            cols[c] = np.where(pos >= 0, v[pos], np.nan) if len(v) else np.full(n, np.nan)
+            if not len(v):
+                cols[c] = np.full(n, np.nan)
+            elif pos is None:
+                cols[c] = v if v.dtype.kind == "f" else v.astype(np.float64)  # what np.where(pos >= 0, v[pos], nan) is
+            else:
+                cols[c] = np.where(pos >= 0, v[pos], np.nan)
     return cols
+
+
+def _str_array(chunks: list[pa.Array | pa.ChunkedArray]) -> Any:
+    """Arrow strings (or dictionary-encoded strings) as one pandas "str" array, straight from Arrow:
+    what `pd.array(<the same values as Python objects>, dtype="str")` gives, nulls as NaN."""
+    whole = pa.chunked_array([c.cast(pa.large_string()) for a in chunks
+                              for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])], type=pa.large_string())
+    return pd.array(whole.combine_chunks(), dtype="str")
+
+
+def _frame(parts: dict[str, list[np.ndarray]], names: list[str], n: int) -> pd.DataFrame:
+    """The columns `names`, each the concatenation of its `parts` (the dtype np.concatenate gives it),
+    as a DataFrame of `n` rows: the columns of the commonest dtype written once into one 2-D block
+    (no stacking copy), the others inserted in place."""
+    dtypes = {c: np.result_type(*parts[c]) for c in names}
+    common = max(dict.fromkeys(dtypes.values()), key=list(dtypes.values()).count)
+    group = [c for c in names if dtypes[c] == common]
+    block = np.empty((len(group), n), dtype=common)
+    for row, c in zip(block, group, strict=True):
+        np.concatenate(parts[c], out=row)
+    out = pd.DataFrame(block.T, columns=group, copy=False)
+    for loc, c in enumerate(names):  # in order: every column before `loc` is there already
+        if dtypes[c] != common:
+            out.insert(loc, c, np.concatenate(parts[c]))
+    return out
 
 
 def _footer_names(source: Any) -> set[str]:
@@ -272,7 +316,7 @@ class Workspace:
         info = {"source": data.source, "conversational": bool(data.conversational),
                 "fingerprint": data.fingerprint, "n_pairs": len(df)}
         table = table.replace_schema_metadata({_META_KEY: json.dumps(info).encode()})
-        atomic_write_bytes(path, table_to_parquet_bytes(table))
+        atomic_write_bytes(path, table_to_parquet_bytes(table, row_group_size=_DATASET_ROW_GROUP))
         return data.fingerprint
 
     def score_store(self, score_fp: str, meta: dict) -> ScoreStore:
@@ -452,18 +496,28 @@ class Workspace:
         numerics = numerics or self.numerics(manifest)[0]
         ref = self._reference_columns(manifest, numerics)
         parts: dict[str, list[np.ndarray]] = {}
+        ids, models, steps = [], [], []  # per stored checkpoint: its pair ids (Arrow), name, row count, step
         for cp in manifest.checkpoints:
             store = ScoreStore(self.score_dir(manifest.score_of(cp, numerics)))
             if store.exists():
-                for c, v in _joined_columns(store.read_pairs_table(), cp, ref).items():
+                t = store.read_pairs_table()
+                for c, v in _joined_columns(t, ref).items():
                     parts.setdefault(c, []).append(v)
-        if not parts:
+                ids.append(t["pair_id"])
+                models.append((cp.name, t.num_rows))
+                steps.append(cp.step)
+        if not ids:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_PAIRS_COLUMNS})
-        cols = {k: np.concatenate(v) for k, v in parts.items()}
-        out = pd.DataFrame({k: cols[k] for k in STORED_PAIRS_COLUMNS[:-1]})
-        out["pair_id"] = pd.array(cols["pair_id"], dtype="str")
-        out["model"] = pd.array(cols["model"], dtype="str")
-        out["step"] = pd.array(cols["step"], dtype="Float64").astype("Int64")
+        counts = np.array([k for _, k in models], dtype=np.int64)
+        n = int(counts.sum())
+        out = _frame(parts, STORED_PAIRS_COLUMNS[3:-1], n)
+        out.insert(0, "pair_id", _str_array(ids))
+        names = pa.array([m for m, _ in models], pa.large_string())
+        which = pa.array(np.repeat(np.arange(len(models), dtype=np.int32), counts))
+        out.insert(1, "model", _str_array([pa.DictionaryArray.from_arrays(which, names).dictionary_decode()]))
+        unknown = np.repeat(np.array([s is None for s in steps]), counts)
+        out.insert(2, "step", pd.arrays.IntegerArray(
+            np.repeat(np.array([0 if s is None else s for s in steps], dtype=np.int64), counts), unknown))
         out["numerics"] = numerics
         return out
 
@@ -478,9 +532,11 @@ class Workspace:
         ches_t = t if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
                                                 and ches_store.exists() else None)
         if ches_t is None:
-            return _Reference(index, ref, index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS})
-        return _Reference(index, ref, pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False)),
-                          {c: _column(ches_t, c) for c in CHES_COLUMNS})
+            return _Reference(index, ref, index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS},
+                              t["pair_id"], t["pair_id"])
+        ches_index = index if ches_t is t else pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False))
+        return _Reference(index, ref, ches_index, {c: _column(ches_t, c) for c in CHES_COLUMNS},
+                          t["pair_id"], ches_t["pair_id"])
 
     def tokens(self, name: str, model: str, pair_ids: list[str] | None = None,
                numerics: str | None = None) -> pd.DataFrame:
@@ -514,17 +570,44 @@ class Workspace:
         toks["step"] = pd.array([entry.step] * len(toks), dtype="Int64")
         return toks[TOKENS_COLUMNS]
 
-    def dataset_table(self, dataset_fp: str) -> tuple[pd.DataFrame, dict]:
-        """The stored normalized pairs (message lists as JSON text) and their metadata."""
+    def dataset_table(self, dataset_fp: str, pair_ids: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+        """The stored normalized pairs (message lists as JSON text) and their metadata; with `pair_ids`,
+        only those pairs' rows (in file order, ids absent from the dataset skipped): the ids are read
+        first, then only the row groups holding them (`_DATASET_ROW_GROUP`)."""
         path = self.dataset_path(dataset_fp)
         try:
-            table = pq.read_table(path)
+            if pair_ids is None:
+                table = pq.read_table(path)
+                meta = table.schema.metadata
+            else:
+                f = pq.ParquetFile(path)
+                meta = f.schema_arrow.metadata
+                table = self._dataset_rows(f, pa.array([str(p) for p in pair_ids], pa.string()))
         except FileNotFoundError:
             raise InputError(f"dataset {dataset_fp} is not in workspace {self.root}") from None
         except (pa.ArrowException, OSError) as e:
             raise CorruptStoreError(path, None) from e
-        info = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+        info = json.loads((meta or {}).get(_META_KEY, b"{}"))
         return table.to_pandas(), info
+
+    def dataset_row_groups(self, name: str) -> int:
+        """How many row groups run `name`'s dataset file has (footer only): with more than one, a
+        pair's text is read without decoding the whole file; files written before them have one."""
+        return pq.ParquetFile(self.dataset_path(self.run(name).dataset.fingerprint)).metadata.num_row_groups
+
+    @staticmethod
+    def _dataset_rows(f: pq.ParquetFile, wanted: pa.Array) -> pa.Table:
+        """The rows of dataset file `f` whose pair_id is in `wanted`, decoding only their row groups."""
+        hit = pc.is_in(f.read(columns=["pair_id"])["pair_id"], value_set=wanted).to_numpy(zero_copy_only=False)
+        md = f.metadata
+        ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)], dtype=np.int64)
+        groups = sorted({int(g) for g in np.searchsorted(ends, np.flatnonzero(hit), side="right")})
+        if not groups:
+            return f.schema_arrow.empty_table()
+        table = f.read_row_groups(groups)
+        starts = ends - np.array([md.row_group(g).num_rows for g in range(md.num_row_groups)], dtype=np.int64)
+        rows = np.concatenate([hit[starts[g]:ends[g]] for g in groups])
+        return table.filter(pa.array(rows))
 
     def dataset_records(self, name: str) -> pd.DataFrame:
         """The run's pairs as given: conversational prompt/chosen/rejected decoded back to message lists."""
@@ -534,9 +617,10 @@ class Workspace:
                 df[col] = [json.loads(v) if isinstance(v, str) and v[:1] == "[" else v for v in df[col]]
         return df
 
-    def dataset(self, name: str) -> pd.DataFrame:
-        """pair_id, prompt, chosen, rejected as display text (then any extra dataset columns)."""
-        df, info = self.dataset_table(self.run(name).dataset.fingerprint)
+    def dataset(self, name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
+        """pair_id, prompt, chosen, rejected as display text (then any extra dataset columns); with
+        `pair_ids`, only those pairs (`dataset_table`)."""
+        df, info = self.dataset_table(self.run(name).dataset.fingerprint, pair_ids)
         if info.get("conversational"):
             for col in ("prompt", "chosen", "rejected"):
                 df[col] = [_display(v) for v in df[col]]

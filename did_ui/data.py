@@ -366,7 +366,15 @@ def dataset(root: str, run: str, ver: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def example_text(root: str, run: str, ver: str, pair_id: str) -> dict[str, str]:
-    df = dataset(root, run, ver)
+    """One pair's prompt and responses as display text ({} for a pair the dataset lacks). A dataset
+    file in row groups gives the pair's alone (milliseconds); an older file, one row group, is
+    read whole once and held (`dataset`), since reading one pair would decode all of it anyway."""
+    ws = workspace(root)
+    if ws.dataset_row_groups(run) > 1:
+        df = ws.dataset(run, pair_ids=[pair_id])
+        df = df.set_index(df["pair_id"].astype(str), drop=False)
+    else:
+        df = dataset(root, run, ver)
     if pair_id not in df.index:
         return {}
     row = df.loc[pair_id]

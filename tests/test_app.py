@@ -544,3 +544,31 @@ def test_one_cache_key_per_view_of_a_run(monkeypatch, synthetic_ws):
     assert data.view_version(root, run, "exact") == f"{ver}~exact"
     assert data.numerics_of(data.view_version(root, run, "exact")) == "exact"
     assert data.view_version(root, "missing", "exact") == "none~exact"
+
+
+def test_the_example_text_is_the_same_from_a_grouped_and_a_single_group_dataset(tmp_path):
+    """example_text reads one pair's rows from a dataset file in row groups and the whole held table
+    from an older one-group file: the same text either way, and {} for an unknown pair."""
+    import pyarrow.parquet as pq
+    import streamlit as st
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+    from did_core.workspace import Workspace
+    from did_ui import data
+
+    run = make_synthetic_workspace(tmp_path, n_pairs=2500, n_checkpoints=1, seed=2, tokens=False)
+    ws = Workspace(tmp_path)
+    ver = data.run_version(str(tmp_path), run)
+    assert ws.dataset_row_groups(run) > 1
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    grouped = {p: data.example_text(str(tmp_path), run, ver, p) for p in ("0", "1234", "2499", "nope")}
+    path = ws.dataset_path(ws.run(run).dataset.fingerprint)
+    pq.write_table(pq.read_table(path), path)  # as written before row groups: one group
+    assert ws.dataset_row_groups(run) == 1
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    single = {p: data.example_text(str(tmp_path), run, ver, p) for p in grouped}
+    assert grouped == single and grouped["nope"] == {} and set(grouped["1234"]) == {"prompt", "chosen", "rejected"}
+    full = ws.dataset(run).set_index("pair_id")
+    assert grouped["1234"]["chosen"] == str(full.loc["1234", "chosen"])

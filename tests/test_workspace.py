@@ -290,3 +290,148 @@ def test_stored_names_read_no_rows_of_a_new_store_and_check_its_sha256(tmp_path,
         store.read_tokens()
     path.write_bytes(b"not parquet")
     assert ws._stored_names(store, "tokens") is None
+
+
+def _pairs_as_before(ws: Workspace, name: str, numerics: str | None = None) -> pd.DataFrame:
+    """`Workspace.pairs` as it was built before issue 17 (object ids, a per-row lookup of every
+    checkpoint's ids in the reference's, one DataFrame from a dict of concatenated columns)."""
+    from did_core.store import ScoreStore
+    from did_core.workspace import CHES_COLUMNS, SQUEEZING_COLUMNS, STORED_NUMBERS
+
+    def column(t, c):
+        return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
+
+    manifest = ws.run(name)
+    numerics = numerics or ws.numerics(manifest)[0]
+    rt = ws.open_store(manifest.score_of(manifest.reference, numerics)).read_pairs_table()
+    index = pd.Index(rt["pair_id"].to_numpy(zero_copy_only=False))
+    refcols = {"ref_logp_chosen": rt["logp_chosen"].to_numpy(), "ref_logp_rejected": rt["logp_rejected"].to_numpy(),
+               **{f"ref_{c}": column(rt, c) for c in SQUEEZING_COLUMNS}}
+    ches_store = ws._ches_store(manifest, numerics)
+    ct = rt if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
+                                         and ches_store.exists() else None)
+    if ct is None:
+        ches_index, ches = index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS}
+    else:
+        ches_index, ches = pd.Index(ct["pair_id"].to_numpy(zero_copy_only=False)), {c: column(ct, c) for c in CHES_COLUMNS}
+    parts: dict[str, list] = {}
+    for cp in manifest.checkpoints:
+        store = ScoreStore(ws.score_dir(manifest.score_of(cp, numerics)))
+        if not store.exists():
+            continue
+        t = store.read_pairs_table()
+        n, pid = t.num_rows, t["pair_id"].to_numpy(zero_copy_only=False)
+        cols = {"pair_id": pid, "model": np.full(n, cp.name, dtype=object),
+                "step": np.full(n, np.nan if cp.step is None else cp.step, dtype=float)}
+        for c in ("logp_chosen", "logp_rejected", *STORED_NUMBERS):
+            cols[c] = t[c].to_numpy()
+        for c in SQUEEZING_COLUMNS:
+            cols[c] = column(t, c)
+        for ix, values in ((index, refcols), (ches_index, ches)):
+            pos = ix.get_indexer(pid)
+            for c, v in values.items():
+                cols[c] = np.where(pos >= 0, v[pos], np.nan) if len(v) else np.full(n, np.nan)
+        for c, v in cols.items():
+            parts.setdefault(c, []).append(v)
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_PAIRS_COLUMNS})
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    out = pd.DataFrame({k: cols[k] for k in STORED_PAIRS_COLUMNS[:-1]})
+    out["pair_id"] = pd.array(cols["pair_id"], dtype="str")
+    out["model"] = pd.array(cols["model"], dtype="str")
+    out["step"] = pd.array(cols["step"], dtype="Float64").astype("Int64")
+    out["numerics"] = numerics
+    return out
+
+
+@pytest.mark.parametrize("extras", [True, False])
+def test_pairs_equal_the_construction_before_issue_17(tmp_path, monkeypatch, extras):
+    """The Arrow-built `ws.pairs` (ids and model names as "str" straight from Arrow, numbers written
+    once into a block, checkpoints stored in the reference's order joined without a lookup) is the
+    frame the old construction gives: same columns, dtypes, values, order. Also for a checkpoint
+    whose rows are shuffled, lack pairs and hold one the reference lacks (the lookup path), a
+    checkpoint without a step, one without a stored score, and none stored at all."""
+    import dataclasses
+    import shutil
+
+    import pyarrow as pa
+
+    from did_core.store import ScoreStore
+
+    run = make_synthetic_workspace(tmp_path, n_pairs=30, n_checkpoints=4, seed=2, chunk_size=7, tokens=False,
+                                   stored_extras=extras)
+    ws = Workspace(tmp_path)
+    new = ws.pairs(run)
+    pd.testing.assert_frame_equal(new, _pairs_as_before(ws, run))
+    assert new["pair_id"].dtype == "str" and new["model"].dtype == "str" and new["step"].dtype == "Int64"
+
+    manifest = ws.run(run)
+    odd = ws.score_dir(manifest.checkpoints[1].score)
+    read = ScoreStore.read_pairs_table
+
+    def shuffled(self):
+        t = read(self)
+        if self.dir != odd:
+            return t
+        t = t.take(np.random.default_rng(0).permutation(t.num_rows)[:-5])
+        return pa.concat_tables([t, t.slice(0, 1).set_column(0, "pair_id", pa.array(["not-in-ref"]))])
+
+    monkeypatch.setattr(ScoreStore, "read_pairs_table", shuffled)
+    cps = list(manifest.checkpoints)
+    cps[2] = dataclasses.replace(cps[2], step=None)
+    ws.write_run(dataclasses.replace(manifest, checkpoints=cps))
+    shutil.rmtree(ws.score_dir(cps[3].score))
+    new = ws.pairs(run)
+    pd.testing.assert_frame_equal(new, _pairs_as_before(ws, run))
+    assert new["ref_logp_chosen"].isna().sum() == 1 and new["step"].isna().sum() == 30
+    for cp in cps[:3]:
+        shutil.rmtree(ws.score_dir(cp.score))
+    pd.testing.assert_frame_equal(ws.pairs(run), _pairs_as_before(ws, run))
+
+
+def test_dataset_rows_of_some_pairs_read_only_their_row_groups(tmp_path, monkeypatch):
+    """A stored dataset is written in row groups of `_DATASET_ROW_GROUP` rows; `dataset_table(fp,
+    pair_ids)` is the whole table's rows of those pairs (file order, unknown ids skipped, the same
+    metadata), decoding only the groups that hold them. A file written before (one row group) gives
+    the same answers, whole and by pair."""
+    import pyarrow.parquet as pq
+
+    from did_core import workspace as wsmod
+    from did_core.files import atomic_write_bytes
+    from did_core.store import table_to_parquet_bytes
+
+    run = make_synthetic_workspace(tmp_path, n_pairs=3000, n_checkpoints=1, seed=4, tokens=False)
+    ws = Workspace(tmp_path)
+    fp = ws.run(run).dataset.fingerprint
+    path = ws.dataset_path(fp)
+    assert pq.ParquetFile(path).metadata.num_row_groups == -(-3000 // wsmod._DATASET_ROW_GROUP) > 1
+    whole, info = ws.dataset_table(fp)
+    assert info["n_pairs"] == 3000 and len(whole) == 3000
+    read_groups = []
+    original = pq.ParquetFile.read_row_groups
+
+    def spy(self, groups, *args, **kwargs):
+        read_groups.append(list(groups))
+        return original(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    cases = [["2999", "5", "nope", "1500"], ["17"], [], ["nope"], list(whole["pair_id"])]
+    for layout in ("groups", "one group"):
+        if layout == "one group":  # what the writer made before: one row group
+            atomic_write_bytes(path, table_to_parquet_bytes(pq.read_table(path)))
+            assert pq.ParquetFile(path).metadata.num_row_groups == 1
+            again, again_info = ws.dataset_table(fp)
+            pd.testing.assert_frame_equal(again, whole)
+            assert again_info == info
+        for ids in cases:
+            read_groups.clear()
+            got, got_info = ws.dataset_table(fp, pair_ids=ids)
+            expected = whole[whole["pair_id"].isin(ids)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, expected, check_index_type=False)
+            assert got_info == info
+            if layout == "groups" and ids == ["17"]:
+                assert read_groups == [[0]]
+            if layout == "groups" and ids[:1] == ["2999"]:
+                assert read_groups == [[0, 1, 2]]
+    with pytest.raises(InputError):
+        ws.dataset_table("0" * 20, pair_ids=["1"])
