@@ -13,6 +13,7 @@ DID come from `sampling.sample_did_entropy(policy=B, reference=A, ...)`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -104,15 +105,65 @@ def top_movers(table: pd.DataFrame, column: str = "delta_log_margin", n: int = 1
     return up, down
 
 
+# Above this many values the mean's interval is the normal one (`normal_mean_ci`): the bootstrap costs
+# n_boot·n (~1 s at n = 60,000, 400 resamples) while the two agree to ~1e-4 of the bounded H ∈ [0, log 2].
+BOOTSTRAP_MAX_N = 5000
+NORMAL = "normal, mean ± z·sd/√n"
+_CHUNK = 1 << 21   # resample indices drawn at a time (16 MiB of int64), whatever n_boot·n is
+
+
+def bootstrap_method(n_boot: int) -> str:
+    """The method label of the percentile bootstrap of the mean with `n_boot` resamples."""
+    return f"bootstrap ({n_boot:,} resamples)"
+
+
 def bootstrap_mean_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of (N,) values (NaN skipped); (nan, nan) when empty."""
+    """Percentile-bootstrap interval of the mean of (N,) values (NaN skipped); (nan, nan) when empty.
+
+    The resamples are rng.integers(0, N, (n_boot, N)) drawn in row chunks of at most `_CHUNK` indices
+    (the same stream, so the same interval, as one draw; memory bounded)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))   # (B, N)
-    lo, hi = np.quantile(v[idx].mean(-1), [(1 - level) / 2, (1 + level) / 2])
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK // v.size)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, rows):
+        b = min(rows, n_boot - start)
+        means[start:start + b] = v[rng.integers(0, v.size, size=(b, v.size))].mean(-1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def normal_mean_ci(values, *, level: float = 0.95) -> tuple[float, float]:
+    """The CLT interval mean ± z_{(1+level)/2}·sd/√n of (N,) values (NaN skipped; sd with ddof 1);
+    (nan, nan) when empty, (mean, mean) for a single value."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    m = float(v.mean())
+    half = float(NormalDist().inv_cdf((1 + level) / 2) * v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+    return m - half, m + half
+
+
+def mean_interval(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                  bootstrap_max_n: int = BOOTSTRAP_MAX_N) -> dict:
+    """The mean of (N,) values (NaN skipped) with an interval, and which interval it is.
+
+    Up to `bootstrap_max_n` finite values: the percentile bootstrap (`bootstrap_mean_ci`, seeded); above:
+    the normal interval (`normal_mean_ci`). Returns {"mean", "lo", "hi", "n", "method"}; method is
+    "bootstrap (N resamples)" or `NORMAL`; all NaN when empty.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if v.size else float("nan")
+    if v.size > bootstrap_max_n:
+        lo, hi = normal_mean_ci(v, level=level)
+        return {"mean": mean, "lo": lo, "hi": hi, "n": int(v.size), "method": NORMAL}
+    lo, hi = bootstrap_mean_ci(v, n_boot=n_boot, level=level, seed=seed)
+    return {"mean": mean, "lo": lo, "hi": hi, "n": int(v.size), "method": bootstrap_method(n_boot)}
 
 
 @dataclass(frozen=True)
@@ -126,19 +177,21 @@ class ComparisonSummary:
     share_margin_up: float          # share of pairs whose log-margin grew
     share_both_down: float          # share where both ℓ(y_w) and ℓ(y_l) fell (displacement from A to B)
     mean_did_entropy_ba: float      # mean over pairs of H(q_{B/A}) on {y_w, y_l}
-    did_entropy_ci_low: float       # percentile bootstrap over pairs
+    did_entropy_ci_low: float       # `mean_interval` over pairs: bootstrap up to BOOTSTRAP_MAX_N, else normal
     did_entropy_ci_high: float
     mean_pair_ess: float            # mean of 1/Σq² over the pairs, in [1, 2]
+    did_entropy_ci_method: str = ""  # the interval's method (`mean_interval`'s label)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def summarize_comparison(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
-                         seed: int = 0) -> ComparisonSummary:
-    """Means and shares of a `compare_checkpoints` table, with a bootstrap interval on mean H(q_{B/A})."""
+                         seed: int = 0, bootstrap_max_n: int = BOOTSTRAP_MAX_N) -> ComparisonSummary:
+    """Means and shares of a `compare_checkpoints` table, with an interval on mean H(q_{B/A})
+    (`mean_interval`: the percentile bootstrap up to `bootstrap_max_n` pairs, else the normal one)."""
     d = np.stack([table["did_ba_chosen"].to_numpy(), table["did_ba_rejected"].to_numpy()], -1)
-    lo, hi = bootstrap_mean_ci(table["did_entropy_ba"], n_boot=n_boot, level=level, seed=seed)
+    ci = mean_interval(table["did_entropy_ba"], n_boot=n_boot, level=level, seed=seed, bootstrap_max_n=bootstrap_max_n)
     nan = float("nan")
     return ComparisonSummary(
         n=len(table),
@@ -148,5 +201,6 @@ def summarize_comparison(table: pd.DataFrame, *, n_boot: int = 1000, level: floa
         share_margin_up=float((table["delta_log_margin"] > 0).mean()) if len(table) else nan,
         share_both_down=float(((d[:, 0] < 0) & (d[:, 1] < 0)).mean()) if len(table) else nan,
         mean_did_entropy_ba=float(table["did_entropy_ba"].mean()) if len(table) else nan,
-        did_entropy_ci_low=lo, did_entropy_ci_high=hi,
-        mean_pair_ess=float(effective_sample_size(d).mean()) if len(table) else nan)
+        did_entropy_ci_low=ci["lo"], did_entropy_ci_high=ci["hi"],
+        mean_pair_ess=float(effective_sample_size(d).mean()) if len(table) else nan,
+        did_entropy_ci_method=ci["method"])

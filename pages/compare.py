@@ -57,7 +57,8 @@ st.latex(r"d_{B/A}(y) = \log\pi_B(y\mid x) - \log\pi_A(y\mid x),\qquad "
 if stats:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("mean H(q_B/A) over pairs", f"{stats['mean_did_entropy_ba']:.4f}",
-              help=f"95 % bootstrap interval (400 resamples) [{stats['did_entropy_ci_low']:.4f}, {stats['did_entropy_ci_high']:.4f}]; max log 2")
+              help=f"95 % interval [{stats['did_entropy_ci_low']:.4f}, {stats['did_entropy_ci_high']:.4f}] "
+                   f"({stats['did_entropy_ci_method']} over the {stats['n']:,} pairs); max log 2")
     c2.metric("pairs whose margin grew", f"{stats['share_margin_up']:.3f}")
     c3.metric("both fell from A to B", f"{stats['share_both_down']:.3f}")
     c4.metric("mean pair ESS 1/Σq²", f"{stats['mean_pair_ess']:.3f}")
