@@ -90,22 +90,27 @@ def margins_wide(pairs: pd.DataFrame, aggregation: Aggregation = "sum") -> pd.Da
     """Log-margins per pair and model from a `ws.pairs` table: index `pair_id`, one column per model.
 
     The first column is "reference" (from the `ref_*` columns), then the models ordered by `step`
-    (unknown steps last, then by name). aggregation "mean" uses per-token-mean log-probs.
+    (unknown steps last, then by name); pairs in the order of their first row. aggregation "mean" uses
+    per-token-mean log-probs. Pairs and models with no finite margin at all are left out, as
+    `pivot_table` would; built on factorized codes instead (60k pairs × 20 checkpoints: 1.1 → 0.13 s).
     """
-    p = pairs.copy()
-    nw, nl = p["n_tokens_chosen"], p["n_tokens_rejected"]
-    for out, prefix in (("_m", ""), ("_mref", "ref_")):
-        p[out] = log_margin(aggregate_logp(p[f"{prefix}logp_chosen"], nw, aggregation),
-                            aggregate_logp(p[f"{prefix}logp_rejected"], nl, aggregation))
-    steps = p.groupby("model", sort=False)["step"].first() if "step" in p else pd.Series(dtype=float)
-    def path_key(m) -> tuple[bool, float, str]:
-        s = steps.get(m)
-        return (True, 0.0, str(m)) if s is None or pd.isna(s) else (False, float(s), str(m))
+    nw, nl = pairs["n_tokens_chosen"], pairs["n_tokens_rejected"]
+    m, mref = (log_margin(aggregate_logp(pairs[f"{x}logp_chosen"], nw, aggregation),
+                          aggregate_logp(pairs[f"{x}logp_rejected"], nl, aggregation)) for x in ("", "ref_"))
+    pcodes, pids = pd.factorize(pairs["pair_id"], sort=False)
+    mcodes, models = pd.factorize(pairs["model"], sort=False)
+    steps = pairs.groupby(mcodes, sort=False)["step"].first() if "step" in pairs else pd.Series(dtype=float)
 
-    order = sorted(p["model"].unique(), key=path_key)
-    wide = p.pivot_table(index="pair_id", columns="model", values="_m", aggfunc="first", sort=False)[order]
-    ref = p.groupby("pair_id", sort=False)["_mref"].first()
-    wide.insert(0, REFERENCE, ref.reindex(wide.index))
+    def path_key(k: int) -> tuple[bool, float, str]:
+        s = steps.get(k)
+        return (True, 0.0, str(models[k])) if s is None or pd.isna(s) else (False, float(s), str(models[k]))
+
+    grid = np.full((len(pids), len(models)), np.nan)
+    grid[pcodes, mcodes] = m
+    wide = pd.DataFrame(grid, index=pd.Index(pids, name="pair_id"), columns=list(models))
+    wide = wide.iloc[:, sorted(range(len(models)), key=path_key)].dropna(how="all").dropna(how="all", axis=1)
+    ref = pd.Series(mref, copy=False).groupby(pcodes, sort=False).first()  # the same on a pair's rows
+    wide.insert(0, REFERENCE, ref.set_axis(pids[ref.index]).reindex(wide.index).to_numpy())
     wide.columns.name = None
     return wide
 

@@ -127,3 +127,29 @@ def test_consecutive_ordering_vs_naive():
     shares = ordering_shares(long)
     assert list(shares.model) == path[1:] and (shares.n == 25).all()
     assert shares.increased[0] == pytest.approx(long[long.model == "checkpoint-100"].increased.mean())
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "mean"])
+def test_margins_wide_equals_a_naive_pivot_table(aggregation):
+    """margins_wide (built on factorized codes) equals the plain pandas construction, pivot_table with
+    "first", including shuffled rows, an unknown step, a checkpoint and a pair with no finite margin;
+    pairs come in the order of their first row."""
+    rng = np.random.default_rng(9)
+    ref = rng.normal(size=40)
+    steps = {"checkpoint-30": 30, "checkpoint-10": 10, "final": None, "checkpoint-20": 20}
+    pairs = _pairs_table({m: ref + rng.normal(size=40) for m in steps}, steps, ref).sample(frac=1, random_state=2)
+    pairs.loc[pairs["model"] == "checkpoint-20", "logp_chosen"] = np.nan
+    pairs.loc[pairs["pair_id"] == "7", "logp_rejected"] = np.nan
+    p = pairs.copy()
+    for side in ("chosen", "rejected"):
+        n = np.maximum(p[f"n_tokens_{side}"], 1) if aggregation == "mean" else 1
+        p[f"s_{side}"], p[f"r_{side}"] = p[f"logp_{side}"] / n, p[f"ref_logp_{side}"] / n
+    p["m"], p["mref"] = p["s_chosen"] - p["s_rejected"], p["r_chosen"] - p["r_rejected"]
+    naive = p.pivot_table(index="pair_id", columns="model", values="m", aggfunc="first", sort=False)
+    naive = naive[["checkpoint-10", "checkpoint-30", "final"]]  # by step, unknown last; the all-NaN one gone
+    naive.insert(0, "reference", p.groupby("pair_id", sort=False)["mref"].first().reindex(naive.index))
+    naive.columns.name = None
+    naive = naive.loc[[i for i in pd.unique(pairs["pair_id"]) if i in naive.index]]  # pairs in order of first row
+    got = margins_wide(pairs, aggregation)
+    assert "7" not in got.index and "checkpoint-20" not in got.columns
+    pd.testing.assert_frame_equal(got, naive)
