@@ -46,6 +46,12 @@ def _stats(values: np.ndarray, quantiles: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def _share(values: np.ndarray) -> float:
+    """The mean of 0/1 values, NaN skipped (as pandas' mean), NaN when none is left."""
+    v = values[~np.isnan(values)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 def checkpoint_curves(pairs: pd.DataFrame, *, quantiles: Sequence[float] = QUANTILES, include_reference: bool = True,
                       sequence_entropy: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per checkpoint: mean/std/quantiles of DISTRIBUTION_METRICS and shares of SHARE_METRICS (long format).
@@ -59,15 +65,24 @@ def checkpoint_curves(pairs: pd.DataFrame, *, quantiles: Sequence[float] = QUANT
     metrics `did_entropy_restricted`, `did_entropy_snis` (stat "mean").
     """
     rows: list[dict] = []
-    for model, g in pairs.groupby("model", sort=False):
-        step = float(g["step"].iloc[0]) if "step" in g and pd.notna(g["step"].iloc[0]) else float("nan")
-        for metric in (m for m in DISTRIBUTION_METRICS if m in g):
-            for stat, v in _stats(g[metric].to_numpy(dtype=np.float64), quantiles).items():
+    # one pass over each column, cut per model (a groupby would copy every column of every group)
+    codes, models = pd.factorize(pairs["model"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(models) + 1))
+    metrics = [m for m in DISTRIBUTION_METRICS if m in pairs]
+    values = {m: pairs[m].to_numpy(dtype=np.float64, na_value=np.nan)[order] for m in (*metrics, *SHARE_METRICS)}
+    first_steps = pairs["step"].to_numpy(dtype=np.float64, na_value=np.nan)[order] if "step" in pairs else None
+    for k, model in enumerate(models):
+        lo, hi = bounds[k], bounds[k + 1]
+        step = float(first_steps[lo]) if first_steps is not None else float("nan")
+        for metric in metrics:
+            for stat, v in _stats(values[metric][lo:hi], quantiles).items():
                 rows.append(dict(step=step, model=model, metric=metric, stat=stat, value=v))
         for metric in SHARE_METRICS:
-            rows.append(dict(step=step, model=model, metric=metric, stat="mean", value=float(g[metric].mean())))
+            rows.append(dict(step=step, model=model, metric=metric, stat="mean", value=_share(values[metric][lo:hi])))
     if include_reference and len(pairs):
-        ref = pairs.groupby("pair_id", sort=False).first()
+        ref = pairs[["pair_id", "ref_logp_chosen", "ref_logp_rejected", "ref_log_margin"]].groupby(
+            "pair_id", sort=False).first()
         for metric, col in (("logp_chosen", "ref_logp_chosen"), ("logp_rejected", "ref_logp_rejected"),
                             ("log_margin", "ref_log_margin")):
             for stat, v in _stats(ref[col].to_numpy(dtype=np.float64), quantiles).items():
