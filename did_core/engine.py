@@ -90,11 +90,8 @@ class PairScores:
 # Logits rows per head call: bounds the (rows, V) float32 temporaries to ~32 MiB.
 _CHUNK_ELEMENTS = 1 << 23
 CHUNK_BYTES = 4 * _CHUNK_ELEMENTS  # one head call's float32 (rows, V) logits: the unit of the engine's memory bound
-STATS_ROWS = 16
-"""Rows of a head chunk whose log-prob, squeezing and DID passes run together: 16 × V floats (3 MB at
-V = 49k) stay in the cache across the five passes over them, where the whole chunk (32 MB) went to
-memory each time: 24 ms -> 7 ms per 170-row chunk of SmolLM2's head on this machine, the same bits
-(the passes are per row, so the slicing changes no value)."""
+STATS_ROWS = 16  # rows per log-prob/squeezing/DID pass: 16 x V floats stay in the cache (per-row maths: same values;
+# a whole 32 MB chunk went to memory on each of the passes: 24 -> 7 ms per 170-row SmolLM2 chunk here)
 # Keep the reference's (N, V) logits between policies only when they are this small.
 _REF_CACHE_BYTES = 1 << 30
 # Config fields that make logits differ from `lm_head(hidden)`: the bare-head path is then refused.

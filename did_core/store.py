@@ -15,6 +15,11 @@ counts as done only once both of its files are in place *and* listed in meta.jso
 meta.json is updated under an exclusive `flock`, so several ranks may write chunks of one score.
 Readers verify the sha256 of every file they read and raise `CorruptStoreError` on a mismatch;
 `done_chunks()` and `is_complete()` leave corrupt chunks out, so the score job recomputes them.
+
+`held_columns(file)` says which columns of a stored file hold values, from its footer.
+
+Why one module of ~370 lines: everything that knows the Parquet files of a score (their layout,
+checksums, locking, reading and what their footers say) is here, and the product reads them only through it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -318,3 +324,53 @@ class ScoreStore:
         if not tables:
             return TOKENS_SCHEMA.empty_table().to_pandas()
         return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def held_columns(source: Any) -> set[str]:
+    """The columns of a Parquet file that hold at least one value (a float column: one that is neither
+    NaN nor null; any other: one that is not null), from the footer's per-row-group statistics. A float
+    column with a min/max holds a number (Parquet's min/max skip NaN; an all-NaN column has none); a
+    column whose null count is its length holds nothing. What the statistics leave open (a float
+    column with no min/max and some non-null entries: all NaN, or written without statistics; a
+    nested column; no statistics at all) is decided by decoding those columns alone. A file without
+    rows: every column (nothing says a value is missing)."""
+    f = pq.ParquetFile(source)
+    md, schema = f.metadata, f.schema_arrow
+    if md.num_rows == 0:
+        return set(schema.names)
+    held: set[str] = set()
+    open_: set[str] = set()  # what the footer leaves open: decoded
+    paths = [md.schema.column(j).path for j in range(md.num_columns)]
+    index = {path: j for j, path in enumerate(paths)}  # a flat column is one leaf, its path its name
+    for name in schema.names:
+        if name not in index:
+            open_.add(name)  # nested (leaves "name.list.element", …): decoded
+            continue
+        floating = pa.types.is_floating(schema.field(name).type)
+        empty = True  # so far: every row group holds only nulls (or, for floats, only NaN and nulls)
+        for g in range(md.num_row_groups):
+            col = md.row_group(g).column(index[name])
+            stats = col.statistics
+            if stats is None or not stats.has_null_count:
+                open_.add(name)
+                break
+            non_null = col.num_values - stats.null_count
+            if floating and stats.has_min_max:
+                if math.isnan(stats.min) or math.isnan(stats.max):  # an old writer's NaN min/max
+                    open_.add(name)
+                else:
+                    held.add(name)
+                break
+            if non_null > 0:
+                if not floating:
+                    held.add(name)
+                    break
+                empty = False  # non-null floats without a min/max: all NaN, or no min/max written
+        else:
+            if not empty:
+                open_.add(name)
+    if open_:
+        t = f.read(columns=sorted(open_))
+        held |= {c for c in t.column_names
+                 if pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type) else pc.is_null(t[c]))).as_py()}
+    return held

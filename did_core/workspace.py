@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,10 +37,12 @@ from did_core.errors import InputError
 from did_core.files import atomic_write_bytes
 from did_core.fingerprints import fingerprint, model_fingerprint
 from did_core.manifest import ModelEntry, RunManifest
+from did_core.pair_join import JoinReference, frame, joined_columns, stored_column, str_array
 from did_core.store import (
     CorruptStoreError,
     ScoreStore,
     atomic_write_json,
+    held_columns,
     remove_orphaned_temps,
     table_to_parquet_bytes,
 )
@@ -117,131 +117,6 @@ def _display(value: Any) -> str:
         except ValueError:
             return value
     return display_text(value)
-
-
-@dataclass(frozen=True)
-class _Reference:
-    """The reference's columns a checkpoint's rows are joined to, by pair id (`Workspace.pairs`)."""
-
-    index: pd.Index
-    columns: dict[str, np.ndarray]
-    ches_index: pd.Index
-    ches: dict[str, np.ndarray]
-    ids: pa.ChunkedArray | None = None  # the pair ids of `index` / `ches_index` as stored (Arrow): a
-    ches_ids: pa.ChunkedArray | None = None  # checkpoint stored in the same order joins without a lookup
-
-
-def _column(t: pa.Table, c: str) -> np.ndarray:
-    """A stored column; NaN for one the store lacks (see `Workspace.not_stored`)."""
-    return t[c].to_numpy() if c in t.column_names else np.full(t.num_rows, np.nan)
-
-
-def _positions(index: pd.Index, ids: pa.ChunkedArray | None, pid: pa.ChunkedArray,
-               pid_values: list[np.ndarray]) -> np.ndarray | None:
-    """Where each of a checkpoint's pair ids `pid` is in the reference's `index` (-1: absent); None when
-    they are the reference's own ids in its order (a unique index): every row joins to itself."""
-    if ids is not None and len(ids) == len(pid) and index.is_unique and ids.equals(pid):
-        return None
-    if not pid_values:
-        pid_values.append(pid.to_numpy(zero_copy_only=False))
-    return index.get_indexer(pid_values[0])
-
-
-def _joined_columns(t: pa.Table, ref: _Reference) -> dict[str, np.ndarray]:
-    """One checkpoint's stored pairs rows `t` as the numeric STORED_PAIRS_COLUMNS arrays (not pair_id,
-    model, step, numerics), joined to the reference on pair_id: NaN where the reference has no such pair."""
-    n = t.num_rows
-    cols: dict[str, np.ndarray] = {}
-    for c in ("logp_chosen", "logp_rejected", *STORED_NUMBERS):
-        cols[c] = t[c].to_numpy()
-    for c in SQUEEZING_COLUMNS:
-        cols[c] = _column(t, c)
-    pid_values: list[np.ndarray] = []  # the ids as numpy objects, made only when a lookup needs them
-    for index, ids, values in ((ref.index, ref.ids, ref.columns), (ref.ches_index, ref.ches_ids, ref.ches)):
-        pos = _positions(index, ids, t["pair_id"], pid_values) if values else None
-        for c, v in values.items():
-            if not len(v):
-                cols[c] = np.full(n, np.nan)
-            elif pos is None:
-                cols[c] = v if v.dtype.kind == "f" else v.astype(np.float64)  # what np.where(pos >= 0, v[pos], nan) is
-            else:
-                cols[c] = np.where(pos >= 0, v[pos], np.nan)
-    return cols
-
-
-def _str_array(chunks: list[pa.Array | pa.ChunkedArray]) -> Any:
-    """Arrow strings (or dictionary-encoded strings) as one pandas "str" array, straight from Arrow:
-    what `pd.array(<the same values as Python objects>, dtype="str")` gives, nulls as NaN."""
-    whole = pa.chunked_array([c.cast(pa.large_string()) for a in chunks
-                              for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])], type=pa.large_string())
-    return pd.array(whole.combine_chunks(), dtype="str")
-
-
-def _frame(parts: dict[str, list[np.ndarray]], names: list[str], n: int) -> pd.DataFrame:
-    """The columns `names`, each the concatenation of its `parts` (the dtype np.concatenate gives it),
-    as a DataFrame of `n` rows: the columns of the commonest dtype written once into one 2-D block
-    (no stacking copy), the others inserted in place."""
-    dtypes = {c: np.result_type(*parts[c]) for c in names}
-    common = max(dict.fromkeys(dtypes.values()), key=list(dtypes.values()).count)
-    group = [c for c in names if dtypes[c] == common]
-    block = np.empty((len(group), n), dtype=common)
-    for row, c in zip(block, group, strict=True):
-        np.concatenate(parts[c], out=row)
-    out = pd.DataFrame(block.T, columns=group, copy=False)
-    for loc, c in enumerate(names):  # in order: every column before `loc` is there already
-        if dtypes[c] != common:
-            out.insert(loc, c, np.concatenate(parts[c]))
-    return out
-
-
-def _footer_names(source: Any) -> set[str]:
-    """The columns of a Parquet file that hold at least one value (a float column: one that is neither
-    NaN nor null; any other: one that is not null), from the footer's per-row-group statistics. A float
-    column with a min/max holds a number (Parquet's min/max skip NaN; an all-NaN column has none); a
-    column whose null count is its length holds nothing. What the statistics leave open (a float
-    column with no min/max and some non-null entries: all NaN, or written without statistics; a
-    nested column; no statistics at all) is decided by decoding those columns alone. A file without
-    rows: every column (nothing says a value is missing)."""
-    f = pq.ParquetFile(source)
-    md, schema = f.metadata, f.schema_arrow
-    if md.num_rows == 0:
-        return set(schema.names)
-    held: set[str] = set()
-    open_: set[str] = set()  # what the footer leaves open: decoded
-    paths = [md.schema.column(j).path for j in range(md.num_columns)]
-    index = {path: j for j, path in enumerate(paths)}  # a flat column is one leaf, its path its name
-    for name in schema.names:
-        if name not in index:
-            open_.add(name)  # nested (leaves "name.list.element", …): decoded
-            continue
-        floating = pa.types.is_floating(schema.field(name).type)
-        empty = True  # so far: every row group holds only nulls (or, for floats, only NaN and nulls)
-        for g in range(md.num_row_groups):
-            col = md.row_group(g).column(index[name])
-            stats = col.statistics
-            if stats is None or not stats.has_null_count:
-                open_.add(name)
-                break
-            non_null = col.num_values - stats.null_count
-            if floating and stats.has_min_max:
-                if math.isnan(stats.min) or math.isnan(stats.max):  # an old writer's NaN min/max
-                    open_.add(name)
-                else:
-                    held.add(name)
-                break
-            if non_null > 0:
-                if not floating:
-                    held.add(name)
-                    break
-                empty = False  # non-null floats without a min/max: all NaN, or no min/max written
-        else:
-            if not empty:
-                open_.add(name)
-    if open_:
-        t = f.read(columns=sorted(open_))
-        held |= {c for c in t.column_names
-                 if pc.any(pc.invert(pc.is_nan(t[c]) if pa.types.is_floating(t[c].type) else pc.is_null(t[c]))).as_py()}
-    return held
 
 
 class Workspace:
@@ -401,12 +276,12 @@ class Workspace:
         return manifest.resolved_settings()
 
     @staticmethod
-    def _stored_names(store: ScoreStore, kind: str = "pairs") -> set[str] | None:
+    def stored_columns(store: ScoreStore, kind: str = "pairs") -> set[str] | None:
         """Columns that hold values in a store's `kind` ("pairs" or "tokens") rows (its first chunk: a
         store written before a column existed lacks it, or has it all NaN when the writer filled the
         schema); None when nothing is stored yet, or the chunk is unreadable or fails its sha256.
 
-        Answered from the Parquet footer (`_footer_names`), not by decoding the rows: the chunk's bytes
+        Answered from the Parquet footer (`store.held_columns`), not by decoding the rows: the chunk's bytes
         are still checked against the sha256 meta.json recorded for them, as every reader of the store
         does (store.read_verified), but only the columns the footer cannot settle are decoded."""
         try:
@@ -422,11 +297,11 @@ class Workspace:
         if sha is not None and hashlib.sha256(data).hexdigest() != sha:
             return None  # corrupt: said by the readers of its values (CorruptStoreError), not guessed here
         try:
-            return _footer_names(pa.BufferReader(data))
+            return held_columns(pa.BufferReader(data))
         except (OSError, pa.ArrowException):
             return None
 
-    def _ches_store(self, manifest: RunManifest, numerics: str) -> ScoreStore | None:
+    def ches_store(self, manifest: RunManifest, numerics: str) -> ScoreStore | None:
         """The reference store CHES is read from: the exact numerics' (CHES is a property of the
         reference's weights, computed in its exact scoring pass), whatever numerics a row is in."""
         have = self.numerics(manifest)
@@ -443,8 +318,8 @@ class Workspace:
         manifest = self.run(name)
         numerics = numerics or self.numerics(manifest)[0]
         out: dict[str, str] = {}
-        ches = self._ches_store(manifest, numerics)
-        have = self._stored_names(ches) if ches is not None and ches.exists() else None
+        ches = self.ches_store(manifest, numerics)
+        have = self.stored_columns(ches) if ches is not None and ches.exists() else None
         for c in CHES_COLUMNS:
             if ches is None:
                 out[c] = "the run has no exact-numerics reference score (CHES is computed in its exact pass)"
@@ -456,7 +331,7 @@ class Workspace:
                 continue
             for entry in manifest.models:
                 store = ScoreStore(self.score_dir(manifest.score_of(entry, numerics)))
-                names = self._stored_names(store) if store.exists() else None
+                names = self.stored_columns(store) if store.exists() else None
                 if names is not None and c not in names:
                     out[c] = RESCORE_HINT
                     break
@@ -475,7 +350,7 @@ class Workspace:
         entry = manifest.model(model)
         for prefix, e in (("", entry), ("ref_", manifest.reference)):
             store = ScoreStore(self.score_dir(manifest.score_of(e, numerics)))
-            names = self._stored_names(store, "tokens") if store.exists() else None
+            names = self.stored_columns(store, "tokens") if store.exists() else None
             for c in TOKEN_SQUEEZING:
                 if names is not None and c not in names:
                     out[prefix + c] = RESCORE_TOKENS_HINT
@@ -501,7 +376,7 @@ class Workspace:
             store = ScoreStore(self.score_dir(manifest.score_of(cp, numerics)))
             if store.exists():
                 t = store.read_pairs_table()
-                for c, v in _joined_columns(t, ref).items():
+                for c, v in joined_columns(t, ref, ("logp_chosen", "logp_rejected", *STORED_NUMBERS), SQUEEZING_COLUMNS).items():
                     parts.setdefault(c, []).append(v)
                 ids.append(t["pair_id"])
                 models.append((cp.name, t.num_rows))
@@ -510,32 +385,32 @@ class Workspace:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_PAIRS_COLUMNS})
         counts = np.array([k for _, k in models], dtype=np.int64)
         n = int(counts.sum())
-        out = _frame(parts, STORED_PAIRS_COLUMNS[3:-1], n)
-        out.insert(0, "pair_id", _str_array(ids))
+        out = frame(parts, STORED_PAIRS_COLUMNS[3:-1], n)
+        out.insert(0, "pair_id", str_array(ids))
         names = pa.array([m for m, _ in models], pa.large_string())
         which = pa.array(np.repeat(np.arange(len(models), dtype=np.int32), counts))
-        out.insert(1, "model", _str_array([pa.DictionaryArray.from_arrays(which, names).dictionary_decode()]))
+        out.insert(1, "model", str_array([pa.DictionaryArray.from_arrays(which, names).dictionary_decode()]))
         unknown = np.repeat(np.array([s is None for s in steps]), counts)
         out.insert(2, "step", pd.arrays.IntegerArray(
             np.repeat(np.array([0 if s is None else s for s in steps], dtype=np.int64), counts), unknown))
         out["numerics"] = numerics
         return out
 
-    def _reference_columns(self, manifest: RunManifest, numerics: str) -> _Reference:
+    def _reference_columns(self, manifest: RunManifest, numerics: str) -> JoinReference:
         """What every checkpoint row is joined to: the reference's log-probs and squeezing in
         `numerics`, and CHES from its exact-numerics store (NaN when the run has none)."""
         t = self.open_store(manifest.score_of(manifest.reference, numerics)).read_pairs_table()
         index = pd.Index(t["pair_id"].to_numpy(zero_copy_only=False))
         ref = {"ref_logp_chosen": t["logp_chosen"].to_numpy(), "ref_logp_rejected": t["logp_rejected"].to_numpy(),
-               **{f"ref_{c}": _column(t, c) for c in SQUEEZING_COLUMNS}}
-        ches_store = self._ches_store(manifest, numerics)
+               **{f"ref_{c}": stored_column(t, c) for c in SQUEEZING_COLUMNS}}
+        ches_store = self.ches_store(manifest, numerics)
         ches_t = t if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
                                                 and ches_store.exists() else None)
         if ches_t is None:
-            return _Reference(index, ref, index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS},
+            return JoinReference(index, ref, index, {c: np.full(len(index), np.nan) for c in CHES_COLUMNS},
                               t["pair_id"], t["pair_id"])
         ches_index = index if ches_t is t else pd.Index(ches_t["pair_id"].to_numpy(zero_copy_only=False))
-        return _Reference(index, ref, ches_index, {c: _column(ches_t, c) for c in CHES_COLUMNS},
+        return JoinReference(index, ref, ches_index, {c: stored_column(ches_t, c) for c in CHES_COLUMNS},
                           t["pair_id"], ches_t["pair_id"])
 
     def tokens(self, name: str, model: str, pair_ids: list[str] | None = None,

@@ -198,7 +198,7 @@ def test_a_broken_run_json_is_an_input_error_naming_it(tmp_path):
 
 
 def _names_by_decoding(path) -> set[str]:
-    """The old answer of `Workspace._stored_names`: decode the whole chunk and look at every value."""
+    """The old answer of `Workspace.stored_columns`: decode the whole chunk and look at every value."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -211,7 +211,7 @@ def _names_by_decoding(path) -> set[str]:
 
 @pytest.mark.parametrize("extras", [True, False])
 def test_stored_names_from_the_footer_equal_a_full_read(tmp_path, extras):
-    """`_stored_names` answers from the Parquet footer what decoding the first chunk answered, on stores
+    """`stored_columns` answers from the Parquet footer what decoding the first chunk answered, on stores
     with the CHES / squeezing columns and on stores scored before them (the columns all NaN), for the
     pairs and the tokens files of every store of the run."""
     from did_core.store import ScoreStore
@@ -226,20 +226,20 @@ def test_stored_names_from_the_footer_equal_a_full_read(tmp_path, extras):
         for kind in ("pairs", "tokens"):
             if not store.chunk_path(first, kind).is_file():
                 continue
-            names = ws._stored_names(store, kind)
+            names = ws.stored_columns(store, kind)
             assert names == _names_by_decoding(store.chunk_path(first, kind)), (store.dir.name, kind)
             squeezing = set(TOKEN_SQUEEZING if kind == "tokens" else SQUEEZING_COLUMNS)
             assert (squeezing <= names) == extras and not (squeezing & names and not extras)
 
 
-def test_footer_names_cover_nulls_nan_row_groups_and_empty_files(tmp_path):
+def test_held_columns_cover_nulls_nan_row_groups_and_empty_files(tmp_path):
     """The footer rule on every case it must tell apart, against decoding: all NaN, all null, NaN and
     null mixed, a value in the last row group only, ±inf, strings with nulls, a nested column, no
     statistics written, and a file with no rows (every column, as before)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from did_core.workspace import _footer_names
+    from did_core.store import held_columns
 
     nan, n = float("nan"), 6
     t = pa.table({
@@ -260,10 +260,10 @@ def test_footer_names_cover_nulls_nan_row_groups_and_empty_files(tmp_path):
                                 {"write_statistics": ["some_nan", "ints"], "row_group_size": 4}]):
         path = tmp_path / f"t{i}.parquet"
         pq.write_table(t, path, **kwargs)
-        assert _footer_names(path) == _names_by_decoding(path) == expect, kwargs
+        assert held_columns(path) == _names_by_decoding(path) == expect, kwargs
     empty = tmp_path / "empty.parquet"
     pq.write_table(t.slice(0, 0), empty)
-    assert _footer_names(empty) == _names_by_decoding(empty) == set(t.column_names)
+    assert held_columns(empty) == _names_by_decoding(empty) == set(t.column_names)
 
 
 def test_stored_names_read_no_rows_of_a_new_store_and_check_its_sha256(tmp_path, monkeypatch):
@@ -277,19 +277,19 @@ def test_stored_names_read_no_rows_of_a_new_store_and_check_its_sha256(tmp_path,
     make_synthetic_workspace(tmp_path, n_pairs=12, n_checkpoints=1, chunk_size=5)
     ws = Workspace(tmp_path)
     store = ScoreStore(ws.score_dir(ws.run("synthetic").reference.score))
-    full = ws._stored_names(store, "tokens")
+    full = ws.stored_columns(store, "tokens")
     monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
-    assert ws._stored_names(store, "tokens") == full and ws._stored_names(store, "pairs")
+    assert ws.stored_columns(store, "tokens") == full and ws.stored_columns(store, "pairs")
     monkeypatch.undo()
     path = store.chunk_path(min(store.meta()["chunks_done"]), "tokens")
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert ws._stored_names(store, "tokens") is None
+    assert ws.stored_columns(store, "tokens") is None
     with pytest.raises(CorruptStoreError):
         store.read_tokens()
     path.write_bytes(b"not parquet")
-    assert ws._stored_names(store, "tokens") is None
+    assert ws.stored_columns(store, "tokens") is None
 
 
 def _pairs_as_before(ws: Workspace, name: str, numerics: str | None = None) -> pd.DataFrame:
@@ -307,7 +307,7 @@ def _pairs_as_before(ws: Workspace, name: str, numerics: str | None = None) -> p
     index = pd.Index(rt["pair_id"].to_numpy(zero_copy_only=False))
     refcols = {"ref_logp_chosen": rt["logp_chosen"].to_numpy(), "ref_logp_rejected": rt["logp_rejected"].to_numpy(),
                **{f"ref_{c}": column(rt, c) for c in SQUEEZING_COLUMNS}}
-    ches_store = ws._ches_store(manifest, numerics)
+    ches_store = ws.ches_store(manifest, numerics)
     ct = rt if numerics == "exact" else (ches_store.read_pairs_table() if ches_store is not None
                                          and ches_store.exists() else None)
     if ct is None:
