@@ -273,18 +273,19 @@ def squeezing_curves(pairs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: model, step, side ("chosen" | "rejected"), top1_prob, token_entropy.
     """
-    rows = []
-    ref = pairs.groupby("pair_id", sort=False).first() if len(pairs) else pairs
-    sources = [("reference", 0, ref, "ref_")] + [(m, g["step"].iloc[0], g, "") for m, g in pairs.groupby("model", sort=False)]
-    for model, step, g, pre in sources:
-        if not len(g):
-            continue
-        for side in ("chosen", "rejected"):
-            rows.append({"model": model, "step": None if pd.isna(step) else int(step), "side": side,
-                         "top1_prob": float(np.nanmean(g[f"{pre}top1_prob_{side}"].to_numpy(np.float64)))
-                         if g[f"{pre}top1_prob_{side}"].notna().any() else math.nan,
-                         "token_entropy": float(np.nanmean(g[f"{pre}token_entropy_{side}"].to_numpy(np.float64)))
-                         if g[f"{pre}token_entropy_{side}"].notna().any() else math.nan})
+    columns = ["model", "step", "side", "top1_prob", "token_entropy"]
+    if not len(pairs):
+        return pd.DataFrame(columns=columns)
+    cols = [f"{k}_{side}" for side in ("chosen", "rejected") for k in ("top1_prob", "token_entropy")]
+    # means skip NaN (a response without squeezing); the ref_* values are the same on every row of a pair
+    ref = pairs.loc[~pairs["pair_id"].duplicated(), [f"ref_{c}" for c in cols]].astype(np.float64).mean()
+    by = pairs.groupby("model", sort=False)
+    means, steps = by[cols].mean(), by["step"].first()
+    sources = [("reference", 0, ref.rename(lambda c: c.removeprefix("ref_")))]
+    sources += [(m, steps[m], means.loc[m]) for m in means.index]
+    rows = [{"model": model, "step": None if pd.isna(step) else int(step), "side": side,
+             **{k: float(mean[f"{k}_{side}"]) for k in ("top1_prob", "token_entropy")}}
+            for model, step, mean in sources for side in ("chosen", "rejected")]
     return pd.DataFrame(rows, columns=["model", "step", "side", "top1_prob", "token_entropy"])
 
 

@@ -229,6 +229,21 @@ def test_dashboard_bench_reports_bytes_per_token_and_the_token_file_layout(tmp_p
     assert rss > 0 and peak >= rss or rss != rss  # NaN off Linux
 
 
+def test_token_rows_take_less_on_disk_than_their_float32_values(tmp_path):
+    """The four float32 score columns of a token row would take 16 B uncompressed; a whole token file
+    (ids, pieces, positions and the floats, which are random here, so compress no better than real
+    ones) stays under that, and the workspace too (pair rows, dataset): column_encodings + pieces_once."""
+    import dashboard_bench
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    make_synthetic_workspace(tmp_path, n_pairs=1000, n_checkpoints=1, seed=0, lengths="lognormal", mean_tokens=250)
+    lines = dashboard_bench.storage_report(tmp_path)
+    per_token = {line.split()[0]: float(line.split()[-2 if "float32" not in line else 3]) for line in lines
+                 if "B/token" in line and line.startswith("  ") and line.split()[0] in ("token", "all")}
+    assert per_token["token"] < 16 and per_token["all"] < 16, "\n".join(lines)
+
+
 @pytest.mark.slow
 def test_dashboard_bench_runs_with_realistic_lengths_and_profiles(tmp_path):
     """The benchmark end to end on a tiny workspace with realistic lengths: the page table with CPU

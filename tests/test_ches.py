@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from did_core import engine
-from did_core.ches import displaced_by_quantile, drop_top_ches, spearman, spearman_interval
+from did_core.ches import displaced_by_quantile, drop_top_ches, spearman, spearman_interval, squeezing_curves
 from did_core.data import load_preference_data
 from did_core.engine import score_batch_models
 from did_core.manifest import RunManifest
@@ -213,6 +213,35 @@ def test_displaced_by_quantile_naive():
     t = displaced_by_quantile(ches, delta, n_bins=5)
     assert list(t["n"]) == [2] * 5
     assert list(t["displaced_share"]) == [0.0, 0.5, 1.0, 0.5, 1.0]
+
+
+def test_squeezing_curves_naive():
+    """Per model and side the mean over pairs of the stored means, NaN skipped; the reference from the
+    ref_* columns once per pair, at step 0; rows in any order."""
+    rng = np.random.default_rng(4)
+    ids = [str(i) for i in range(12)]
+    ref = {f"ref_{k}_{s}": dict(zip(ids, rng.uniform(0, 1, 12))) for k in ("top1_prob", "token_entropy")
+           for s in ("chosen", "rejected")}
+    rows = []
+    for step in (10, 20):
+        for i in ids[: 12 if step == 10 else 9]:  # the last checkpoint lacks three pairs
+            rows.append({"pair_id": i, "model": f"checkpoint-{step}", "step": step,
+                         **{c: v[i] for c, v in ref.items()},
+                         **{f"{k}_{s}": (np.nan if i == "3" else rng.uniform(0, 1))
+                            for k in ("top1_prob", "token_entropy") for s in ("chosen", "rejected")}})
+    pairs = pd.DataFrame(rows).sample(frac=1.0, random_state=1)
+    got = squeezing_curves(pairs).set_index(["model", "side"])
+    for (model, side), r in got.iterrows():
+        for k in ("top1_prob", "token_entropy"):
+            if model == "reference":
+                want = sum(ref[f"ref_{k}_{side}"].values()) / 12
+                assert r["step"] == 0
+            else:
+                vals = [row[f"{k}_{side}"] for row in rows if row["model"] == model and not math.isnan(row[f"{k}_{side}"])]
+                want = sum(vals) / len(vals)
+                assert r["step"] == int(model.split("-")[1])
+            assert r[k] == pytest.approx(want, rel=1e-12)
+    assert list(got.index.get_level_values(0)[:2]) == ["reference"] * 2 and len(got) == 6
 
 
 def test_drop_top_ches_drops_exactly_the_top():

@@ -68,6 +68,15 @@ def test_checkpoint_curves_vs_naive(agg):
     assert (long[long.model == "reference"].step == 0).all()
 
 
+def test_checkpoint_curves_the_same_whatever_the_row_order():
+    """Rows grouped by model (as Workspace.pairs gives them) are cut in place; interleaved rows are
+    sorted first: the same curves either way."""
+    table = pair_table(_pairs(3), RunSettings(beta=0.1))
+    shuffled = table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    assert not shuffled["model"].equals(table["model"])
+    pd.testing.assert_frame_equal(checkpoint_curves(shuffled), checkpoint_curves(table))
+
+
 def test_sequence_entropy_and_missing_columns():
     pairs = _pairs(1).drop(columns=["did_entropy_chosen", "did_entropy_rejected"])
     seq = pd.DataFrame({"model": ["checkpoint-100"] * 3, "snis_entropy": [1.0, 2.0, 3.0],
