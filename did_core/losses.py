@@ -167,10 +167,12 @@ def pair_table(pairs: pd.DataFrame, rs, aggregation: Aggregation = "sum") -> pd.
                "dpo_loss": neg_log_sigmoid(margin), "accuracy": margin > 0,
                "loss": loss, "log_ratio_chosen": d_w, "log_ratio_rejected": d_l, "chosen_down": d_w < 0,
                "rejected_down": d_l < 0, "displaced": (d_w < 0) & (d_l < 0)}
-    out = out.assign(**derived)
-    head = [c for c in PAIRS_COLUMNS if c in out.columns]
-    stored = [c for c in out.columns if c not in head and c not in DERIVED_COLUMNS and c not in _LAST]
-    return out[[*head, *stored, "accuracy", "loss", *(c for c in _LAST if c in out.columns), *VIEW_COLUMNS]]
+    cols = {c: out[c] for c in out.columns} | {c: pd.Series(v, index=out.index, copy=False) for c, v in derived.items()}
+    head = [c for c in PAIRS_COLUMNS if c in cols]
+    stored = [c for c in cols if c not in head and c not in DERIVED_COLUMNS and c not in _LAST]
+    order = [*head, *stored, "accuracy", "loss", *(c for c in _LAST if c in cols), *VIEW_COLUMNS]
+    # assembled from the columns themselves: a reordering `out[[...]]` would copy every one of them
+    return pd.DataFrame({c: cols[c] for c in order}, copy=False)
 
 
 def pair_losses(pairs: pd.DataFrame, beta: float, loss_types: tuple[str, ...] = LOSS_TYPES, *,

@@ -142,10 +142,7 @@ def consecutive_ordering(wide: pd.DataFrame) -> pd.DataFrame:
     c_{k−2} as π_l; pandas NA for k = 1), plus `monotone` (M strictly increasing along the whole
     path up to k).
     """
-    cols = list(wide.columns)
-    m = wide.to_numpy(dtype=np.float64)                                  # (N, C)
-    inc = m[:, 1:] > m[:, :-1]                                            # (N, C−1)
-    mono = np.logical_and.accumulate(inc, axis=1)
+    cols, m, inc, mono = _path_tests(wide)
     frames = []
     for k in range(1, len(cols)):
         ordered = pd.array(inc[:, k - 1] & inc[:, k - 2], dtype="boolean") if k >= 2 else \
@@ -160,9 +157,22 @@ def consecutive_ordering(wide: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def ordering_shares(consecutive: pd.DataFrame) -> pd.DataFrame:
-    """Share of `increased`, `ordered` (NA skipped) and `monotone` per checkpoint, in path order."""
-    g = consecutive.groupby("model", sort=False)
-    return pd.DataFrame({"prev_model": g["prev_model"].first(), "increased": g["increased"].mean(),
-                         "ordered": g["ordered"].mean(), "monotone": g["monotone"].mean(),
-                         "n": g.size()}).reset_index()
+def _path_tests(wide: pd.DataFrame) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """The path's columns, the (N, C) margins, M_k > M_{k−1} (N, C−1) and its running AND (monotone)."""
+    cols = list(wide.columns)
+    m = wide.to_numpy(dtype=np.float64)
+    inc = m[:, 1:] > m[:, :-1]
+    return cols, m, inc, np.logical_and.accumulate(inc, axis=1)
+
+
+def ordering_shares(wide: pd.DataFrame) -> pd.DataFrame:
+    """Per checkpoint k ≥ 1 of `margins_wide`'s path: the shares of `consecutive_ordering`'s
+    `increased`, `ordered` (NaN for k = 1, where it is NA) and `monotone` over the pairs, and `n`,
+    the number of pairs; from the margins matrix, without the long table (60k pairs × 20 checkpoints:
+    ~0.2 s less on Log-margins' cold open)."""
+    cols, m, inc, mono = _path_tests(wide)
+    rows = [{"model": cols[k], "prev_model": cols[k - 1], "increased": float(inc[:, k - 1].mean()) if len(m) else np.nan,
+             "ordered": float((inc[:, k - 1] & inc[:, k - 2]).mean()) if k >= 2 and len(m) else np.nan,
+             "monotone": float(mono[:, k - 1].mean()) if len(m) else np.nan, "n": len(m)}
+            for k in range(1, len(cols))]
+    return pd.DataFrame(rows, columns=["model", "prev_model", "increased", "ordered", "monotone", "n"])

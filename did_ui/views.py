@@ -134,7 +134,7 @@ def ordering(raw: pd.DataFrame, aggregation: str = "sum") -> pd.DataFrame:
     """Per checkpoint along the path reference → c1 → c2 …: share with M_k > M_ref, and
     did_core.paper's consecutive ordering shares (M_k > M_{k−1}; M_k > M_{k−1} > M_{k−2}; monotone)."""
     wide = paper.margins_wide(raw, aggregation)  # type: ignore[arg-type]
-    shares = paper.ordering_shares(paper.consecutive_ordering(wide))
+    shares = paper.ordering_shares(wide)
     above = {m: float((wide[m] > wide[compare_core.REFERENCE]).mean()) for m in wide.columns[1:]}
     shares.insert(1, "M_k > M_ref", shares["model"].map(above))
     return shares.rename(columns={"model": "checkpoint", "prev_model": "previous", "increased": "M_k > M_k−1",

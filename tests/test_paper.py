@@ -124,9 +124,15 @@ def test_consecutive_ordering_vs_naive():
             assert pd.isna(r.ordered)
         else:
             assert r.ordered == (vals[k] > vals[k - 1] > vals[k - 2])
-    shares = ordering_shares(long)
-    assert list(shares.model) == path[1:] and (shares.n == 25).all()
-    assert shares.increased[0] == pytest.approx(long[long.model == "checkpoint-100"].increased.mean())
+    shares = ordering_shares(wide)
+    assert list(shares.model) == path[1:] and list(shares.prev_model) == path[:-1] and (shares.n == 25).all()
+    for r in shares.itertuples():  # the shares of the long table's flags (NA skipped: NaN at k = 1)
+        rows = long[long.model == r.model]
+        assert r.increased == pytest.approx(rows.increased.mean())
+        assert r.monotone == pytest.approx(rows.monotone.mean())
+        want = rows.ordered.mean()
+        assert (pd.isna(r.ordered) and pd.isna(want)) or r.ordered == pytest.approx(want)
+    assert pd.isna(shares.ordered[0]) and not pd.isna(shares.ordered[1])
 
 
 @pytest.mark.parametrize("aggregation", ["sum", "mean"])
