@@ -10,6 +10,9 @@ Formulas and readings: docs/ANALYTICS.md, "CHES and squeezing". Pure functions, 
 - `spearman`, `spearman_interval` (`fisher_z_interval` above `BOOTSTRAP_MAX_N` pairs),
   `displaced_by_quantile`, `ches_vs_displacement`: over a `ws.pairs` table (numpy / pandas);
 - `drop_top_ches`: which pairs survive the authors' filter (the lowest-CHES ones are kept).
+
+torch is imported by the two tensor functions only: the dashboard's pages use the statistics, and
+importing torch there cost the first page that showed CHES or squeezing ~1.5 s.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from did_core import losses
+
+if TYPE_CHECKING:
+    import torch
 
 # -- tensors (the engine) ----------------------------------------------------------------------------
 
@@ -43,6 +49,8 @@ def head_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     exp(0)/Z = 1/Z, and H = log Z − Σ exp(a)·a / Z. One exp pass over the chunk, no log-softmax
     materialised beside the logits; tokens with −inf logits contribute 0 (not 0·−inf).
     """
+    import torch
+
     z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     a = z - z.amax(dim=-1, keepdim=True)  # (N, V), <= 0, max 0 per row
     e = torch.exp(a)  # (N, V)
@@ -71,6 +79,8 @@ def ches_rows(hidden: torch.Tensor, lengths: Sequence[int]) -> tuple[torch.Tenso
     NaN for a pair with an empty response (nothing of it was scored). Naive equivalent: a Python
     loop over pairs summing the rows of each response.
     """
+    import torch
+
     n_resp = len(lengths)
     h = hidden.double()  # (N, H)
     owner = torch.repeat_interleave(torch.arange(n_resp, device=h.device),

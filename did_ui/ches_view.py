@@ -23,7 +23,7 @@ def ches_caption(v) -> str:
 
 def interval_help(rho: dict) -> str:
     """What the interval beside ρ is (did_core.ches.spearman_interval's method)."""
-    from did_core import ches  # imports torch: not at the app's import
+    from did_core import ches
 
     if rho["method"].startswith("bootstrap"):
         return (f"The percentile interval of ρ over {rho['method'].removeprefix('bootstrap (').rstrip(')')} of the "

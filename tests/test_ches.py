@@ -342,3 +342,23 @@ def test_a_run_scored_before_ches_says_so_everywhere(tmp_path, capsys):
     assert len((tmp_path / "f.jsonl").read_text().splitlines()) == 9
     assert main(["export", "--workspace", str(tmp_path / "new"), "--out", str(tmp_path / "f.jsonl"),
                  "--kind", "filtered"]) == 2  # the flag is required with the kind
+
+
+def test_the_statistics_do_not_import_torch(tmp_path):
+    """The dashboard's CHES and squeezing views call these on a stored run: torch (~1.5 s to import)
+    stays out of the server until a tensor function runs."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from did_core.synthetic_ws import make_synthetic_workspace
+from did_core.workspace import Workspace
+from did_core import ches
+make_synthetic_workspace({str(tmp_path)!r}, n_pairs=50, n_checkpoints=2)
+pairs = Workspace({str(tmp_path)!r}).pairs("synthetic")
+ches.squeezing_curves(pairs); ches.correlations(pairs, n_boot=50)
+assert "torch" not in sys.modules, "torch imported"
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
