@@ -40,7 +40,7 @@ from did_core.config import ScoreSettings
 from did_core.data import load_preference_data
 from did_core.fingerprints import tokenizer_fingerprint
 from did_core.live_models import WEIGHTS_PREFIX, AdaptersOff, is_peft, plain_forward, resolve_reference, untouched
-from did_core.manifest import RunManifest
+from did_core.manifest import RunManifest, live_writer
 from did_core.plan import approximation_notes, resolve_numerics, resolve_settings
 from did_core.tokenization import tokenize_pairs
 from did_core.trainer_numerics import adopt_fused_head, precision_supported, trainer_batches
@@ -234,7 +234,8 @@ class _Session:
             reference=chunked.model_entry(ref_name, ref_path, None, self.ref_fps, self.wanted), checkpoints=[],
             log_history=list(state.log_history), extra={"live_run": True})
         manifest = manifest.replace(live_info={"output_dir": self.output_dir, "every": self.every,
-                                               "reference_seconds": ref_seconds, "score_seconds": {}})
+                                               "reference_seconds": ref_seconds, "score_seconds": {},
+                                               **live_writer()})  # rank 0's: the process that writes run.json
         if self.rank == 0:
             for t in targets:
                 if computed or not t.store.meta().get("complete"):

@@ -4,8 +4,9 @@ Its run.json is any run's (docs/REFERENCE.md §8) plus three fields:
 
 - `live`: true from train start until `train()` returns (a killed job leaves it true);
 - `last_write`: ISO time of the last write (a new step, the trainer's log, the end);
-- `live_info`: `{"output_dir", "every", "score_seconds": {step: seconds}}`: where the trainer saves
-  and how long each step's scoring took (the callback's cost).
+- `live_info`: `{"output_dir", "every", "score_seconds": {step: seconds}, "pid", "host"}`: where the
+  trainer saves, how long each step's scoring took (the callback's cost) and the process writing it
+  (`RunManifest.writer_gone`: the dashboard tells a killed job's run from a training one).
 
 Each scored step is one checkpoint entry named `step-N` (N = the trainer's global step), with the path
 where the trainer saves that step (`<output_dir>/checkpoint-N`, whether or not it does), ordered by

@@ -12,11 +12,14 @@ back is the same JSON (a reader sees the filled default either way).
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from did_core.errors import InputError
+from did_core.files import pid_alive
 
 __all__ = ["RunManifest", "ModelEntry", "DatasetInfo"]
 
@@ -126,6 +129,16 @@ class RunManifest:
         return self.live is not None
 
     @property
+    def writer_gone(self) -> bool:
+        """Whether run.json says `live` but the training process that writes it is gone (killed, or
+        crashed before `train()` returned): its `live_info` names a pid on this host that no longer
+        runs. False when it runs, when the run is not live, and when that cannot be told (written on
+        another host, or by a version that did not record the pid)."""
+        info = self.live_info or {}
+        pid, host = info.get("pid"), info.get("host")
+        return bool(self.live) and isinstance(pid, int) and host == socket.gethostname() and not pid_alive(pid)
+
+    @property
     def models(self) -> tuple[ModelEntry, ...]:
         """The reference, then the checkpoints."""
         return (self.reference, *self.checkpoints)
@@ -213,3 +226,8 @@ def _need(d: Any, keys: tuple[str, ...], where: str) -> None:
 
 def _plain(v: Any) -> Any:
     return dict(v) if isinstance(v, Mapping) else v
+
+
+def live_writer() -> dict[str, Any]:
+    """What a live run's `live_info` records of the process writing it (`RunManifest.writer_gone`)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}

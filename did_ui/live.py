@@ -36,14 +36,21 @@ POLL_S = _poll_seconds()
 MARK = "live"
 
 
+STOPPED = "stopped"
+
+
 def is_live(manifest: RunManifest) -> bool:
-    """Whether the run is being written by a training job now (run.json `live`; a killed job leaves it)."""
-    return bool(manifest.live)
+    """Whether the run is being written by a training job now: run.json says `live` and its writer
+    is not known to be gone (`RunManifest.writer_gone`: a killed job leaves `live` true)."""
+    return bool(manifest.live) and not manifest.writer_gone
 
 
 def label(manifest: RunManifest) -> str:
-    """The run's name as tables and pickers show it: `name · live` while it trains."""
+    """The run's name as tables and pickers show it: `name · live` while it trains, `name · stopped`
+    when its training process is gone without finishing."""
     name = manifest.name
+    if manifest.live and manifest.writer_gone:
+        return f"{name} · {STOPPED}"
     return f"{name} · {MARK}" if is_live(manifest) else name
 
 
@@ -65,8 +72,23 @@ def status(manifest: RunManifest) -> str:
     return f":red[●] **Live**: training in progress · {last} · last write {when} · this page follows it"
 
 
+def stopped_status(manifest: RunManifest) -> str:
+    """One line for a live run whose training process is gone: what is shown and since when."""
+    steps = [e.step for e in manifest.checkpoints if e.step is not None]
+    last = f"at step {max(steps)} ({len(steps)} scored)" if steps else "before any step was scored"
+    info = manifest.live_info or {}
+    when = str(manifest.last_write or "?").replace("T", " ")
+    return (f"**Stopped**: the training process that wrote this live run (pid {info.get('pid')}) is gone; it "
+            f"ended {last} without finishing (last write {when}). Every step listed is complete; resuming "
+            "the training with the callback continues this run.")
+
+
 def follow(v: View | None) -> None:
-    """On a page showing a live run: its status line and a poll that reruns the page on a new step."""
+    """On a page showing a live run: its status line and a poll that reruns the page on a new step;
+    for one whose training process is gone, a warning and no poll."""
+    if v is not None and v.manifest.live and v.manifest.writer_gone:
+        st.warning(stopped_status(v.manifest), icon=":material/stop_circle:")
+        return
     if v is None or not is_live(v.manifest):
         return
     st.caption(status(v.manifest))

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,6 +236,7 @@ def test_kill_9_mid_step_then_resume_writes_each_step_once(world, tmp_path):
         proc.wait()
     killed = Workspace(tmp_path / "wsB").run("live")
     assert [c.step for c in killed.checkpoints] == [2, 4] and killed.live is True
+    assert killed.writer_gone and killed.live_info["pid"] == proc.pid  # the dashboard says it stopped
     assert not (tmp_path / "outB" / "checkpoint-6").exists()
     _script(world, tmp_path / "outB", tmp_path / "wsB", "--steps", 8, "--resume", env=env)
     m = Workspace(tmp_path / "wsB").run("live")
@@ -325,6 +327,30 @@ def test_a_live_run_is_marked_on_its_pages(monkeypatch, tmp_path):
         assert any("Live" in c.value and "step 200 (2 scored)" in c.value for c in at.caption), page
         picker = at.sidebar.selectbox[0]
         assert picker.value == "live" and "live · live" in picker.options and "grown" in picker.options
+
+
+def test_a_live_run_whose_training_process_is_gone_says_it_stopped(monkeypatch, tmp_path):
+    """run.json still says live (a kill -9 leaves it) but its pid is gone: every page warns that the run
+    stopped and at which step, the picker labels it `stopped`, and nothing polls for new steps."""
+    from streamlit.testing.v1 import AppTest
+
+    root = _live_workspace(tmp_path, 2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ws = Workspace(root)
+    m = ws.run("live")
+    ws.write_run(m.replace(live_info={**(m.live_info or {}), "pid": dead.pid, "host": socket.gethostname()}))
+    for key, value in {"DID_WORKSPACE": str(root), "DID_AUTO_DEMO": "0", "DID_WARM_UP": "0"}.items():
+        monkeypatch.setenv(key, value)
+    for page in ("pages/runs.py", "pages/curves.py", "pages/example.py"):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.query_params["run"] = "live"
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        warned = [w.value for w in at.warning if "Stopped" in w.value]
+        assert warned and "at step 200 (2 scored)" in warned[0] and str(dead.pid) in warned[0], page
+        assert not any("Live" in c.value for c in at.caption), page
+        assert "live · stopped" in at.sidebar.selectbox[0].options
 
 
 @pytest.mark.browser

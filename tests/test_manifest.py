@@ -43,6 +43,32 @@ def test_a_live_run_keeps_its_live_fields_and_unknown_keys_survive():
     assert m.replace(live=True).to_json()["live"] is True
 
 
+def test_writer_gone_tells_a_killed_training_process_from_a_running_one():
+    """`live` true and the recorded pid gone on this host: gone. A running pid, another host, no pid
+    (an older callback) or a run that finished: not known to be gone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from did_core.manifest import live_writer
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+
+    def m(live, info):
+        return RunManifest.from_json(RUN | {"live": live, "last_write": "t", "live_info": info})
+
+    assert live_writer() == {"pid": os.getpid(), "host": here}
+    assert m(True, {"pid": dead.pid, "host": here}).writer_gone
+    assert not m(True, live_writer()).writer_gone
+    assert not m(True, {"pid": dead.pid, "host": here + "-elsewhere"}).writer_gone
+    assert not m(True, {"every": 4}).writer_gone
+    assert not m(False, {"pid": dead.pid, "host": here}).writer_gone
+    assert not RunManifest.from_json(RUN).writer_gone
+
+
 def test_an_older_run_json_gets_the_optional_fields_filled():
     old = {"name": "old", "dataset": {"fingerprint": "d"}, "beta": 0.1,
            "reference": {"name": "reference", "path": "/r", "score": "fp"},
