@@ -236,7 +236,7 @@ def resolve_runs(value: str | Sequence[str] | None, runs: Sequence[str], *,
     repeats), and one warning per name that is not: unknown to the workspace, or, when `why` has it,
     not offered for the reason `why[name]` gives (a sentence). Membership is the validation, as in
     `resolve`."""
-    asked = [n for n in (first_value(value) or "").split(RUNS_SEP) if n.strip()]
+    asked = _run_names(first_value(value) or "", runs)
     known, warnings = [], []
     for name in dict.fromkeys(asked):
         if name in runs:
@@ -246,3 +246,18 @@ def resolve_runs(value: str | Sequence[str] | None, runs: Sequence[str], *,
         else:
             warnings.append(f"No run {_quoted(name)} in this workspace; it is left out.")
     return known, tuple(warnings)
+
+
+def _run_names(value: str, runs: Sequence[str]) -> list[str]:
+    """The names in a `runs=` value. A run name may itself hold the separator (run names allow ","):
+    at each place the longest run of comma-separated parts that names a known run is one name (so
+    "a,b" is the run "a,b" when the workspace has it, else the runs "a" and "b")."""
+    parts, names, i = value.split(RUNS_SEP), [], 0
+    known = set(runs)
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i + 1, -1) if RUNS_SEP.join(parts[i:j]) in known), i + 1)
+        name = RUNS_SEP.join(parts[i:j])
+        if name.strip():
+            names.append(name)
+        i = j
+    return names

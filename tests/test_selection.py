@@ -125,3 +125,17 @@ def test_runs_values_are_resolved_against_the_workspace():
     assert selection.resolve_runs("a", ["b"], why={"a": "a was scored on another dataset (d.jsonl)"})[1] == (
         "Run 'a' is not offered here: a was scored on another dataset (d.jsonl).",)
     assert selection.runs_value(["b", "a", "b"]) == "b,a"
+
+
+def test_run_names_with_the_separator_survive_the_url():
+    """Run names may hold ","; `runs_value` then `resolve_runs` gives the same runs back, the longest
+    known name winning at each place."""
+    from did_ui import selection
+
+    runs = ["beta=0.1,lr=1e-6", "beta=0.1", "plain", "a,b,c"]
+    for chosen in (["beta=0.1,lr=1e-6", "plain"], ["plain", "a,b,c", "beta=0.1"], ["a,b,c"]):
+        assert selection.resolve_runs(selection.runs_value(chosen), runs) == (chosen, ())
+    assert selection.resolve_runs("a,b,x,plain", runs) == (
+        ["plain"], ("No run 'a' in this workspace; it is left out.", "No run 'b' in this workspace; it is left out.",
+                    "No run 'x' in this workspace; it is left out."))
+    assert selection.resolve_runs(",,plain,", runs) == (["plain"], ())
