@@ -42,6 +42,7 @@ from did_core.fingerprints import tokenizer_fingerprint
 from did_core.live_models import WEIGHTS_PREFIX, AdaptersOff, is_peft, plain_forward, resolve_reference, untouched
 from did_core.manifest import RunManifest, live_writer
 from did_core.plan import approximation_notes, resolve_numerics, resolve_settings
+from did_core.token_audit import audit_record
 from did_core.tokenization import tokenize_pairs
 from did_core.trainer_numerics import adopt_fused_head, precision_supported, trainer_batches
 from did_core.trl_run import RunInfo
@@ -173,6 +174,7 @@ class _Session:
         self.fields = chunked.score_fields(settings, rs, self.job.chunk_size, self.device.type,
                                            dtype=str(dtype).removeprefix("torch."))
         self.tok_fp = tokenizer_fingerprint(tokenizer)
+        self.audit = audit_record(pairs, tokenizer, self.data.conversational)  # the Runs page's audit, as score's
         self.common = {"dataset": self.data.fingerprint, "n_pairs": len(pairs), "chunk_size": self.job.chunk_size,
                        "n_chunks": chunked.n_chunks(len(pairs), self.job.chunk_size), "tokenizer": self.tok_fp}
         self.manifest = self._start(state, ref_model_fp, ref_name, ref_path)
@@ -232,7 +234,7 @@ class _Session:
             self.name, self.data, self.data.source, self.job.pairs, self.resolved, self.fields, self.wanted,
             self.notes, self.fields["exact"]["dtype"], self.device.type,
             reference=chunked.model_entry(ref_name, ref_path, None, self.ref_fps, self.wanted), checkpoints=[],
-            log_history=list(state.log_history), extra={"live_run": True})
+            log_history=list(state.log_history), extra={"live_run": True, "audit": self.audit})
         manifest = manifest.replace(live_info={"output_dir": self.output_dir, "every": self.every,
                                                "reference_seconds": ref_seconds, "score_seconds": {},
                                                **live_writer()})  # rank 0's: the process that writes run.json

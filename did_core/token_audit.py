@@ -192,6 +192,15 @@ def audit_for_manifest(plan: Any, tokenizer: Any = None) -> dict[str, Any]:
             from did_core.models import load_tokenizer
 
             tokenizer = load_tokenizer(plan.reference, plan.settings)
-        return tokenization_audit(plan.pairs, tokenizer, conversational=plan.data.conversational).to_dict()
     except Exception as e:  # the audit is a report: it must never fail a scoring job that has done its work
+        return {"error": f"{type(e).__name__}: {e}"}
+    return audit_record(plan.pairs, tokenizer, plan.data.conversational)
+
+
+def audit_record(pairs: Sequence[TokenizedPair], tokenizer: Any, conversational: bool) -> dict[str, Any]:
+    """run.json's `extra.audit` of `pairs` (the score job's, through `audit_for_manifest`, and the live
+    callback's probe). Never raises: a failure is recorded as `{"error": ...}`."""
+    try:
+        return tokenization_audit(pairs, tokenizer, conversational=conversational).to_dict()
+    except Exception as e:  # noqa: BLE001 — a report, never a reason to stop scoring
         return {"error": f"{type(e).__name__}: {e}"}

@@ -90,6 +90,7 @@ def test_each_live_step_equals_score_run_on_its_checkpoint(world, live, tmp_path
     written = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())  # a score run's manifest round-trips
     assert scored.to_json() == written and RunManifest.from_json(written) == scored and not scored.is_live
     assert m.reference.score == scored.reference.score  # the same fingerprint: a stored one is reused
+    assert m.extra["audit"] == scored.extra["audit"] and m.extra["audit"]["n_pairs"] == len(ws.pairs("live")) // 3
     a = ws.tokens("live", "step-4").set_index(["pair_id", "side", "position"])
     b = Workspace(tmp_path).tokens("r", "checkpoint-4").set_index(["pair_id", "side", "position"])
     assert (a["token_id"] == b["token_id"]).all() and np.abs(a["logp"] - b["logp"]).max() <= 1e-5
