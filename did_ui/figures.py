@@ -239,6 +239,7 @@ def estimator_lines(by_step: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
     from did_core.entropy import RELIABLE_ESS
 
     fig = go.Figure()
+    labelled = 0  # the sampled estimators' ESS labels alternate above and below their line, apart from the others
     for col, label in labels.items():
         if col not in by_step:
             continue
@@ -255,14 +256,21 @@ def estimator_lines(by_step: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
                           symbol=["circle-open" if x else "circle" for x in low])
             text = [f"ESS {e:.1f}" + (" (low)" if x else "") for e, x in zip(ess, low)]
             mode = "lines+markers+text"
+            labelled += 1
             if err is not None and low.any():
                 err["color"] = UNRELIABLE
         fig.add_trace(go.Scatter(x=by_step["step"].tolist(), y=by_step[col].tolist(), mode=mode, name=label,
-                                 error_y=err, marker=marker, text=text, textposition="top right",
+                                 error_y=err, marker=marker, text=text,
+                                 textposition="bottom right" if labelled % 2 == 0 else "top right",
                                  textfont=dict(size=10),
                                  line=dict(dash="dash") if col == "target_did_entropy" else None))
     fig.update_layout(title="Sequence-level DID entropy, mean over prompts", xaxis_title="step",
                       yaxis_title="entropy (nats)", height=360, **LAYOUT)
+    steps = pd.to_numeric(by_step["step"], errors="coerce").dropna() if "step" in by_step else pd.Series(dtype=float)
+    if labelled and len(steps):  # room on the right for the last point's label
+        lo, hi = float(steps.min()), float(steps.max())
+        span = hi - lo or max(abs(hi), 1.0)
+        fig.update_xaxes(range=[lo - 0.04 * span, hi + 0.12 * span])
     return fig
 
 

@@ -232,6 +232,11 @@ def test_estimator_lines_show_ess_and_grey_out_low_ess():
     trace = figures.estimator_lines(by_step, views.SEQUENCE_ESTIMATORS).data[0]
     assert list(trace.text) == ["ESS 3.5 (low)", "ESS 25.0"]
     assert trace.marker.color[0] == figures.UNRELIABLE and trace.marker.color[1] != figures.UNRELIABLE
+    # two sampled estimators: their labels on opposite sides of their lines, the x axis with room for the last
+    by_step["restricted_entropy"], by_step["restricted_ess"] = [0.5, 0.6], [10.0, 12.0]
+    fig = figures.estimator_lines(by_step, {"snis_entropy": "snis", "restricted_entropy": "restricted"})
+    assert [t.textposition for t in fig.data] == ["top right", "bottom right"]
+    assert fig.layout.xaxis.range[1] > 2 and fig.layout.xaxis.range[0] < 1
 
 
 def test_t_quantile_and_max_weight_ess():
