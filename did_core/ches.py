@@ -296,7 +296,7 @@ def squeezing_curves(pairs: pd.DataFrame) -> pd.DataFrame:
     rows = [{"model": model, "step": None if pd.isna(step) else int(step), "side": side,
              **{k: float(mean[f"{k}_{side}"]) for k in ("top1_prob", "token_entropy")}}
             for model, step, mean in sources for side in ("chosen", "rejected")]
-    return pd.DataFrame(rows, columns=["model", "step", "side", "top1_prob", "token_entropy"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def drop_top_ches(ches: pd.Series, q: float) -> pd.Series:

@@ -8,6 +8,7 @@ import math
 
 import streamlit as st
 
+from did_core import ches
 from did_ui import data, figures, picker, run_info, selection, widgets
 
 
@@ -23,8 +24,6 @@ def ches_caption(v) -> str:
 
 def interval_help(rho: dict) -> str:
     """What the interval beside ρ is (did_core.ches.spearman_interval's method)."""
-    from did_core import ches
-
     if rho["method"].startswith("bootstrap"):
         return (f"The percentile interval of ρ over {rho['method'].removeprefix('bootstrap (').rstrip(')')} of the "
                 f"pairs (with replacement, each re-ranked), used up to {ches.BOOTSTRAP_MAX_N:,} pairs.")
@@ -87,8 +86,6 @@ def ches_section(v, aggregation: str) -> None:
                 picker.open_example(v, picked[0])
     table = widgets.drill_down("ρ(CHES, Δ log π(y_w)) at every checkpoint", key="margins_ches_table")
     if table is not None:
-        from did_core import ches
-
         table.dataframe(data.ches_correlations(v.root, v.run, v.ver, aggregation), hide_index=True)
         table.caption("ρ with its 95% interval (column method: the 1,000-resample bootstrap up to "
                       f"{ches.BOOTSTRAP_MAX_N:,} pairs, Fisher z with the Bonett–Wright se above) and the share "

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from did_core import ches
 from did_core.config import default_workspace
 from did_core.manifest import RunManifest
 from did_ui import views
@@ -244,8 +245,6 @@ def ches_view(root: str, run: str, ver: str, ckpt: str, aggregation: str = "sum"
     """CHES against Δ log π(y_w) at `ckpt` (did_core.ches): per-pair rows, Spearman ρ with its 95%
     bootstrap interval, displaced share per CHES quintile. aggregation "mean": ches_norm and the
     per-token Δ."""
-    from did_core import ches
-
     column, per_token = ("ches_norm", True) if aggregation == "mean" else ("ches", False)
     rows = ches.ches_vs_displacement(raw_pairs(root, run, ver), ckpt, column, per_token)
     x, y = rows["ches"].to_numpy(), rows["delta_logp_chosen"].to_numpy()
@@ -256,8 +255,6 @@ def ches_view(root: str, run: str, ver: str, ckpt: str, aggregation: str = "sum"
 @st.cache_data(show_spinner=False, max_entries=16)
 def ches_correlations(root: str, run: str, ver: str, aggregation: str = "sum") -> pd.DataFrame:
     """ρ(CHES, Δ log π(y_w)) with its interval at every checkpoint (did_core.ches.correlations)."""
-    from did_core import ches
-
     column, per_token = ("ches_norm", True) if aggregation == "mean" else ("ches", False)
     return ches.correlations(raw_pairs(root, run, ver), column, n_boot=1000, per_token=per_token)
 
@@ -265,8 +262,6 @@ def ches_correlations(root: str, run: str, ver: str, aggregation: str = "sum") -
 @st.cache_data(show_spinner=False, max_entries=16)
 def squeezing(root: str, run: str, ver: str) -> pd.DataFrame:
     """Mean top-1 probability and next-token entropy per model and side, the reference at step 0."""
-    from did_core import ches
-
     return ches.squeezing_curves(raw_pairs(root, run, ver))
 
 

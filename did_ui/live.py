@@ -34,8 +34,6 @@ def _poll_seconds() -> float:
 
 POLL_S = _poll_seconds()
 MARK = "live"
-
-
 STOPPED = "stopped"
 
 
@@ -49,7 +47,7 @@ def label(manifest: RunManifest) -> str:
     """The run's name as tables and pickers show it: `name · live` while it trains, `name · stopped`
     when its training process is gone without finishing."""
     name = manifest.name
-    if manifest.live and manifest.writer_gone:
+    if manifest.writer_gone:
         return f"{name} · {STOPPED}"
     return f"{name} · {MARK}" if is_live(manifest) else name
 
@@ -86,7 +84,7 @@ def stopped_status(manifest: RunManifest) -> str:
 def follow(v: View | None) -> None:
     """On a page showing a live run: its status line and a poll that reruns the page on a new step;
     for one whose training process is gone, a warning and no poll."""
-    if v is not None and v.manifest.live and v.manifest.writer_gone:
+    if v is not None and v.manifest.writer_gone:
         st.warning(stopped_status(v.manifest), icon=":material/stop_circle:")
         return
     if v is None or not is_live(v.manifest):

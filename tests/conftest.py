@@ -28,6 +28,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def set_env(monkeypatch):
+    """`set_env(name, value)`: the variable set to `value` for the test, or unset when `value` is None."""
+    def set_(name: str, value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    return set_
+
+
+@pytest.fixture
 def tokenizer():
     from did_core.tiny import build_tokenizer
 

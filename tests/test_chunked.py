@@ -26,9 +26,6 @@ def test_chunks_cover_the_pairs_once_in_order(n_pairs, size):
 
 
 @pytest.mark.parametrize(("value", "want"), [(None, chunked.CHUNK_SIZE), ("7", 7)])
-def test_chunk_size_from_the_environment(monkeypatch, value, want):
-    if value is None:
-        monkeypatch.delenv("DID_CHUNK_SIZE", raising=False)
-    else:
-        monkeypatch.setenv("DID_CHUNK_SIZE", value)
+def test_chunk_size_from_the_environment(set_env, value, want):
+    set_env("DID_CHUNK_SIZE", value)
     assert chunked.chunk_size() == want

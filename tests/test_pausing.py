@@ -218,11 +218,8 @@ def test_yield_seconds_default_depends_on_a_gpu(monkeypatch):
 
 
 @pytest.mark.parametrize(("value", "want"), [(None, pausing.MAX_PAUSE_S), ("0.5", 0.5), ("junk", pausing.MAX_PAUSE_S)])
-def test_max_pause_from_the_environment(monkeypatch, value, want):
-    if value is None:
-        monkeypatch.delenv("DID_JOB_MAX_PAUSE_S", raising=False)
-    else:
-        monkeypatch.setenv("DID_JOB_MAX_PAUSE_S", value)
+def test_max_pause_from_the_environment(set_env, value, want):
+    set_env("DID_JOB_MAX_PAUSE_S", value)
     assert pausing.max_pause_seconds() == want
     assert pausing.PauseRule().max_pause_s == want
 

@@ -17,13 +17,10 @@ def test_names_from_data_are_literal_in_markdown():
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 1000), ("0", 0), ("250", 250), (" 40 ", 40), ("abc", 1000),
                                                  ("-5", 1000), ("1e3", 1000)])
-def test_inline_pairs_comes_from_the_environment_or_defaults(monkeypatch, value, expected):
+def test_inline_pairs_comes_from_the_environment_or_defaults(set_env, value, expected):
     from did_ui import widgets
 
-    if value is None:
-        monkeypatch.delenv("DID_INLINE_PAIRS", raising=False)
-    else:
-        monkeypatch.setenv("DID_INLINE_PAIRS", value)
+    set_env("DID_INLINE_PAIRS", value)
     assert widgets.env_count("DID_INLINE_PAIRS", 1000) == expected
 
 
