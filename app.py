@@ -13,6 +13,7 @@ import streamlit as st
 from did_ui import data, page_list, pausing, picker, widgets
 
 st.set_page_config(page_title="DID Explorer", page_icon=":material/insights:", layout="wide")
+data.fast_first_touch()  # before any table is read (see its docstring)
 data.warm_up(data.workspace_root())
 st.session_state[widgets.ROUTED] = True  # see widgets.ensure_router
 
