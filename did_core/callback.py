@@ -170,7 +170,8 @@ class _Session:
         self.job = chunked.ChunkJob(
             reference=self.reference, policies=[lambda: self.policy], pairs=pairs, chunk_size=chunked.chunk_size(),
             batches=trainer_batches(pairs, rs.eval_batch_size, rs.max_length, rs.truncation_mode), settings=settings,
-            rs=rs, device=self.device, dtype=dtype, pad_id=pad_id, pieces=chunked.token_strings(tokenizer, pairs))
+            rs=rs, device=self.device, dtype=dtype, pad_id=pad_id, pieces=chunked.token_strings(tokenizer, pairs),
+            owns_policies=False)
         self.fields = chunked.score_fields(settings, rs, self.job.chunk_size, self.device.type,
                                            dtype=str(dtype).removeprefix("torch."))
         self.tok_fp = tokenizer_fingerprint(tokenizer)

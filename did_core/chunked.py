@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,6 +153,9 @@ class ChunkJob:
     """Decoded text of every response token id (`token_strings`)."""
     cache_bytes: int = 0
     """Bytes for the reference's head inputs kept between policies (token-level only; 0: recomputed)."""
+    owns_policies: bool = True
+    """False when the loaders return models kept elsewhere (the live callback's trainer model): their
+    turn frees nothing, so no garbage collection is run after it."""
     row_bytes: int = 0
     """Bytes of one cached row (hidden size × dtype), to cut the chunks into blocks whose cache fits;
     0 when unknown (one block, cached as far as the budget goes)."""
@@ -251,9 +255,12 @@ def blocks(job: ChunkJob, todo: Sequence[int]) -> list[list[int]]:
     return out
 
 
-def _free(device: Any) -> None:
-    """Give a dropped model's memory back before the next one loads."""
-    gc.collect()
+def _free(device: Any, dropped: weakref.ref | None) -> None:
+    """Give a dropped model's memory back before the next one loads. Reference counting frees a plain
+    model at its `del`; a full collection (~0.3 s with torch and transformers imported, more in a
+    bigger process) runs only when something cyclic still keeps it alive."""
+    if dropped is not None and dropped() is not None:
+        gc.collect()
     if getattr(device, "type", None) == "cuda":
         import torch
 
@@ -303,11 +310,12 @@ def run_chunks(job: ChunkJob, targets: Sequence[Target], done: Sequence[set[int]
         turns: list[list[int | None]] = [[None] + here[:1]] + [[m] for m in here[1:]]
         for turn in turns:
             model = job.policies[turn[-1]]() if turn[-1] is not None else None
+            dropped = weakref.ref(model) if model is not None and job.owns_policies else None
             keys = [k for k, t in enumerate(targets) if t.policy in turn]
             chunks = [c for c in block if any(c not in done[k] for k in keys)]
             _turn(job, targets, done, keys, chunks, model, cache, count, rank, world, on_chunk)
             del model
-            _free(job.device)
+            _free(job.device, dropped)
     return len(count.chunks)
 
 
