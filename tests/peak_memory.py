@@ -57,7 +57,7 @@ def main() -> None:
     def ids(n):
         return tuple(rng.randrange(VOCAB) for _ in range(n))
 
-    pairs = [TokenizedPair(f"p{i}", ids(40), ids(120), ids(110), 0, 0) for i in range(16)]
+    pairs = [TokenizedPair(f"p{i}", ids(40), ids(120), ids(110), 0, 0) for i in range(8)]
     score_batch_models(ref, [pol], pairs[:2], token_level=True, score_reference=True, token_budget=BUDGET)  # warm-up
     batch = max(plan_batches(pairs, BUDGET), key=len)
     whole = sum(len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in batch) * VOCAB * 4
@@ -68,7 +68,7 @@ def main() -> None:
         assert len(r) == len(p) == len(pairs) and p[0].chosen.did_entropy is not None
 
     out["engine"] = peak_above_start(engine)
-    rows = torch.tensor([list(pairs[i].prompt_ids + pairs[i].chosen_ids) for i in batch[:max(1, len(batch) // 3)]])
+    rows = torch.tensor([list(pairs[i].prompt_ids + pairs[i].chosen_ids) for i in batch[:max(1, len(batch) // 2)]])
     with torch.inference_mode():
         out["naive"] = peak_above_start(lambda: pol(input_ids=rows).logits.sum())
     out["whole_batch"] = whole

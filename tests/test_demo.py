@@ -11,15 +11,15 @@ import random
 import re
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from process_state import process_settings
 
-from did_core.demo import DemoConfig, build_demo, build_settings, demo_summary, exact_did
+from did_core.demo import DemoConfig, build_settings, demo_summary, exact_did
 from did_core.demo_data import make_preference_data, target_world
 from did_core.demo_language import (
     Language,
@@ -118,18 +118,6 @@ def test_target_world_encodes_the_did(small_world) -> None:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _process_settings() -> dict:
-    """What `build_settings` changes for the whole process, in comparable form."""
-    import datasets.utils.logging as ds_logging
-    import transformers.utils.logging as hf_logging
-
-    np_state = np.random.get_state()
-    return {"threads": torch.get_num_threads(), "hf_verbosity": hf_logging.get_verbosity(),
-            "hf_bars": hf_logging.is_progress_bar_enabled(), "ds_bars": ds_logging.is_progress_bar_enabled(),
-            "warnings": list(warnings.filters), "random": random.getstate(),
-            "numpy": (np_state[0], np_state[1].tobytes(), *np_state[2:]), "torch": torch.get_rng_state().numpy().tobytes()}
-
-
 def test_build_settings_are_restored_after_an_exception() -> None:
     """Inside: one thread, quiet transformers/datasets, FutureWarnings ignored; after, even when the
     body raises, every setting and every global random state is as before (the body reseeds them all)."""
@@ -138,9 +126,9 @@ def test_build_settings_are_restored_after_an_exception() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # a value the block must change and put back
     try:
-        before = _process_settings()
+        before = process_settings()
         with pytest.raises(RuntimeError, match="inside"), build_settings():
-            inside = _process_settings()
+            inside = process_settings()
             assert inside["threads"] == 1 and inside["hf_verbosity"] == hf_logging.ERROR
             assert not inside["hf_bars"] and not inside["ds_bars"]
             assert warnings.filters[0][:3] == ("ignore", None, FutureWarning)
@@ -149,7 +137,7 @@ def test_build_settings_are_restored_after_an_exception() -> None:
             torch.manual_seed(1)
             warnings.simplefilter("always")
             raise RuntimeError("inside")
-        assert _process_settings() == before
+        assert process_settings() == before
     finally:
         torch.set_num_threads(threads)
 
@@ -166,15 +154,10 @@ def test_did_core_does_not_import_matplotlib() -> None:
 
 
 @pytest.fixture(scope="module")
-def fast_demo(tmp_path_factory) -> tuple[Path, float, list]:
-    root = tmp_path_factory.mktemp("demo_ws")
-    seen: list = []
-    before = _process_settings()
-    t0 = time.perf_counter()
-    build_demo(root, progress=lambda s, d, t: seen.append((s, d, t)), config=DemoConfig.fast())
-    elapsed = time.perf_counter() - t0
-    assert _process_settings() == before, "build_demo left a process-wide setting changed"
-    return root, elapsed, seen
+def fast_demo(demo_build) -> tuple[Path, float, list]:
+    """The session's fast demo build (tests/conftest.py builds it once for every test that reads the demo)."""
+    assert demo_build["after"] == demo_build["before"], "build_demo left a process-wide setting changed"
+    return demo_build["root"], demo_build["elapsed"], demo_build["seen"]
 
 
 @pytest.mark.slow

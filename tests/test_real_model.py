@@ -83,7 +83,7 @@ def test_both_numerics_on_smollm2_and_hh(smollm2, tmp_path):
     local = str(smollm2[2])  # the GGUF's float32 copy: this test is about the numerics, not the loader
     stats = run_score(str(HH), local, policies=[local], workspace=tmp_path, name="smol", numerics="both",
                       overrides={"precision": "bf16", "max_length": 192, "eval_batch_size": 2},
-                      settings=ScoreSettings(token_level=False, limit=4))
+                      settings=ScoreSettings(token_level=False, limit=2))
     assert stats.numerics == ("exact", "trainer")
     ws = Workspace(tmp_path)
     rs = ws.run_settings(ws.run("smol")).settings
