@@ -57,7 +57,7 @@ def tokenization_audit(v: picker.View) -> None:
                    "empty completions are by design here (docs/DEMO.md), not problems.")
     st.caption(f"What TRL's tokenization did to the {audit.n_pairs} pairs, as they were scored. "
                + ("No problem found." if not found else f"{len(found)} problem(s) found; pick one to list its pairs."))
-    st.dataframe(audit_table(audit), hide_index=True, width="stretch",
+    widgets.table(audit_table(audit), width="stretch",
                  column_config={"problem": st.column_config.TextColumn(width="large"),
                                 "pairs": st.column_config.NumberColumn(width="small"),
                                 "share": st.column_config.NumberColumn(format="%.3f", width="small"),

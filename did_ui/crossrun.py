@@ -247,7 +247,7 @@ def sweep_view(v: View) -> list[str]:
     names = all_runs(v.root)
     chosen = lined_up(v, picker=False)
     key = f"sweep_table:{selection.runs_value(chosen)}"  # a new URL selection: a table that starts with it
-    st.dataframe(sweep_table(v.root, names), hide_index=True, column_config=SWEEP_COLUMNS, key=key,
+    widgets.table(sweep_table(v.root, names), column_config=SWEEP_COLUMNS, key=key,
                  on_select=lambda: sweep_picked(key, names), selection_mode="multi-row",
                  selection_default={"selection": {"rows": [names.index(r) for r in chosen]}})
     if not chosen:

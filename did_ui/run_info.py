@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from did_core.run_settings import NUMERICS_LABEL
-from did_ui import data, figures
+from did_ui import data, figures, widgets
 
 
 def numerics_caption(v) -> str:
@@ -59,7 +59,7 @@ def precision_audit(v) -> None:
                 help="median |Δ reward margin| over median |reward margin|: how much of a logged margin is rounding")
     st.plotly_chart(figures.precision_curves(summary, per_pair), key=f"audit_{v.run}")
     with st.expander("Per checkpoint"):
-        st.dataframe(summary, hide_index=True)
+        widgets.table(summary)
 
 
 def page_notes(v) -> None:

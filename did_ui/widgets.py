@@ -1,6 +1,6 @@
 """The page frame and the small layout helpers every page shares: the router guard and the page
 frame (`start_page`, `ensure_router`, `current_page`, `page_frame`, `end_page`), literal names in
-Markdown, link warnings, per-pair charts and drill-downs, the empty state and export buttons.
+Markdown, link warnings, tables, per-pair charts and drill-downs, the empty state and export buttons.
 
 The picker bound to the URL is did_ui/picker.py, the job panel did_ui/job_panel.py, the token
 colouring did_ui/token_colours.py. Dataset text is never interpreted: names go through
@@ -121,6 +121,17 @@ SCATTER_CONFIG = {"plotGlPixelRatio": 1}
 with a 2,000-point scatter took ~0.25 s less browser CPU (Chromium, software rendering, this
 machine; docs/ARCHITECTURE.md, "Serving"). On a high-DPI screen the markers are drawn at CSS
 resolution and scaled up: slightly softer edges."""
+
+
+MISSING = "—"
+"""How every table shows a missing value: a value that does not exist (the ordering at the first
+checkpoint, a CHES of an empty response) reads as a dash, not as Streamlit's default "None"."""
+
+
+def table(data, **kwargs) -> object:
+    """`st.dataframe` without the index and with missing values shown as `MISSING` (every table of the
+    dashboard goes through here)."""
+    return st.dataframe(data, hide_index=True, placeholder=MISSING, **kwargs)
 
 
 def pair_chart(fig, key: str) -> object:

@@ -82,7 +82,7 @@ direction = c2.radio("Movers", ["largest", "smallest"], horizontal=True, key="co
 query = c3.text_input("Filter: pair id contains", key="compare_filter")
 shown = table[table["pair_id"].str.contains(query, regex=False)] if query else table
 shown = shown.sort_values(sort_by, ascending=direction == "smallest", na_position="last").head(1000)
-picked_row = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="compare_table")
+picked_row = widgets.table(shown, on_select="rerun", selection_mode="single-row", key="compare_table")
 rows = picked_row.selection.rows if picked_row is not None else []
 if rows:
     picker.open_example(v, str(shown.iloc[rows[0]]["pair_id"]), ckpt=b)

@@ -68,4 +68,4 @@ for col, side, label in ((left, "chosen", "Chosen y_w"), (right, "rejected", "Re
 
 ches_view.token_squeezing_section(v, tokens)
 st.plotly_chart(figures.example_lines(across), key="example_lines")
-st.dataframe(across, hide_index=True)
+widgets.table(across)

@@ -52,12 +52,12 @@ if pairs is not None:
 st.subheader("Ordering shares")
 st.caption("Along the path reference → checkpoints (did_core.paper): M_k > M_ref is the preference accuracy; "
            "M_k > M_k−1 > M_k−2 is the paper's log-margin ordering with c_k as π, c_k−1 as π_ref and c_k−2 as π_l "
-           "(empty at the first checkpoint, which has only the reference before it).")
+           "(— at the first checkpoint, which has only the reference before it).")
 if lined:
     st.caption(crossrun.overlay_caption(v, lined))
     st.plotly_chart(figures.run_overlay(crossrun.ordering_panels(v, lined, aggregation), lined, y_range=(0, 1)),
                     key="ordering-overlay")
-st.dataframe(data.ordering(v.root, v.run, v.ver, aggregation), hide_index=True)
+widgets.table(data.ordering(v.root, v.run, v.ver, aggregation))
 
 st.subheader("Power-law fit")
 st.latex(r"M_{\mathrm{ref}} - M_l = \hat\beta\,(M_\pi - M_{\mathrm{ref}})\quad\text{(through the origin)}")

@@ -32,7 +32,7 @@ st.caption("Accuracy: share of pairs with reward margin > 0 (M_π > M_ref). Disp
 summary = data.summary(root, v.run, v.ver)
 pct = st.column_config.ProgressColumn
 small = {"width": "small"}
-st.dataframe(summary, hide_index=True, column_config={
+widgets.table(summary, column_config={
     "step": st.column_config.NumberColumn("step", **small),
     "accuracy": pct("accuracy", format="%.3f", min_value=0, max_value=1, **small),
     "displaced share": pct("displaced", format="%.3f", min_value=0, max_value=1, **small,
@@ -59,7 +59,7 @@ for col, (key, label) in zip(cols, [("curves", "Training curves"), ("margins", "
 st.subheader("Settings")
 st.caption("Each value is the trainer's (read from the run folder), a documented default (no run folder, or "
            "the run does not record it), or an override given when scoring.")
-st.dataframe(score_form.settings_table(data.run_settings(root, v.run, v.ver)), hide_index=True)
+widgets.table(score_form.settings_table(data.run_settings(root, v.run, v.ver)))
 run_info.precision_audit(v)
 audit_view.tokenization_audit(v)
 

@@ -86,7 +86,7 @@ if submitted and not too_big:
         if resolved is not None:
             for note in resolved.notes():
                 st.warning(f"Override: {note}")
-            st.dataframe(score_form.settings_table(resolved), hide_index=True)
+            widgets.table(score_form.settings_table(resolved))
 
 all_jobs = jobs.list_jobs(root)
 st.subheader("Jobs")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("streamlit")
@@ -12,7 +14,7 @@ from app_tools import open_page as _open  # noqa: E402
 from app_tools import synthetic_workspace  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from did_ui import selection  # noqa: E402
+from did_ui import selection, widgets  # noqa: E402
 
 PAGES = ["runs", "curves", "margins", "entropy", "compare", "example", "score", "lab"]
 
@@ -306,6 +308,10 @@ def test_every_page_renders_on_the_demo_workspace(monkeypatch, demo_workspace):
         for page in PAGES:
             _open(at, page)
             assert not at.error, (run, page, [e.value for e in at.error])
+            tables = at.dataframe
+            assert all(t.proto.placeholder == widgets.MISSING for t in tables), (run, page)  # a dash, not "None"
+            if page == "margins":  # the ordering table has a missing value: its first checkpoint's ordering
+                assert any(t.value.isna().any().any() for t in tables), run
         assert at.query_params["run"] == run
     _open(at, "entropy")
     assert any("whole response space" in s.value for s in at.subheader)  # the exact + K-sample estimators
@@ -572,4 +578,13 @@ def test_the_example_text_is_the_same_from_a_grouped_and_a_single_group_dataset(
     assert grouped == single and grouped["nope"] == {} and set(grouped["1234"]) == {"prompt", "chosen", "rejected"}
     full = ws.dataset(run).set_index("pair_id")
     assert grouped["1234"]["chosen"] == str(full.loc["1234", "chosen"])
+
+
+def test_every_table_goes_through_widgets_table():
+    """One definition of how a table looks (no index, missing values as a dash): no page or did_ui
+    module calls st.dataframe itself."""
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "app.py", *(root / "pages").glob("*.py"), *(root / "did_ui").glob("*.py")]
+    direct = [f.name for f in files if f.name != "widgets.py" and "st.dataframe(" in f.read_text(encoding="utf-8")]
+    assert not direct, direct
 
