@@ -47,6 +47,12 @@ def test_entropy_page_writes_the_ess_beside_each_interval(monkeypatch, ws):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("mean effective sample size" in c.value for c in at.caption)
+    # the interval's measured miscalibration is said where the interval is drawn (86%–99.5% today)
+    from did_core.entropy import SNIS_MEASURED_COVERAGE
+
+    low, high = SNIS_MEASURED_COVERAGE
+    assert any(f"covered the exact value {low:.0%}–{high:.1%}" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
     figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     seq = next(f for f in figs if "Sequence-level" in str(f["layout"].get("title", "")))
     trace = next(t for t in seq["data"] if t.get("name") == "K samples, self-normalised IS")
