@@ -8,10 +8,12 @@ a seed (docs/DEMO.md):
 2. for a LOW- and a HIGH-entropy target DID, preference pairs from the reference's exact
    distribution (`demo_data`) → `demo/data/{low,high}.jsonl` (TRL's standard format with an explicit
    prompt, plus `id`);
-3. one TRL `DPOTrainer` run per dataset, and a third on the low data at another β
+then, one run at a time (so the first run is in the workspace, and on the Runs page, while the
+others still train):
+3. a TRL `DPOTrainer` run: one per dataset, and a third on the low data at another β
    (`demo_training.train_dpo`) → `demo/runs/<folder>/checkpoint-N` (TRL's layout);
-4. `run_score` on each run (token-level DID entropy on) → runs `demo-low`, `demo-high`, `demo-low-beta0.1`;
-5. per run, `runs/<run>/exact_did.parquet` (`demo_training.exact_did_table`): per (prompt, checkpoint)
+4. `run_score` on it (token-level DID entropy on) → runs `demo-low`, `demo-high`, `demo-low-beta0.1`;
+5. its `runs/<run>/exact_did.parquet` (`demo_training.exact_did_table`): per (prompt, checkpoint)
    the exact sequence-level DID entropy over every response, the policy's exact entropy, and the
    K-sample estimates beside them; run.json `extra` gets {"demo": true, "target_entropy": ..., ...}.
 
@@ -213,16 +215,6 @@ def _write_preference_data(data_dir: Path, ref: _Reference, cfg: DemoConfig, say
     return data
 
 
-def _train_runs(runs_dir: Path, ref: _Reference, data: dict[str, dict], cfg: DemoConfig, say: Progress,
-                lap: _Laps) -> None:
-    """Step 3: one TRL DPO run per `demo_runs` entry, into `runs_dir/<folder>`."""
-    for kind, _, source, beta in demo_runs(cfg):
-        say(f"train {kind}", 0, cfg.dpo_steps)
-        train_dpo(ref.dir, data[source]["rows"], runs_dir / kind, cfg, beta=beta,
-                  progress=lambda s, t, kind=kind: say(f"train {kind}", s, t))
-        lap(f"train {kind}")
-
-
 def _write_exact_table(ws: Workspace, manifest: RunManifest, ref: _Reference, d: dict, cfg: DemoConfig) -> None:
     """Step 5 for one scored run: exact_did.parquet, and the demo's facts in run.json `extra`."""
     from did_core.store import atomic_write_parquet
@@ -237,15 +229,22 @@ def _write_exact_table(ws: Workspace, manifest: RunManifest, ref: _Reference, d:
         "language": asdict(ref.lang), "demo_config": asdict(cfg)}))
 
 
-def _score_runs(root: Path, ref: _Reference, data: dict[str, dict], cfg: DemoConfig, say: Progress,
+def _build_runs(root: Path, ref: _Reference, data: dict[str, dict], cfg: DemoConfig, say: Progress,
                 lap: _Laps) -> list[str]:
-    """Steps 4 and 5: `run_score` on each trained run, then its exact table. Returns the run names."""
+    """Steps 3–5, one run at a time: its TRL DPO run into `demo/runs/<folder>`, `run_score` on it, its exact
+    table. A run is complete in the workspace before the next one trains, so the dashboard can show the
+    first while the others are built (the numbers do not depend on the order: every training reseeds).
+    Returns the run names."""
     from did_core.config import ScoreSettings
     from did_core.score import run_score
     from did_core.workspace import Workspace
 
     ws, settings, demo = Workspace(root), ScoreSettings(token_level=True), root / "demo"
-    for kind, name, source, _ in demo_runs(cfg):
+    for kind, name, source, beta in demo_runs(cfg):
+        say(f"train {kind}", 0, cfg.dpo_steps)
+        train_dpo(ref.dir, data[source]["rows"], demo / "runs" / kind, cfg, beta=beta,
+                  progress=lambda s, t, kind=kind: say(f"train {kind}", s, t))
+        lap(f"train {kind}")
         run_score(str(demo / "data" / f"{source}.jsonl"), str(ref.dir), run_dir=str(demo / "runs" / kind),
                   workspace=root, settings=settings, name=name,
                   progress=lambda s, dn, t, kind=kind: say(f"score {kind}: {s}", dn, t))
@@ -276,8 +275,7 @@ def build_demo(workspace: str | Path, seed: int = 0, progress: Progress | None =
         lap("reference")
         data = _write_preference_data(demo / "data", ref, cfg, say)
         lap("data")
-        _train_runs(demo / "runs", ref, data, cfg, say, lap)
-        runs = _score_runs(root, ref, data, cfg, say, lap)
+        runs = _build_runs(root, ref, data, cfg, say, lap)
         say("done", 1, 1)
     return {"runs": runs, "timings": lap.timings, "workspace": str(root)}
 

@@ -10,7 +10,10 @@ import time
 
 import streamlit as st
 
-from did_ui import job_argv, jobs, widgets
+from did_ui import data, job_argv, jobs, widgets
+
+DEMO_BUILDING = ("Building the embedded demo: a tiny GPT-2 reference and three DPO runs with TRL, each scored as "
+                 "soon as it is trained; each run appears here when it is ready.")
 
 
 def demo_panel(root: str) -> None:
@@ -19,11 +22,23 @@ def demo_panel(root: str) -> None:
     st.subheader("This workspace has no runs yet")
     demo_jobs = jobs.list_jobs(root, kind="demo")
     if demo_jobs and demo_jobs[0].status != "done":  # a finished build whose runs were since removed: offer it again
-        st.write("Building the embedded demo: a tiny GPT-2 reference, two DPO runs with TRL, all scored (about a minute).")
+        st.write(DEMO_BUILDING)
         job_panel(root, demo_jobs[0].id)
     elif st.button("Build the embedded demo", type="primary"):
         jobs.start(root, job_argv.demo_argv(root), kind="demo")
         st.rerun()
+
+
+def demo_still_building(root: str, shown_run: str) -> None:
+    """Runs, once the demo's first run is in: the build's panel while it goes on (or has failed), so the
+    visitor sees the runs so far, what is still coming, and each new run as it lands. A build that failed
+    or whose process died stays shown (with its error, log and "Run again"); a cancelled one does not.
+    `shown_run`: the run the page shows, kept when a new run lands (the default run, the first by name,
+    would otherwise change under the visitor: demo-high lands after demo-low)."""
+    demo_jobs = jobs.list_jobs(root, kind="demo")
+    if demo_jobs and demo_jobs[0].status in ("running", "failed", "interrupted"):
+        st.write(DEMO_BUILDING)
+        job_panel(root, demo_jobs[0].id, keep_run=shown_run)
 
 
 def job_label(job: jobs.JobInfo, now: float | None = None) -> str:
@@ -45,8 +60,10 @@ def job_label(job: jobs.JobInfo, now: float | None = None) -> str:
 
 
 @st.fragment(run_every=1.0)
-def job_panel(root: str, job_id: str) -> None:
-    """Progress, ETA, log and cancel/restart for one background job; polls every second."""
+def job_panel(root: str, job_id: str, keep_run: str | None = None) -> None:
+    """Progress, ETA, log and cancel/restart for one background job; polls every second. A demo job's
+    panel reruns the page when a run lands; `keep_run` is then written to a URL that names no run, so
+    the page goes on showing it."""
     job = jobs.info(root, job_id)
     if job is None:
         st.warning(f"Job {job_id} not found.")
@@ -69,6 +86,14 @@ def job_panel(root: str, job_id: str) -> None:
     log = widgets.drill_down("Log", key=f"log-{job.id}", expanded=job.status == "failed")
     if log is not None:
         log.code(job.log_tail or "(no output yet)", language=None)
+    if job.kind == "demo":  # a demo run just landed (or was rewritten): the page's run list re-reads it
+        runs_now = data.version(root)
+        landed = st.session_state.setdefault("_did_demo_runs_seen", {})
+        if landed.setdefault(job.id, runs_now) != runs_now:
+            landed[job.id] = runs_now
+            if keep_run and not st.query_params.get("run"):
+                st.query_params["run"] = keep_run
+            st.rerun(scope="app")
     seen = st.session_state.setdefault("_did_jobs_seen", {})
     if seen.get(job.id) == "running" and job.status == "done":  # its run.json is new: the views re-read it
         seen[job.id] = job.status

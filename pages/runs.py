@@ -18,6 +18,7 @@ if not runs:
 v = picker.view()
 live.follow(v)  # a live run: reruns when it gains a step
 assert v is not None
+job_panel.demo_still_building(root, v.run)  # the demo's first runs are in; the rest still train
 
 st.caption("One row per run: its settings with where each came from (trainer, default or override), its last "
            "checkpoint's numbers and sparklines over steps. Select rows to line runs up.")

@@ -49,17 +49,26 @@ def tokenizer():
 def demo_build(tmp_path_factory) -> dict:
     """The embedded demo built once per session at the reduced `DemoConfig.fast()` size (real TRL runs),
     with what tests/test_demo.py checks about the build itself: `root`, `elapsed` (s), `seen` (every
-    progress report) and the process settings `before` and `after` it."""
+    progress report), `ready` (at the first report of each "train <kind>" stage, the runs already complete
+    in the workspace: scored, with their exact table) and the process settings `before` and `after` it."""
     import time
 
     from process_state import process_settings
 
     from did_core.demo import DemoConfig, build_demo
+    from did_core.workspace import Workspace
 
-    root, seen = tmp_path_factory.mktemp("demo"), []
+    root, seen, ready = tmp_path_factory.mktemp("demo"), [], {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        seen.append((stage, done, total))
+        if stage.startswith("train ") and stage not in ready:
+            ws = Workspace(root)
+            ready[stage] = sorted(n for n in ws.run_names() if "exact_did" in ws.run(n).extra)
+
     before, t0 = process_settings(), time.perf_counter()
-    build_demo(root, progress=lambda s, d, t: seen.append((s, d, t)), config=DemoConfig.fast())
-    return {"root": root, "elapsed": time.perf_counter() - t0, "seen": seen, "before": before,
+    build_demo(root, progress=report, config=DemoConfig.fast())
+    return {"root": root, "elapsed": time.perf_counter() - t0, "seen": seen, "ready": ready, "before": before,
             "after": process_settings()}
 
 

@@ -200,6 +200,17 @@ def test_fast_build_writes_trl_runs_scores_and_exact_tables(fast_demo) -> None:
 
 
 @pytest.mark.slow
+def test_the_demo_lands_run_by_run(demo_build) -> None:
+    """Each run is complete in the workspace (scored, with its exact table) before the next one starts
+    training, so the Runs page shows the first run while the others are still built."""
+    from did_core.demo import DemoConfig, demo_runs
+
+    runs = demo_runs(DemoConfig.fast())
+    assert demo_build["ready"] == {f"train {kind}": sorted(name for _, name, _, _ in runs[:i])
+                                   for i, (kind, *_) in enumerate(runs)}
+
+
+@pytest.mark.slow
 def test_the_third_run_is_a_beta_sweep_of_the_low_run(fast_demo) -> None:
     """The demo's third run: TRL DPO on the low run's data at another β, so that the cross-run views
     have a pair to line up: same dataset and reference score as demo-low (comparable pair by pair),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,78 @@ def _demo_panel(root):
     from did_ui import job_panel
 
     job_panel.demo_panel(root)
+
+
+def _fake_demo_job(root, stage="train high", status="running") -> str:
+    """A demo job's folder as `jobs.start` leaves it, its process this one (alive: running), at `stage`."""
+    job_id = "20261203-120000-demo-abcdef"
+    d = jobs.jobs_dir(root) / job_id
+    d.mkdir(parents=True)
+    pid = os.getpid()
+    if status == "interrupted":  # its process is gone
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        pid = proc.pid
+    (d / "job.json").write_text(json.dumps({"id": job_id, "kind": "demo", "argv": ["demo"], "created": time.time(),
+                                            "pid": pid}))
+    (d / "progress.jsonl").write_text(json.dumps({"stage": stage, "done": 3, "total": 10, "time": time.time()}) + "\n")
+    if status == "failed":
+        (d / "rc").write_text("1")
+    return job_id
+
+
+@pytest.mark.parametrize("status", ["running", "failed", "interrupted"])
+def test_runs_shows_the_demos_first_runs_while_the_rest_still_build(tmp_path, monkeypatch, status):
+    """The demo lands run by run (did_core/demo.py): once one run is in, Runs shows it, with the build's
+    panel above it while the build goes on or has failed, and not once it is done."""
+    from streamlit.testing.v1 import AppTest
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+    from did_ui.job_panel import DEMO_BUILDING
+
+    make_synthetic_workspace(tmp_path, n_pairs=8, n_checkpoints=2, seed=0, tokens=False, run_name="demo-low")
+    job_id = _fake_demo_job(tmp_path, status=status)
+    monkeypatch.setenv("DID_WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("DID_AUTO_DEMO", "1")  # a demo job exists: no second build is started
+    monkeypatch.setenv("DID_WARM_UP", "0")
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert DEMO_BUILDING in [m.value for m in at.markdown]
+    assert any(h.value == "Checkpoints of demo\\-low" for h in at.subheader), [h.value for h in at.subheader]
+    assert [(j.id, j.status) for j in jobs.list_jobs(tmp_path, kind="demo")] == [(job_id, status)]
+    (jobs.jobs_dir(tmp_path) / job_id / "rc").write_text("0")  # the build is done (run again, resumed): the panel goes
+    at.run()
+    assert DEMO_BUILDING not in [m.value for m in at.markdown]
+
+
+def _job_panel_counting_draws(root, job_id):
+    import streamlit as st
+
+    from did_ui import job_panel
+
+    st.session_state["draws"] = st.session_state.get("draws", 0) + 1
+    job_panel.job_panel(root, job_id, keep_run="demo-low")
+
+
+def test_the_demo_panel_redraws_the_page_when_a_run_lands(tmp_path):
+    """While the demo builds, its panel (a fragment that polls) reruns the whole page when a run is added or
+    rewritten, so the page's run list takes it in, and pins the run shown in a URL that named none (the
+    default run would change: demo-high sorts before demo-low); otherwise it redraws only itself."""
+    from streamlit.testing.v1 import AppTest
+
+    from did_core.synthetic_ws import make_synthetic_workspace
+
+    job_id = _fake_demo_job(tmp_path)
+    at = AppTest.from_function(_job_panel_counting_draws, args=(str(tmp_path), job_id)).run(timeout=30)
+    assert not at.exception and at.session_state["draws"] == 1
+    at.run(timeout=30)
+    assert at.session_state["draws"] == 2  # nothing landed: one draw
+    make_synthetic_workspace(tmp_path, n_pairs=8, n_checkpoints=2, seed=0, tokens=False, run_name="demo-low")
+    at.run(timeout=30)
+    assert not at.exception and at.session_state["draws"] == 4  # a run landed: the panel asked for a full rerun
+    assert at.query_params["run"] == "demo-low"
+    at.query_params["run"] = "other"  # a URL that names a run is left alone
+    make_synthetic_workspace(tmp_path, n_pairs=8, n_checkpoints=2, seed=0, tokens=False, run_name="demo-high")
+    at.run(timeout=30)
+    assert at.session_state["draws"] == 6 and at.query_params["run"] == "other"
