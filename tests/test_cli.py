@@ -106,6 +106,8 @@ def test_finished_job_computes_nothing(world, tmp_path):
 
 
 def test_kill_9_then_resume_is_identical(world, tmp_path):
+    from did_core.workspace import Workspace
+
     ws_ref, ws = tmp_path / "uninterrupted", tmp_path / "killed"
     env = _env(DID_CHUNK_SIZE=4)
     _cli(*_score_args(world, ws_ref), env=_env(DID_CHUNK_SIZE=4))
@@ -130,11 +132,11 @@ def test_kill_9_then_resume_is_identical(world, tmp_path):
     p = _cli(*_score_args(world, ws), env=_env(DID_CHUNK_SIZE=4))
     computed = int(p.stdout.split("pairs, ")[1].split("/")[0])
     assert 0 < computed <= n_chunks - 3, p.stdout  # at least 3 chunks survived the kill
-    assert " 0/" in _cli(*_score_args(world, ws), env=_env(DID_CHUNK_SIZE=4)).stdout
-    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    _cli("export", "--workspace", ws_ref, "--out", a)
-    _cli("export", "--workspace", ws, "--out", b)
-    pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
+    # read in this process: a third CLI run computing nothing is test_finished_job_computes_nothing, the
+    # export command is tested on its own (each process start here costs seconds of imports)
+    (name,) = Workspace(ws_ref).run_names()
+    assert Workspace(ws).run_names() == [name]
+    pd.testing.assert_frame_equal(Workspace(ws_ref).pairs(name), Workspace(ws).pairs(name))
 
 
 @pytest.mark.slow
