@@ -200,8 +200,9 @@ def snis_interval(log_ratio, log_proposal, *, n_boot: int = 1000, level: float =
     chosen beside it covers 89–99.5 % (6 of 12 cells in 93–97 %): where most of q sits on responses the proposal
     almost never draws (the lab's heavy-tail world, ≈ 52 % of q unseen by K = 256 draws on average) ≈ 89 % at
     K = 256, and on small supports 97–99.5 %. On six held-out lab worlds it covers 86–98 % (4 of 12 in 93–97 %;
-    under-covering at K = 32 on flat supports and at K = 256 on heavy-tailed ones). `SNIS_MEASURED_COVERAGE`. Replacing m = K/4 by a missing-mass-matched m, resampling from the known proposal
-    on the seen responses, or m ∈ {K/8, K/2, K} did not do better on held-out seeds (same section).
+    under-covering at K = 32 on flat supports and at K = 256 on heavy-tailed ones); the range over all 24 is
+    `SNIS_MEASURED_COVERAGE`. Replacing m = K/4 by a missing-mass-matched m, resampling from the known
+    proposal on the seen responses, or m ∈ {K/8, K/2, K} did not do better on held-out seeds (same section).
     """
     d = np.asarray(log_ratio, dtype=np.float64)
     lp = np.broadcast_to(np.asarray(log_proposal, dtype=np.float64), d.shape)

@@ -193,12 +193,15 @@ def _paused(d: Path) -> float:
 
 
 def list_jobs(workspace: str | Path, kind: str | None = None) -> list[JobInfo]:
-    """Every job of the workspace, newest first."""
+    """Every job of the workspace (of `kind`, when given), newest first. A job's id names its kind
+    (`start`: "<time>-<kind>-<hex>"), so only those folders are read: the Runs page asks for the demo's
+    job on every draw, and a workspace's score jobs pile up."""
     base = jobs_dir(workspace)
     if not base.is_dir():
         return []
-    out = [j for d in sorted(base.iterdir(), reverse=True) if d.is_dir() and (j := info(workspace, d.name))]
-    return [j for j in out if kind is None or j.kind == kind]
+    dirs = [d for d in sorted(base.iterdir(), reverse=True)
+            if d.is_dir() and (kind is None or f"-{kind}-" in d.name)]
+    return [j for d in dirs if (j := info(workspace, d.name)) and (kind is None or j.kind == kind)]
 
 
 def cancel(workspace: str | Path, job_id: str) -> bool:
